@@ -1,0 +1,147 @@
+"""minigrad: recurrent cells as graphs of typed nodes, with BPTT derived from local derivatives.
+
+Public API (re-exported from the private-by-convention modules below):
+
+* nodes (``minigrad.nodes``): ``Node`` and the built-in node types;
+* cells (``minigrad.cell``): ``CellBuilder``, ``Cell``, ``Ref`` and one
+  lowercase function per node type (``sigmoid``, ``matmul``, ...);
+* unrolling (``minigrad.unroll``): ``unroll``, ``SHARED``;
+* planning and execution (``minigrad.plan``): ``compile_plan``, ``Plan``,
+  ``Run``, ``Gradients``;
+* gradient checking (``minigrad.check``): ``gradcheck``,
+  ``gradcheck_node``, ``gradcheck_cell``, ``check_grads``;
+* initialisers (``minigrad.init``) and errors (``minigrad.errors``).
+"""
+
+from minigrad import init
+from minigrad.cell import (
+    Cell,
+    CellBuilder,
+    InputSpec,
+    OpSpec,
+    ParamSpec,
+    Ref,
+    StateSpec,
+    add,
+    affine,
+    concat,
+    gru_update,
+    l2_loss,
+    matmul,
+    mul,
+    one_minus,
+    relu,
+    scale,
+    sigmoid,
+    sigmoid_bce,
+    slice_,
+    softmax_cross_entropy,
+    sub,
+    tanh,
+)
+from minigrad.check import (
+    GradcheckResult,
+    check_grads,
+    gradcheck,
+    gradcheck_cell,
+    gradcheck_node,
+)
+from minigrad.errors import (
+    DTypeError,
+    GradcheckError,
+    GraphError,
+    MinigradError,
+    NodeContractError,
+    NonFiniteError,
+    ShapeError,
+)
+from minigrad.nodes import (
+    Add,
+    Affine,
+    Concat,
+    GRUUpdate,
+    Identity,
+    L2Loss,
+    MatMul,
+    Mul,
+    Node,
+    OneMinus,
+    ReLU,
+    Scale,
+    Sigmoid,
+    SigmoidBCE,
+    Slice,
+    SoftmaxCrossEntropy,
+    Sub,
+    Tanh,
+)
+from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
+from minigrad.unroll import SHARED, unroll
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SHARED",
+    "Add",
+    "Affine",
+    "BufRef",
+    "Cell",
+    "CellBuilder",
+    "Concat",
+    "DTypeError",
+    "GRUUpdate",
+    "GradcheckError",
+    "GradcheckResult",
+    "Gradients",
+    "GraphError",
+    "Identity",
+    "InputSpec",
+    "Instr",
+    "L2Loss",
+    "MatMul",
+    "MinigradError",
+    "Mul",
+    "Node",
+    "NodeContractError",
+    "NonFiniteError",
+    "OneMinus",
+    "OpSpec",
+    "ParamSpec",
+    "Plan",
+    "ReLU",
+    "Ref",
+    "Run",
+    "Scale",
+    "ShapeError",
+    "Sigmoid",
+    "SigmoidBCE",
+    "Slice",
+    "SoftmaxCrossEntropy",
+    "StateSpec",
+    "Sub",
+    "Tanh",
+    "__version__",
+    "add",
+    "affine",
+    "check_grads",
+    "compile_plan",
+    "concat",
+    "gradcheck",
+    "gradcheck_cell",
+    "gradcheck_node",
+    "gru_update",
+    "init",
+    "l2_loss",
+    "matmul",
+    "mul",
+    "one_minus",
+    "relu",
+    "scale",
+    "sigmoid",
+    "sigmoid_bce",
+    "slice_",
+    "softmax_cross_entropy",
+    "sub",
+    "tanh",
+    "unroll",
+]

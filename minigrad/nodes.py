@@ -1,0 +1,753 @@
+"""Typed nodes: a forward computation on numpy arrays and its local derivative.
+
+A node is one operation of a cell graph. Its contract has two methods:
+
+* ``forward(*xs) -> y`` computes the output from the input arrays;
+* ``vjp(g, y, *xs) -> (gx_0, ..., gx_{n-1})`` is the local vector-Jacobian
+  product: given the gradient ``g`` of the loss with respect to ``y`` (same
+  shape as ``y``), it returns the gradient with respect to *every* input, in
+  input order, each with exactly the shape and dtype of that input. A zero
+  gradient is an array of zeros, never ``None``.
+
+``vjp`` receives the forward output ``y`` so that a node can reuse it (a
+sigmoid's derivative is ``y * (1 - y)``): forward decides what backward keeps.
+
+A node also declares, for graph building, how many inputs it takes
+(``arity``), their names (``slots``, used in error messages), and the rule for
+its output shape (``infer_shape``) and dtype (``infer_dtype``). Shapes at
+build time are symbolic: the batch dimension is the string ``"B"``.
+
+Every node works on arrays with any number of leading batch dimensions
+(``(B, H)`` for one time step, ``(T, B, H)`` for all steps at once), acting on
+the last axis only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from minigrad.errors import DTypeError, ShapeError
+from minigrad.types import BATCH, Array, Dim, SymShape
+
+__all__ = [
+    "Add",
+    "Affine",
+    "Concat",
+    "GRUUpdate",
+    "Identity",
+    "L2Loss",
+    "MatMul",
+    "Mul",
+    "Node",
+    "OneMinus",
+    "ReLU",
+    "Scale",
+    "Sigmoid",
+    "SigmoidBCE",
+    "Slice",
+    "SoftmaxCrossEntropy",
+    "Sub",
+    "Tanh",
+    "broadcast_shapes",
+    "stable_sigmoid",
+    "unbroadcast",
+]
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def _fmt(shape: SymShape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def broadcast_shapes(*shapes: SymShape) -> SymShape:
+    """Broadcast symbolic shapes by numpy's rules (``"B"`` only matches ``"B"`` or 1).
+
+    Args:
+        shapes: symbolic shapes, e.g. ``("B", 4)`` and ``(4,)``.
+
+    Returns:
+        The broadcast shape, e.g. ``("B", 4)``.
+
+    Raises:
+        ShapeError: if two dimensions differ and neither is 1.
+    """
+    n = max(len(s) for s in shapes)
+    padded: list[SymShape] = [(1,) * (n - len(s)) + tuple(s) for s in shapes]
+    out: list[Dim] = []
+    for dims in zip(*padded, strict=True):
+        d: Dim = 1
+        for x in dims:
+            if x == 1:
+                continue
+            if d == 1:
+                d = x
+            elif d != x:
+                raise ShapeError(
+                    "shapes " + ", ".join(_fmt(s) for s in shapes) + " do not broadcast"
+                )
+        out.append(d)
+    return tuple(out)
+
+
+def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``g`` over the axes that broadcasting added or stretched.
+
+    Args:
+        g: a gradient of the broadcast result, shape ``(..., *shape)``.
+        shape: the shape of the input that was broadcast.
+
+    Returns:
+        An array of shape ``shape`` (a view of ``g`` when nothing was broadcast).
+    """
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, d in enumerate(shape) if d == 1 and g.shape[extra + i] != 1
+    )
+    out: Array = g.sum(axis=axes).reshape(shape)
+    return out
+
+
+def stable_sigmoid(x: Array, out: Array | None = None) -> Array:
+    """The logistic function, exact to rounding and free of overflow for every finite x.
+
+    Uses ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0`` with
+    ``e = exp(-|x|)`` in (0, 1], so no exponential ever exceeds 1.
+
+    Args:
+        x: any shape, float32 or float64.
+        out: optional array of the same shape and dtype to write into.
+    """
+    e = np.exp(-np.abs(x))
+    s = np.reciprocal(1 + e)
+    if out is None:
+        out = np.empty_like(x)
+    np.multiply(e, s, out=out)
+    np.copyto(out, s, where=x >= 0)
+    return out
+
+
+def _same_dtype(node: Node, dtypes: Sequence[np.dtype[np.floating]]) -> np.dtype[np.floating]:
+    first = dtypes[0]
+    for i, d in enumerate(dtypes):
+        if d != first:
+            raise DTypeError(
+                f"input {i} '{node.slot(i)}' is {d.name} but input 0 '{node.slot(0)}' is "
+                f"{first.name}; all inputs of {type(node).__name__} must share one dtype"
+            )
+    if not np.issubdtype(first, np.floating):
+        raise DTypeError(f"{type(node).__name__} needs floating-point inputs, got {first.name}")
+    return first
+
+
+# --------------------------------------------------------------------------
+# the contract
+
+
+class Node(ABC):
+    """Base class of every node type.
+
+    Subclasses set ``arity`` (number of inputs, ``None`` for one or more),
+    ``slots`` (input names for messages), ``formula`` (the forward, as text)
+    and ``derivatives`` (the local derivative with respect to each slot, as
+    text, used by ``minigrad.explain``), and implement ``forward`` and
+    ``vjp``. ``infer_shape`` defaults to numpy broadcasting of all inputs and
+    ``infer_dtype`` to "all inputs share one floating dtype".
+    """
+
+    arity: ClassVar[int | None] = 1
+    slots: ClassVar[tuple[str, ...]] = ("x",)
+    formula: str = ""
+    derivatives: tuple[str, ...] = ()
+    #: True for node types whose ``vjp`` is covered by the template test; the
+    #: engine re-checks the shape and dtype of every gradient of other nodes.
+    verified: ClassVar[bool] = False
+
+    def slot(self, i: int) -> str:
+        """Name of input ``i`` (``x0``, ``x1``, ... for variadic nodes)."""
+        if i < len(self.slots):
+            return self.slots[i]
+        return f"x{i}"
+
+    def check_arity(self, n: int) -> None:
+        """Raise ``ShapeError`` unless the node takes ``n`` inputs."""
+        if self.arity is None:
+            if n < 1:
+                raise ShapeError(f"{type(self).__name__} takes at least one input, got 0")
+        elif n != self.arity:
+            raise ShapeError(
+                f"{type(self).__name__} takes {self.arity} input(s) "
+                f"({', '.join(self.slots)}), got {n}"
+            )
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        """Output shape from input shapes (symbolic, batch dim ``"B"``)."""
+        return broadcast_shapes(*shapes)
+
+    def infer_dtype(self, *dtypes: np.dtype[np.floating]) -> np.dtype[np.floating]:
+        """Output dtype from input dtypes; the default requires one shared float dtype."""
+        return _same_dtype(self, dtypes)
+
+    @abstractmethod
+    def forward(self, *xs: Array) -> Array:
+        """Compute the output from the inputs (shapes as given by ``infer_shape``)."""
+
+    @abstractmethod
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        """Local vector-Jacobian product.
+
+        Args:
+            g: gradient of the loss with respect to the output, shape of ``y``.
+            y: the output that ``forward`` returned for ``xs``.
+            xs: the inputs, as given to ``forward``.
+
+        Returns:
+            One gradient per input, each of that input's shape and dtype.
+        """
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        """Write ``forward(*xs)`` into ``out``; built-in nodes override it to avoid a copy."""
+        np.copyto(out, self.forward(*xs))
+
+    def vjp_some(
+        self, needs: tuple[bool, ...], g: Array, y: Array, *xs: Array
+    ) -> tuple[Array, ...]:
+        """Like ``vjp``, but entries whose ``needs`` flag is False may be skipped.
+
+        The engine calls this; a skipped entry may be any array (it is ignored).
+        The default computes everything with ``vjp``.
+        """
+        return self.vjp(g, y, *xs)
+
+    def params_repr(self) -> str:
+        """Constructor arguments, for ``repr`` and drawings."""
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params_repr()})"
+
+
+# --------------------------------------------------------------------------
+# linear algebra
+
+
+class MatMul(Node):
+    """``y = a @ w`` (or ``a @ w.T`` with ``transpose_b=True``).
+
+    Shapes: ``a`` (..., K); ``w`` (K, N), or (N, K) when transposed, with no
+    batch dimension; ``y`` (..., N). The gradient of ``w`` is summed over all
+    leading dimensions of ``a``.
+    """
+
+    arity = 2
+    slots = ("a", "w")
+    formula = "y = a @ w"
+    derivatives = ("dL/da = g @ w^T", "dL/dw = a^T @ g")
+    verified = True
+
+    def __init__(self, transpose_b: bool = False) -> None:
+        self.transpose_b = transpose_b
+        if transpose_b:
+            self.formula = "y = a @ w^T"
+            self.derivatives = ("dL/da = g @ w", "dL/dw = g^T @ a")
+
+    def params_repr(self) -> str:
+        return "transpose_b=True" if self.transpose_b else ""
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        a, w = shapes
+        if len(w) != 2 or BATCH in w:
+            raise ShapeError(
+                f"input 1 'w' must be a matrix without a batch dimension, got {_fmt(w)}"
+            )
+        if len(a) < 1:
+            raise ShapeError("input 0 'a' must have at least one dimension, got ()")
+        k, n = (w[1], w[0]) if self.transpose_b else (w[0], w[1])
+        if a[-1] != k:
+            wdesc = f"w^T {_fmt((w[1], w[0]))}" if self.transpose_b else f"w {_fmt(w)}"
+            raise ShapeError(
+                f"inner dimensions differ: a {_fmt(a)} has {a[-1]} columns but {wdesc} has {k} rows"
+            )
+        return (*a[:-1], n)
+
+    def forward(self, *xs: Array) -> Array:
+        a, w = xs
+        return a @ (w.T if self.transpose_b else w)
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        a, w = xs
+        np.matmul(a, w.T if self.transpose_b else w, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return self.vjp_some((True, True), g, y, *xs)
+
+    def vjp_some(
+        self, needs: tuple[bool, ...], g: Array, y: Array, *xs: Array
+    ) -> tuple[Array, ...]:
+        a, w = xs
+        ga: Array = g @ (w if self.transpose_b else w.T) if needs[0] else a
+        gw: Array
+        if needs[1]:
+            a2 = a.reshape(-1, a.shape[-1])
+            g2 = g.reshape(-1, g.shape[-1])
+            gw = g2.T @ a2 if self.transpose_b else a2.T @ g2
+        else:
+            gw = w
+        return ga, gw
+
+
+class Affine(Node):
+    """Affine read-out ``y = x @ w + b``.
+
+    Shapes: ``x`` (..., D); ``w`` (D, N); ``b`` (N,); ``y`` (..., N).
+    """
+
+    arity = 3
+    slots = ("x", "w", "b")
+    formula = "y = x @ w + b"
+    derivatives = ("dL/dx = g @ w^T", "dL/dw = x^T @ g", "dL/db = sum of g over the batch")
+    verified = True
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        x, w, b = shapes
+        y = MatMul().infer_shape(x, w)
+        if len(b) != 1 or b[0] != w[1]:
+            raise ShapeError(f"input 2 'b' must have shape ({w[1]},), got {_fmt(b)}")
+        return y
+
+    def forward(self, *xs: Array) -> Array:
+        x, w, b = xs
+        y: Array = x @ w
+        y += b
+        return y
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        x, w, b = xs
+        np.matmul(x, w, out=out)
+        out += b
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        x, w, _b = xs
+        g2 = g.reshape(-1, g.shape[-1])
+        return g @ w.T, x.reshape(-1, x.shape[-1]).T @ g2, g2.sum(axis=0)
+
+
+# --------------------------------------------------------------------------
+# elementwise arithmetic
+
+
+class Add(Node):
+    """``y = a + b`` with numpy broadcasting (a bias (H,) is added to every row of (B, H))."""
+
+    arity = 2
+    slots = ("a", "b")
+    formula = "y = a + b"
+    derivatives = ("dL/da = g", "dL/db = g")
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        a, b = xs
+        return a + b
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        a, b = xs
+        np.add(a, b, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        a, b = xs
+        return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+
+
+class Sub(Node):
+    """``y = a - b`` with numpy broadcasting."""
+
+    arity = 2
+    slots = ("a", "b")
+    formula = "y = a - b"
+    derivatives = ("dL/da = g", "dL/db = -g")
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        a, b = xs
+        return a - b
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        a, b = xs
+        np.subtract(a, b, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        a, b = xs
+        return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+
+
+class OneMinus(Node):
+    """``y = 1 - x``."""
+
+    formula = "y = 1 - x"
+    derivatives = ("dL/dx = -g",)
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return 1 - xs[0]
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.subtract(1, xs[0], out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (-g,)
+
+
+class Scale(Node):
+    """``y = c * x`` for a constant ``c``."""
+
+    formula = "y = c * x"
+    derivatives = ("dL/dx = c * g",)
+    verified = True
+
+    def __init__(self, c: float) -> None:
+        self.c = float(c)
+
+    def params_repr(self) -> str:
+        return repr(self.c)
+
+    def forward(self, *xs: Array) -> Array:
+        return xs[0] * self.c
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.multiply(xs[0], self.c, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g * self.c,)
+
+
+class Identity(Node):
+    """``y = x`` (useful to give a value a second name)."""
+
+    formula = "y = x"
+    derivatives = ("dL/dx = g",)
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return xs[0].copy()
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.copyto(out, xs[0])
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g,)
+
+
+class Mul(Node):
+    """Elementwise gating ``y = a * b`` with numpy broadcasting (gate times value)."""
+
+    arity = 2
+    slots = ("a", "b")
+    formula = "y = a * b"
+    derivatives = ("dL/da = g * b", "dL/db = g * a")
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        a, b = xs
+        return a * b
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        a, b = xs
+        np.multiply(a, b, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return self.vjp_some((True, True), g, y, *xs)
+
+    def vjp_some(
+        self, needs: tuple[bool, ...], g: Array, y: Array, *xs: Array
+    ) -> tuple[Array, ...]:
+        a, b = xs
+        ga = unbroadcast(g * b, a.shape) if needs[0] else a
+        gb = unbroadcast(g * a, b.shape) if needs[1] else b
+        return ga, gb
+
+
+class GRUUpdate(Node):
+    """The gated state update ``y = (1 - z) * a + z * b`` as one node.
+
+    Shapes: ``z``, ``a``, ``b`` broadcast together (normally all (..., H)).
+    With ``a`` the previous state and ``b`` the candidate this is Chung et
+    al.'s update; with the roles swapped it is PyTorch's.
+    """
+
+    arity = 3
+    slots = ("z", "a", "b")
+    formula = "y = (1 - z) * a + z * b"
+    derivatives = ("dL/dz = g * (b - a)", "dL/da = g * (1 - z)", "dL/db = g * z")
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        z, a, b = xs
+        return a + z * (b - a)
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        z, a, b = xs
+        np.subtract(b, a, out=out)
+        out *= z
+        out += a
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        z, a, b = xs
+        gz = unbroadcast(g * (b - a), z.shape)
+        gb_full = g * z
+        ga = unbroadcast(g - gb_full, a.shape)
+        return gz, ga, unbroadcast(gb_full, b.shape)
+
+
+# --------------------------------------------------------------------------
+# activations
+
+
+class Sigmoid(Node):
+    """Logistic ``y = 1 / (1 + exp(-x))``, computed without overflow for any finite x."""
+
+    formula = "y = sigmoid(x)"
+    derivatives = ("dL/dx = g * y * (1 - y)",)
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return stable_sigmoid(xs[0])
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        stable_sigmoid(xs[0], out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g * y * (1 - y),)
+
+
+class Tanh(Node):
+    """Hyperbolic tangent ``y = tanh(x)``."""
+
+    formula = "y = tanh(x)"
+    derivatives = ("dL/dx = g * (1 - y^2)",)
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return np.tanh(xs[0])
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.tanh(xs[0], out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g * (1 - y * y),)
+
+
+class ReLU(Node):
+    """Rectifier ``y = max(x, 0)`` (derivative 0 at x = 0)."""
+
+    formula = "y = max(x, 0)"
+    derivatives = ("dL/dx = g * [x > 0]",)
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return np.maximum(xs[0], 0)
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.maximum(xs[0], 0, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g * (xs[0] > 0),)
+
+
+# --------------------------------------------------------------------------
+# shape plumbing
+
+
+class Slice(Node):
+    """``y = x[..., start:stop]``: a block of the last axis (e.g. one gate of stacked gates)."""
+
+    formula = "y = x[..., start:stop]"
+    derivatives = ("dL/dx = g placed in columns start:stop, zeros elsewhere",)
+    verified = True
+
+    def __init__(self, start: int, stop: int) -> None:
+        if not 0 <= start < stop:
+            raise ShapeError(f"Slice needs 0 <= start < stop, got start={start}, stop={stop}")
+        self.start = start
+        self.stop = stop
+
+    def params_repr(self) -> str:
+        return f"{self.start}, {self.stop}"
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        (x,) = shapes
+        if len(x) < 1 or x[-1] == BATCH:
+            raise ShapeError(f"input 0 'x' must have a feature axis, got {_fmt(x)}")
+        last = x[-1]
+        assert isinstance(last, int)
+        if self.stop > last:
+            raise ShapeError(
+                f"slice {self.start}:{self.stop} is past the end of the last axis of {_fmt(x)}"
+            )
+        return (*x[:-1], self.stop - self.start)
+
+    def forward(self, *xs: Array) -> Array:
+        return xs[0][..., self.start : self.stop].copy()
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.copyto(out, xs[0][..., self.start : self.stop])
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        gx = np.zeros_like(xs[0])
+        gx[..., self.start : self.stop] = g
+        return (gx,)
+
+
+class Concat(Node):
+    """``y = concatenate(xs, axis=-1)``; takes one or more inputs."""
+
+    arity = None
+    slots = ()
+    formula = "y = [x0, x1, ...] along the last axis"
+    derivatives = ("dL/dxi = the columns of g that xi filled",)
+    verified = True
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        lead = shapes[0][:-1]
+        total = 0
+        for i, s in enumerate(shapes):
+            if len(s) < 1 or s[:-1] != lead or s[-1] == BATCH:
+                raise ShapeError(
+                    f"input {i} has shape {_fmt(s)}; all inputs must be (*{_fmt(lead)}, n)"
+                )
+            last = s[-1]
+            assert isinstance(last, int)
+            total += last
+        return (*lead, total)
+
+    def forward(self, *xs: Array) -> Array:
+        return np.concatenate(xs, axis=-1)
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.concatenate(xs, axis=-1, out=out)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        out = []
+        start = 0
+        for x in xs:
+            stop = start + x.shape[-1]
+            out.append(g[..., start:stop])
+            start = stop
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# losses: one value per row, shape (...,) = the input shape without its last axis
+
+
+def _loss_shape(node: Node, shapes: Sequence[SymShape]) -> SymShape:
+    a, b = shapes
+    if a != b:
+        raise ShapeError(
+            f"input 0 '{node.slot(0)}' has shape {_fmt(a)} but input 1 '{node.slot(1)}' has "
+            f"{_fmt(b)}; they must be equal"
+        )
+    if len(a) < 1:
+        raise ShapeError(f"input 0 '{node.slot(0)}' must have a feature axis, got ()")
+    return a[:-1]
+
+
+class L2Loss(Node):
+    """Squared error per row: ``y = 0.5 * sum((h - t) ** 2, axis=-1)``.
+
+    Shapes: ``h``, ``t`` (..., H); ``y`` (...,). Summed over rows and steps by
+    the engine, this is ``0.5 * sum((h - t) ** 2)``.
+    """
+
+    arity = 2
+    slots = ("h", "t")
+    formula = "y = 0.5 * sum((h - t)^2)"
+    derivatives = ("dL/dh = g * (h - t)", "dL/dt = -g * (h - t)")
+    verified = True
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        return _loss_shape(self, shapes)
+
+    def forward(self, *xs: Array) -> Array:
+        h, t = xs
+        d = h - t
+        out: Array = np.einsum("...i,...i->...", d, d)
+        out *= 0.5
+        return out
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        h, t = xs
+        gh = g[..., None] * (h - t)
+        return gh, -gh
+
+
+class SigmoidBCE(Node):
+    """Binary cross-entropy of sigmoid outputs, taken on logits, per row.
+
+    ``y = sum(softplus(z) - t * z, axis=-1)`` = ``-sum(t log p + (1-t) log(1-p))``
+    with ``p = sigmoid(z)``, computed as ``max(z, 0) - t z + log1p(exp(-|z|))``
+    so it never overflows. Shapes: ``z``, ``t`` (..., K); ``y`` (...,).
+    """
+
+    arity = 2
+    slots = ("logits", "targets")
+    formula = "y = -sum(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z)))"
+    derivatives = ("dL/dz = g * (sigmoid(z) - t)", "dL/dt = -g * z")
+    verified = True
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        return _loss_shape(self, shapes)
+
+    def forward(self, *xs: Array) -> Array:
+        z, t = xs
+        e = np.maximum(z, 0) - t * z + np.log1p(np.exp(-np.abs(z)))
+        out: Array = e.sum(axis=-1)
+        return out
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        z, t = xs
+        ge = g[..., None]
+        return ge * (stable_sigmoid(z) - t), -ge * z
+
+
+class SoftmaxCrossEntropy(Node):
+    """Cross-entropy of a softmax over the last axis, taken on logits, per row.
+
+    ``y = -sum(t * log_softmax(z), axis=-1)``; ``t`` holds target probabilities
+    (one-hot for a class label). Shapes: ``z``, ``t`` (..., K); ``y`` (...,).
+    """
+
+    arity = 2
+    slots = ("logits", "targets")
+    formula = "y = -sum(t * log_softmax(z))"
+    derivatives = ("dL/dz = g * (sum(t) * softmax(z) - t)", "dL/dt = -g * log_softmax(z)")
+    verified = True
+
+    def infer_shape(self, *shapes: SymShape) -> SymShape:
+        return _loss_shape(self, shapes)
+
+    @staticmethod
+    def _log_softmax(z: Array) -> Array:
+        m = z.max(axis=-1, keepdims=True)
+        s: Array = z - m
+        s -= np.log(np.exp(s).sum(axis=-1, keepdims=True))
+        return s
+
+    def forward(self, *xs: Array) -> Array:
+        z, t = xs
+        out: Array = -(t * self._log_softmax(z)).sum(axis=-1)
+        return out
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        z, t = xs
+        ls = self._log_softmax(z)
+        ge = g[..., None]
+        gz = ge * (t.sum(axis=-1, keepdims=True) * np.exp(ls) - t)
+        return gz, -ge * ls

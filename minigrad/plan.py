@@ -1,0 +1,790 @@
+"""Compiling an unrolled graph into a plan, and running it forward and backward.
+
+``compile_plan(cell, T)`` unrolls the cell with networkx once, sorts the
+unrolled graph topologically (``lexicographical_topological_sort`` keyed by
+step and name, so the order is deterministic), finds the nodes that lie
+between the requested sources (parameters, inputs, initial states) and the
+loss or outputs, and writes a **plan**: a flat list of instructions over named
+buffers. The backward list is the forward list reversed, restricted to the
+nodes that lie on a path to the loss, each instruction applying the node's
+local derivative (``vjp``) and adding the result into its inputs' gradient
+buffers, so that fan-out is summed and each parameter's gradient is summed
+over all steps.
+
+Buffers are one array per cell value with the time steps stacked:
+``(T, B, *features)`` for inputs and per-step nodes, ``(T + 1, B, *features)``
+for states (index 0 is the initial state, index T the final one), the
+parameter's own shape for parameters and parameter-only nodes. An instruction
+at step t reads and writes the views ``buffer[t]``. A plan is bound once per
+(batch size, masked or not) into a workspace: preallocated buffers and tuples
+of views, so running a batch does no networkx or dictionary work per node.
+
+Graph passes (``passes=``) rewrite the symbolic plan before it is bound; the
+instruction list and ``BufRef`` are the seam they work on.
+
+Masks: with ``mask`` (T, B) given, a padded step (mask 0) carries each state
+unchanged, its loss terms count zero, its outputs come back as zeros and any
+gradient given for them is ignored, so padding changes neither the loss, the
+gradients nor the carried state.
+
+Truncation: with ``truncate=k`` the state adjoint is not propagated across
+the state edges into steps that are multiples of k (truncated BPTT over
+windows of k steps, the forward pass unchanged).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import networkx as nx
+import numpy as np
+
+from minigrad.cell import Cell
+from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
+from minigrad.nodes import Node
+from minigrad.types import AnyArray, Array, BoolArray, Shape
+from minigrad.unroll import SHARED, Key, unroll
+
+__all__ = [
+    "BufRef",
+    "Gradients",
+    "Instr",
+    "Plan",
+    "Run",
+    "compile_plan",
+]
+
+Index = int | tuple[int, int] | None
+
+
+class BufRef(NamedTuple):
+    """A view of a buffer: ``buffer`` (``"param:W"``, ``"in:x"``, ``"op:z"``,
+    ``"state:h"``), ``index`` an int step, a ``(start, stop)`` range of steps,
+    or ``None`` for the whole buffer."""
+
+    buffer: str
+    index: Index = None  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class Instr:
+    """One instruction of a plan.
+
+    ``kind`` is ``"op"`` (apply ``op`` to ``ins`` into ``out``) or ``"carry"``
+    (``out = ins[0]`` on real steps, ``ins[1]`` on padded ones; ``ins[2]`` is
+    the mask row). ``backward`` says whether the backward pass applies its
+    local derivative; ``needs`` which inputs want a gradient; ``name`` and
+    ``step`` identify it for messages.
+    """
+
+    kind: str
+    name: str
+    step: int
+    op: Node | None
+    ins: tuple[BufRef, ...]
+    out: BufRef
+    backward: bool = False
+    needs: tuple[bool, ...] = ()
+
+
+@dataclass
+class Gradients:
+    """The gradients of one backward pass, fresh arrays owned by the caller.
+
+    ``params``: ``{name: (shape of the parameter)}``; ``inputs``:
+    ``{name: (T, B, *features)}``; ``states``: ``{name: (B, *features)}``, the
+    gradient with respect to each initial state.
+    """
+
+    params: dict[str, Array] = field(default_factory=dict)
+    inputs: dict[str, Array] = field(default_factory=dict)
+    states: dict[str, Array] = field(default_factory=dict)
+
+    def flat(self, state_suffix: str = "0") -> dict[str, Array]:
+        """All gradients in one dict; initial-state gradients are named ``state + suffix``."""
+        out = dict(self.params)
+        out.update(self.inputs)
+        out.update({s + state_suffix: g for s, g in self.states.items()})
+        return out
+
+
+@dataclass
+class Run:
+    """The result of a forward pass.
+
+    ``loss``: the masked sum of every loss term over batch and steps.
+    ``outputs``: ``{name: (T, B, *features)}`` copies (zeros on padded steps).
+    ``states``: ``{name: (B, *features)}`` the final states (after each row's
+    last real step). Pass it to ``Plan.backward`` before the next forward on
+    the same plan and batch size.
+    """
+
+    loss: float
+    outputs: dict[str, Array]
+    states: dict[str, Array]
+    batch: int
+    masked: bool
+    _generation: int = 0
+
+
+# --------------------------------------------------------------------------
+# internal nodes for state carries
+
+
+class _Carry(Node):
+    """``y = new`` on real rows, ``old`` on padded rows (m is (B, 1, ...) bool/float)."""
+
+    arity = 4
+    slots = ("new", "old", "mask_bool", "mask")
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        new, old, mb, _m = xs
+        return np.where(mb, new, old)
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        new, old, mb, _m = xs
+        np.copyto(out, old)
+        np.copyto(out, new, where=mb)
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        _new, _old, mb, m = xs
+        gn = g * m
+        return gn, g - gn, mb, m
+
+
+class _Copy(Node):
+    """``y = x`` (a state carry without a mask)."""
+
+    verified = True
+
+    def forward(self, *xs: Array) -> Array:
+        return xs[0].copy()
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.copyto(out, xs[0])
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g,)
+
+
+_COPY = _Copy()
+_CARRY = _Carry()
+
+
+# --------------------------------------------------------------------------
+# compiling
+
+
+def _reach(g: nx.DiGraph, starts: Iterable[Key], forward: bool) -> set[Key]:  # type: ignore[type-arg]
+    """Nodes reachable from ``starts`` (following edges, or against them), iteratively."""
+    seen = set(starts)
+    queue = deque(seen)
+    nxt = g.succ if forward else g.pred
+    while queue:
+        k = queue.popleft()
+        for m in nxt[k]:
+            if m not in seen:
+                seen.add(m)
+                queue.append(m)
+    return seen
+
+
+PlanPass = Callable[["Plan"], None]
+
+
+class Plan:
+    """A compiled plan for one cell and one number of steps.
+
+    Build it with ``cell.plan(T)`` (cached) or ``compile_plan``. Attributes:
+    ``cell``, ``steps`` (T), ``graph`` (the unrolled networkx graph), ``order``
+    (its topological order), ``forward_instrs`` and ``backward_instrs`` (the
+    symbolic instruction lists), ``wrt`` (names whose gradients are computed)
+    and ``truncate``.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        steps: int,
+        graph: nx.DiGraph,  # type: ignore[type-arg]
+        order: list[Key],
+        forward_instrs: list[Instr],
+        backward_instrs: list[Instr],
+        wrt: frozenset[str],
+        truncate: int | None,
+    ) -> None:
+        self.cell = cell
+        self.steps = steps
+        self.graph = graph
+        self.order = order
+        self.forward_instrs = forward_instrs
+        self.backward_instrs = backward_instrs
+        self.wrt = wrt
+        self.truncate = truncate
+        self._workspaces: dict[tuple[int, bool], _Workspace] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(cell='{self.cell.name}', steps={self.steps}, "
+            f"forward={len(self.forward_instrs)}, backward={len(self.backward_instrs)})"
+        )
+
+    # -- running ------------------------------------------------------------
+
+    def _workspace(self, batch: int, masked: bool) -> _Workspace:
+        key = (batch, masked)
+        ws = self._workspaces.get(key)
+        if ws is None:
+            if len(self._workspaces) >= 8:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            ws = _Workspace(self, batch, masked)
+            self._workspaces[key] = ws
+        return ws
+
+    def forward(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+        mask: Array | BoolArray | None = None,
+    ) -> Run:
+        """Run the forward pass.
+
+        Args:
+            params: every parameter of the cell, ``{name: array of its shape}``,
+                exactly the cell's dtypes.
+            inputs: every input, ``{name: (T, B, *features)}``.
+            states: optional initial states ``{name: (B, *features)}``; missing
+                ones take the cell's default initial value.
+            mask: optional (T, B) array, 1 (or True) on real steps, 0 on padding.
+
+        Returns:
+            A ``Run`` with the loss, the outputs and the final states.
+        """
+        batch = self._batch_size(inputs, states)
+        ws = self._workspace(batch, mask is not None)
+        return ws.forward(params, inputs, states or {}, mask)
+
+    def backward(
+        self,
+        run: Run,
+        grad_outputs: Mapping[str, Array] | None = None,
+        loss_scale: float = 1.0,
+    ) -> Gradients:
+        """Backpropagate through time from the loss (times ``loss_scale``) and from
+        ``grad_outputs`` (``{output name: (T, B, *features)}``, the gradient of some
+        outer loss with respect to the outputs).
+
+        Returns:
+            A fresh ``Gradients``; the plan keeps nothing of it, so calling
+            ``backward`` again on the same run gives the same numbers.
+        """
+        ws = self._workspaces.get((run.batch, run.masked))
+        if ws is None or ws.generation != run._generation:
+            raise GraphError(
+                f"cell '{self.cell.name}': this forward result was overwritten by a later "
+                "forward pass of the same plan and batch size; call backward before the next "
+                "forward"
+            )
+        return ws.backward(grad_outputs or {}, loss_scale)
+
+    def loss_and_grads(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+        mask: Array | BoolArray | None = None,
+    ) -> tuple[float, Gradients]:
+        """Forward then backward; returns ``(loss, gradients)``."""
+        run = self.forward(params, inputs, states, mask)
+        return run.loss, self.backward(run)
+
+    def first_nonfinite(self, run: Run) -> tuple[str, int] | None:
+        """The first node (in forward order) whose value holds a NaN or an infinity,
+        as ``(name, step)`` (step -1 for parameter-only nodes), or None."""
+        ws = self._workspaces.get((run.batch, run.masked))
+        if ws is None:
+            return None
+        return ws.first_nonfinite()
+
+    def _batch_size(self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None) -> int:
+        cname = self.cell.name
+        for name in self.cell.inputs:
+            if name in inputs:
+                arr = inputs[name]
+                if getattr(arr, "ndim", 0) < 2:
+                    raise ShapeError(
+                        f"cell '{cname}': input '{name}' must have shape (T, B, ...), got "
+                        f"{getattr(arr, 'shape', type(arr).__name__)}"
+                    )
+                return int(arr.shape[1])
+        for name in self.cell.states:
+            if states and name in states:
+                return int(np.shape(states[name])[0])
+        if not self.cell.inputs:
+            raise ShapeError(
+                f"cell '{cname}' has no inputs: give initial states for the batch size"
+            )
+        missing = [n for n in self.cell.inputs if n not in inputs]
+        raise ShapeError(
+            f"cell '{cname}': missing input(s) {missing}; expected {list(self.cell.inputs)}"
+        )
+
+
+_PREFIX = {"param": "param:", "input": "in:", "state": "state:", "op": "op:"}
+
+
+def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
+    """For every declared name: its buffer and whether that buffer is indexed by step."""
+    return {
+        n: (_PREFIX[cell.kind(n)] + n, not cell.shared(n))
+        for n in (*cell.params, *cell.inputs, *cell.states, *cell.ops)
+    }
+
+
+def compile_plan(
+    cell: Cell,
+    steps: int,
+    wrt: Iterable[str] | None = None,
+    truncate: int | None = None,
+    passes: Sequence[PlanPass] | object = None,
+) -> Plan:
+    """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
+
+    Args:
+        cell: a built ``Cell``.
+        steps: T >= 1.
+        wrt: names of parameters, inputs and states whose gradients are wanted
+            (default: all of them).
+        truncate: optional BPTT window (see the module docstring).
+        passes: optional sequence of callables ``pass(plan) -> None`` that
+            rewrite ``plan.forward_instrs`` / ``plan.backward_instrs`` in place
+            before the plan is used.
+    """
+    sources = set(cell.params) | set(cell.inputs) | set(cell.states)
+    want = frozenset(sources if wrt is None else wrt)
+    unknown = sorted(want - sources)
+    if unknown:
+        raise GraphError(
+            f"cell '{cell.name}': cannot differentiate with respect to {unknown}; valid: "
+            f"{sorted(sources)}"
+        )
+    g = unroll(cell, steps, truncate)
+    order: list[Key] = list(nx.lexicographical_topological_sort(g, key=lambda k: (k[1], k[0])))
+
+    # the nodes between the sources and the loss / outputs
+    starts: list[Key] = []
+    for name in want:
+        kind = cell.kind(name)
+        if kind == "param":
+            starts.append((name, SHARED))
+        elif kind == "input":
+            starts.extend((name, t) for t in range(steps))
+        else:
+            starts.append((name, 0))
+    sinks = [(n, t) for n in (*cell.losses, *cell.outputs.values()) for t in range(steps)]
+    sinks = [k for k in sinks if k in g]
+    down = _reach(g, starts, forward=True)
+    # truncated state edges carry no gradient: walk back without them
+    g_back = g
+    if truncate is not None:
+        g_back = g.copy()
+        g_back.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("truncated")])
+    up = _reach(g_back, sinks, forward=False)
+    relevant = down & up
+
+    bufname = _buffer_names(cell)
+
+    def ref(name: str, t: int) -> BufRef:
+        b, per_step = bufname[name]
+        return BufRef(b, t) if per_step else BufRef(b)
+
+    def key(name: str, t: int) -> Key:
+        return (name, t) if bufname[name][1] else (name, SHARED)
+
+    kinds = {n: cell.kind(n) for n in bufname}
+    fwd: list[Instr] = []
+    for k in order:
+        name, t = k
+        kind = kinds[name]
+        if kind == "op":
+            spec = cell.ops[name]
+            ins = tuple(ref(r, t) for r in spec.inputs)
+            back = k in relevant
+            needs = tuple(key(r, t) in relevant for r in spec.inputs) if back else ()
+            fwd.append(Instr("op", name, t, spec.op, ins, ref(name, t), back, needs))
+        elif kind == "state" and t >= 1:
+            upd = cell.states[name].update
+            src_key = key(upd, t - 1)
+            back = k in relevant and src_key in g_back.pred[k]
+            ins = (ref(upd, t - 1), BufRef("state:" + name, t - 1))
+            needs = (src_key in relevant, (name, t - 1) in relevant) if back else ()
+            fwd.append(Instr("carry", name, t, None, ins, BufRef("state:" + name, t), back, needs))
+    bwd = [ins for ins in reversed(fwd) if ins.backward]
+    plan = Plan(cell, steps, g, order, fwd, bwd, want, truncate)
+    if passes:
+        for p in passes:  # type: ignore[attr-defined]
+            p(plan)
+    return plan
+
+
+# --------------------------------------------------------------------------
+# binding and running
+
+_FwdFn = Callable[..., None]
+_BwdFn = Callable[..., tuple[Array, ...]]
+
+
+class _Workspace:
+    """Buffers and bound instruction lists of a plan for one batch size."""
+
+    def __init__(self, plan: Plan, batch: int, masked: bool) -> None:
+        self.plan = plan
+        self.batch = batch
+        self.masked = masked
+        self.generation = 0
+        cell = plan.cell
+        T = plan.steps
+        self.T = T
+
+        def feat(name: str) -> Shape:
+            return tuple(int(d) for d in cell.spec_shape(name)[1:])
+
+        bufs: dict[str, Array] = {}
+        for p, pspec in cell.params.items():
+            bufs["param:" + p] = np.empty(pspec.shape, dtype=pspec.dtype)
+        for i, ispec in cell.inputs.items():
+            bufs["in:" + i] = np.empty((T, batch, *feat(i)), dtype=ispec.dtype)
+        for s, sspec in cell.states.items():
+            bufs["state:" + s] = np.empty((T + 1, batch, *feat(s)), dtype=sspec.dtype)
+        # unmasked, untruncated: a state's update node writes straight into the state buffer
+        updaters: dict[str, list[str]] = {}
+        for s, sspec in cell.states.items():
+            updaters.setdefault(sspec.update, []).append(s)
+        self.aliased: dict[str, str] = {}
+        if not masked and plan.truncate is None:
+            for u, ss in updaters.items():
+                if len(ss) == 1 and cell.kind(u) == "op" and u not in cell.losses:
+                    self.aliased[u] = ss[0]
+        for n, ospec in cell.ops.items():
+            if ospec.static:
+                bufs["op:" + n] = np.empty(tuple(int(d) for d in ospec.shape), dtype=ospec.dtype)
+            elif n in self.aliased:
+                bufs["op:" + n] = bufs["state:" + self.aliased[n]][1:]
+            else:
+                bufs["op:" + n] = np.empty((T, batch, *feat(n)), dtype=ospec.dtype)
+        self.bufs = bufs
+        self.mask = np.ones((T, batch), dtype=cell.dtype)
+        extra = max((len(cell.spec_shape(s)) - 1 for s in cell.states), default=1)
+        self.mask_col = self.mask.reshape(T, batch, *([1] * extra))
+        self.mask_bool: BoolArray = np.ones(self.mask_col.shape, dtype=bool)
+
+        def view(b: Mapping[str, Array], ref: BufRef) -> Array:
+            arr = b[ref.buffer]
+            if ref.index is None:
+                return arr
+            v: Array
+            if isinstance(ref.index, tuple):
+                v = arr[ref.index[0] : ref.index[1]]
+            else:
+                v = arr[ref.index]
+            return v
+
+        self._view = view
+        # forward list
+        fwd: list[tuple[_FwdFn, Array, tuple[AnyArray, ...]]] = []
+        self.fwd_meta: list[tuple[str, int, Array]] = []
+        skip_carry = {self.aliased[u] for u in self.aliased}
+        for ins in plan.forward_instrs:
+            if ins.kind == "carry":
+                if ins.name in skip_carry:
+                    continue
+                out = view(bufs, ins.out)
+                args = tuple(view(bufs, r) for r in ins.ins)
+                if masked:
+                    w = self._mask_views(ins.step - 1, out.ndim)
+                    fwd.append((_CARRY.forward_into, out, (args[0], args[1], w[0], w[1])))
+                else:
+                    fwd.append((_COPY.forward_into, out, (args[0],)))
+                continue
+            assert ins.op is not None
+            out = view(bufs, ins.out)
+            args = tuple(view(bufs, r) for r in ins.ins)
+            fn: _FwdFn = ins.op.forward_into
+            if not type(ins.op).verified:
+                fn = _checked_forward(cell.name, ins)
+            fwd.append((fn, out, args))
+            self.fwd_meta.append((ins.name, ins.step, out))
+        self.fwd = fwd
+
+        # gradient buffers: the same layout
+        gbufs: dict[str, Array] = {
+            k: np.zeros_like(v) for k, v in bufs.items() if not k.startswith("op:")
+        }
+        for n in cell.ops:
+            key = "op:" + n
+            if n in self.aliased:
+                gbufs[key] = gbufs["state:" + self.aliased[n]][1:]
+            else:
+                gbufs[key] = np.zeros_like(bufs[key])
+        self.gbufs = gbufs
+        self._zero = [
+            v for k, v in gbufs.items() if not (k.startswith("op:") and k[3:] in self.aliased)
+        ]
+        bwd: list[
+            tuple[
+                _BwdFn,
+                tuple[bool, ...],
+                Array,
+                Array,
+                tuple[AnyArray, ...],
+                tuple[Array | None, ...],
+            ]
+        ] = []
+        for ins in plan.backward_instrs:
+            if ins.kind == "carry":
+                if ins.name in skip_carry:
+                    continue
+                g = view(gbufs, ins.out)
+                y = view(bufs, ins.out)
+                src = (view(bufs, ins.ins[0]), view(bufs, ins.ins[1]))
+                tg = tuple(
+                    view(gbufs, r) if need else None
+                    for r, need in zip(ins.ins, ins.needs, strict=True)
+                )
+                if masked:
+                    mb, mf = self._mask_views(ins.step - 1, y.ndim)
+                    bwd.append(
+                        (
+                            _CARRY.vjp_some,
+                            (*ins.needs, False, False),
+                            g,
+                            y,
+                            (*src, mb, mf),
+                            (*tg, None, None),
+                        )
+                    )
+                else:
+                    bwd.append((_COPY.vjp_some, ins.needs[:1], g, y, src[:1], tg[:1]))
+                continue
+            assert ins.op is not None
+            g = view(gbufs, ins.out)
+            y = view(bufs, ins.out)
+            args = tuple(view(bufs, r) for r in ins.ins)
+            tg = tuple(
+                view(gbufs, r) if need else None for r, need in zip(ins.ins, ins.needs, strict=True)
+            )
+            bfn: _BwdFn = ins.op.vjp_some
+            if not type(ins.op).verified:
+                bfn = _checked_vjp(cell.name, ins)
+            bwd.append((bfn, ins.needs, g, y, args, tg))
+        self.bwd = bwd
+
+    def _mask_views(self, t: int, ndim: int) -> tuple[BoolArray, Array]:
+        mb = self.mask_bool[t]
+        mf = self.mask_col[t]
+        shape = (mb.shape[0],) + (1,) * (ndim - 1)
+        return mb[(slice(None),) + (0,) * (mb.ndim - 1)].reshape(shape), mf[
+            (slice(None),) + (0,) * (mf.ndim - 1)
+        ].reshape(shape)
+
+    # -- loading inputs -------------------------------------------------------
+
+    def _load(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array],
+        mask: Array | BoolArray | None,
+    ) -> None:
+        cell = self.plan.cell
+        cname = cell.name
+        T, B = self.T, self.batch
+        for p, _spec in cell.params.items():
+            if p not in params:
+                raise ValueError(
+                    f"cell '{cname}': parameter '{p}' is missing; expected {list(cell.params)}"
+                )
+            _put(self.bufs["param:" + p], params[p], f"cell '{cname}': parameter '{p}'")
+        extra = sorted(set(params) - set(cell.params))
+        if extra:
+            raise ValueError(
+                f"cell '{cname}': unknown parameter(s) {extra}; expected {list(cell.params)}"
+            )
+        for i in cell.inputs:
+            if i not in inputs:
+                raise ValueError(
+                    f"cell '{cname}': input '{i}' is missing; expected {list(cell.inputs)}"
+                )
+            _put(self.bufs["in:" + i], inputs[i], f"cell '{cname}': input '{i}'")
+        extra = sorted(set(inputs) - set(cell.inputs))
+        if extra:
+            raise ValueError(
+                f"cell '{cname}': unknown input(s) {extra}; expected {list(cell.inputs)}"
+            )
+        for s, sspec in cell.states.items():
+            buf0 = self.bufs["state:" + s][0]
+            if s in states and states[s] is not None:
+                _put(buf0, states[s], f"cell '{cname}': initial state '{s}'")
+            else:
+                np.copyto(buf0, sspec.initial(B))
+        extra = sorted(set(states) - set(cell.states))
+        if extra:
+            raise ValueError(
+                f"cell '{cname}': unknown state(s) {extra}; expected {list(cell.states)}"
+            )
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.shape != (T, B):
+                raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
+            if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
+                raise ValueError(f"cell '{cname}': mask must hold only 0 and 1")
+            np.copyto(self.mask, m, casting="unsafe")
+            np.copyto(self.mask_bool, self.mask_col != 0)
+
+    # -- passes ------------------------------------------------------------------
+
+    def forward(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array],
+        mask: Array | BoolArray | None,
+    ) -> Run:
+        self._load(params, inputs, states, mask)
+        for fn, out, args in self.fwd:
+            fn(out, *args)
+        self.generation += 1
+        cell = self.plan.cell
+        loss = 0.0
+        for name in cell.losses:
+            vals = self.bufs["op:" + name]
+            loss += float(np.sum(vals * self.mask) if self.masked else np.sum(vals))
+        outputs: dict[str, Array] = {}
+        for o, n in cell.outputs.items():
+            arr = self.bufs[_buffer_of(cell, n)]
+            if cell.kind(n) == "state":
+                arr = arr[: self.T]
+            if self.masked:
+                outputs[o] = arr * self.mask.reshape(self.mask.shape + (1,) * (arr.ndim - 2))
+            else:
+                outputs[o] = arr.copy()
+        final = {s: self.bufs["state:" + s][self.T].copy() for s in cell.states}
+        return Run(loss, outputs, final, self.batch, self.masked, self.generation)
+
+    def backward(self, grad_outputs: Mapping[str, Array], loss_scale: float) -> Gradients:
+        cell = self.plan.cell
+        cname = cell.name
+        for arr in self._zero:
+            arr.fill(0)
+        for name in cell.losses:
+            gl = self.gbufs["op:" + name]
+            if self.masked:
+                np.multiply(self.mask, loss_scale, out=gl)
+            else:
+                gl.fill(loss_scale)
+        for o, go in grad_outputs.items():
+            if o not in cell.outputs:
+                raise ValueError(
+                    f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
+                )
+            n = cell.outputs[o]
+            target = self.gbufs[_buffer_of(cell, n)]
+            if cell.kind(n) == "state":
+                target = target[: self.T]
+            go = np.asarray(go)
+            if go.shape != target.shape:
+                raise ShapeError(
+                    f"cell '{cname}': the gradient of output '{o}' has shape {go.shape}, "
+                    f"expected {target.shape}"
+                )
+            if self.masked:
+                go = go * self.mask.reshape(self.mask.shape + (1,) * (go.ndim - 2))
+            target += go
+        for fn, needs, g, y, args, tgts in self.bwd:
+            grads = fn(needs, g, y, *args)
+            for tgt, gr in zip(tgts, grads, strict=False):
+                if tgt is not None:
+                    np.add(tgt, gr, out=tgt)
+        out = Gradients()
+        for name in sorted(self.plan.wrt):
+            kind = cell.kind(name)
+            if kind == "param":
+                out.params[name] = self.gbufs["param:" + name].copy()
+            elif kind == "input":
+                out.inputs[name] = self.gbufs["in:" + name].copy()
+            else:
+                out.states[name] = self.gbufs["state:" + name][0].copy()
+        out.params = {p: out.params[p] for p in cell.params if p in out.params}
+        return out
+
+    def first_nonfinite(self) -> tuple[str, int] | None:
+        for name, step, arr in self.fwd_meta:
+            if not np.all(np.isfinite(arr)):
+                return name, step
+        return None
+
+
+def _buffer_of(cell: Cell, name: str) -> str:
+    return _PREFIX[cell.kind(name)] + name
+
+
+def _put(dst: Array, src: Any, what: str) -> None:
+    arr = np.asarray(src)
+    if arr.shape != dst.shape:
+        raise ShapeError(f"{what} has shape {arr.shape}, expected {dst.shape}")
+    if arr.dtype != dst.dtype:
+        raise DTypeError(
+            f"{what} is {arr.dtype}, expected {dst.dtype} (convert it explicitly; minigrad "
+            "never changes a dtype silently)"
+        )
+    np.copyto(dst, arr)
+
+
+def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
+    assert ins.op is not None
+    op = ins.op
+
+    def fn(out: Array, *xs: Array) -> None:
+        y = np.asarray(op.forward(*xs))
+        if y.shape != out.shape or y.dtype != out.dtype:
+            raise NodeContractError(
+                f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) at step {ins.step}: "
+                f"forward returned {y.shape} {y.dtype}, expected {out.shape} {out.dtype}"
+            )
+        np.copyto(out, y)
+
+    return fn
+
+
+def _checked_vjp(cname: str, ins: Instr) -> Callable[..., tuple[Array, ...]]:
+    assert ins.op is not None
+    op = ins.op
+
+    def fn(needs: tuple[bool, ...], g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        grads = op.vjp_some(needs, g, y, *xs)
+        where = f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) at step {ins.step}"
+        if not isinstance(grads, tuple) or len(grads) != len(xs):
+            n = len(grads) if isinstance(grads, tuple) else type(grads).__name__
+            raise NodeContractError(
+                f"{where}: vjp must return a tuple of {len(xs)} gradient(s), one per input, got {n}"
+            )
+        for i, (gr, x, need) in enumerate(zip(grads, xs, needs, strict=True)):
+            if not need:
+                continue
+            if gr is None:
+                raise NodeContractError(
+                    f"{where}: vjp returned None for input {i} '{op.slot(i)}'; return zeros instead"
+                )
+            if np.shape(gr) != x.shape or np.asarray(gr).dtype != x.dtype:
+                raise NodeContractError(
+                    f"{where}: the gradient of input {i} '{op.slot(i)}' is {np.shape(gr)} "
+                    f"{np.asarray(gr).dtype}, expected {x.shape} {x.dtype}"
+                )
+        return grads
+
+    return fn
