@@ -1,0 +1,434 @@
+"""Atomic, pickle-free training checkpoints.
+
+A checkpoint is a single ``.npz`` archive (written with :func:`numpy.savez`)
+holding
+
+* ``param/<name>``: the current parameters,
+* ``best/<name>``: optionally, the parameters of the best epoch so far,
+* ``optim/<key>``: the optimiser state (see ``Optimizer.state_dict``),
+* ``meta``: a 0-d unicode array with a JSON document holding the format
+  name and version, the epoch, the random generator's state
+  (``Generator.bit_generator.state``), the run configuration and any extra
+  JSON-able data (history, best epoch, ...).
+
+Nothing is pickled, and files are read with ``allow_pickle=False``, so
+loading a checkpoint never executes code from the file. JSON turns tuples
+into lists; numpy scalars and arrays found in the metadata (an MT19937
+generator state holds an array) are stored tagged and restored as numpy
+arrays.
+
+Files are written atomically: the data goes to a temporary file in the target
+directory, which is flushed, fsynced and then renamed onto the target with
+:func:`os.replace`. A crash or error midway leaves any previous file intact,
+and the temporary file is removed on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import numpy as np
+
+from minigrad.types import AnyArray, Array
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT_NAME = "minigrad-checkpoint"
+FORMAT_VERSION = 1
+
+_PARAM = "param/"
+_BEST = "best/"
+_OPTIM = "optim/"
+_META = "meta"
+_NDARRAY_TAG = "__ndarray__"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, or an empty zip
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The contents of a checkpoint file.
+
+    Attributes:
+        params: parameter arrays by name, each of any shape, dtype as saved.
+        optimizer: optimiser state arrays by key (``Optimizer.state_dict``).
+        epoch: the epoch number stored with the checkpoint.
+        rng_state: the ``Generator.bit_generator.state`` dict.
+        config: the run configuration (JSON-decoded).
+        extra: further JSON-decoded data, or None if none was saved.
+        best_params: the best parameters by name, or None if none were saved.
+    """
+
+    params: dict[str, Array]
+    optimizer: dict[str, AnyArray]
+    epoch: int
+    rng_state: dict[str, Any]
+    config: dict[str, Any]
+    extra: dict[str, Any] | None
+    best_params: dict[str, Array] | None
+
+    def make_rng(self) -> np.random.Generator:
+        """Build a Generator whose bit generator is restored to :attr:`rng_state`.
+
+        Returns:
+            A new generator that continues the saved random stream.
+
+        Raises:
+            CheckpointError: if the state names an unknown bit generator or
+                does not fit it.
+        """
+        return _generator_from_state(self.rng_state)
+
+
+def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
+    name = state.get("bit_generator")
+    if name not in _BIT_GENERATORS:
+        raise CheckpointError(
+            f"unknown bit generator {name!r} in rng state; known: {', '.join(_BIT_GENERATORS)}"
+        )
+    bit_generator = getattr(np.random, name)()
+    try:
+        bit_generator.state = dict(state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"invalid {name} rng state: {exc}") from exc
+    return np.random.Generator(bit_generator)
+
+
+# -- atomic writes -----------------------------------------------------------
+
+
+def _default_mode() -> int:
+    """Permission bits a plain ``open(path, "w")`` would give a new file.
+
+    The temporary file is created private (0600); the target should get the
+    usual ``0666 & ~umask``. Linux reports the umask in /proc without changing
+    it; elsewhere it is read by setting and restoring it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file through ``write`` into a temporary file, then rename it onto ``path``."""
+    target = Path(path)
+    directory = target.parent
+    tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
+        dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = _default_mode()
+        os.chmod(tmp.name, mode)
+        os.replace(tmp.name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+    # Make the rename itself durable; not every platform can open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
+
+    Args:
+        path: the target file; its directory must exist.
+        data: the complete file contents.
+    """
+
+    def write(f: IO[bytes]) -> None:
+        f.write(data)
+
+    _atomic_write(path, write)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, encoded as UTF-8 without newline translation.
+
+    Args:
+        path: the target file; its directory must exist.
+        text: the complete file contents.
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# -- JSON metadata -----------------------------------------------------------
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError("object arrays cannot be stored in checkpoint metadata")
+        return {_NDARRAY_TAG: obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _json_object_hook(obj: dict[str, Any]) -> Any:
+    if set(obj) == {_NDARRAY_TAG, "dtype"}:
+        dtype = np.dtype(obj["dtype"])
+        if dtype.hasobject:
+            raise ValueError("object dtype in tagged array")
+        return np.array(obj[_NDARRAY_TAG], dtype=dtype)
+    return obj
+
+
+# -- saving ------------------------------------------------------------------
+
+
+def _collect_arrays(
+    path: Path, prefix: str, what: str, arrays: Mapping[str, AnyArray], *, floating: bool
+) -> dict[str, AnyArray]:
+    out: dict[str, AnyArray] = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"{path}: {what} name {name!r} is not a non-empty string")
+        array = np.asarray(value)
+        if array.dtype.hasobject:
+            raise CheckpointError(f"{path}: {what} {name!r} is an object array")
+        if floating and not np.issubdtype(array.dtype, np.floating):
+            raise CheckpointError(
+                f"{path}: {what} {name!r} has dtype {array.dtype}, expected a floating dtype"
+            )
+        out[prefix + name] = array
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    params: Mapping[str, Array],
+    optimizer: Mapping[str, AnyArray],
+    epoch: int,
+    rng_state: Mapping[str, Any],
+    config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    best_params: Mapping[str, Array] | None = None,
+) -> None:
+    """Write a checkpoint atomically to ``path`` (used verbatim; no suffix is added).
+
+    Args:
+        path: the target file; its directory must exist. An existing file is
+            replaced only once the new one is complete.
+        params: parameter arrays by name, each of any shape, floating dtype.
+        optimizer: optimiser state arrays by key, any shapes, non-object dtype.
+        epoch: the epoch number, a non-negative integer.
+        rng_state: ``Generator.bit_generator.state`` (a dict of JSON-able
+            values; numpy arrays inside are tagged and restored).
+        config: the run configuration, JSON-able.
+        extra: further JSON-able data (history, best epoch, ...), or None.
+        best_params: the best parameters so far by name (shapes as in
+            ``params``), or None.
+
+    Raises:
+        CheckpointError: naming the file, if an argument cannot be stored
+            (object arrays, non-floating parameters, non-JSON-able metadata).
+        OSError: if the file cannot be written.
+    """
+    target = Path(path)
+    if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+        raise CheckpointError(f"{target}: epoch must be a non-negative integer, got {epoch!r}")
+    arrays = _collect_arrays(target, _PARAM, "parameter", params, floating=True)
+    if best_params is not None:
+        arrays.update(_collect_arrays(target, _BEST, "best parameter", best_params, floating=True))
+    arrays.update(_collect_arrays(target, _OPTIM, "optimizer state", optimizer, floating=False))
+    meta = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "rng_state": dict(rng_state),
+        "config": dict(config),
+        "extra": None if extra is None else dict(extra),
+        "has_best": best_params is not None,
+    }
+    try:
+        text = json.dumps(meta, default=_json_default, sort_keys=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{target}: metadata is not JSON-serialisable: {exc}") from exc
+    arrays[_META] = np.array(text)
+
+    def write(f: IO[bytes]) -> None:
+        # ``cast``: numpy's stub types ``savez``'s keyword arguments as possibly ``allow_pickle``.
+        np.savez(f, **cast(dict[str, Any], arrays))
+
+    _atomic_write(target, write)
+
+
+# -- loading -----------------------------------------------------------------
+
+
+def _read_members(path: Path) -> dict[str, AnyArray]:
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: no such checkpoint file") from exc
+    except IsADirectoryError as exc:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read: {exc}") from exc
+    if len(head) == 0:
+        raise CheckpointError(f"{path}: file is empty, not a checkpoint")
+    if head not in _ZIP_MAGIC:
+        raise CheckpointError(f"{path}: not an npz (zip) archive, so not a checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            members: dict[str, AnyArray] = {}
+            for key in npz.files:
+                value = npz[key]
+                if not isinstance(value, np.ndarray):
+                    raise CheckpointError(f"{path}: entry {key!r} is not a .npy array")
+                members[key] = value
+            return members
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise CheckpointError(
+                f"{path}: contains object (pickled) arrays, which are never loaded"
+            ) from exc
+        raise CheckpointError(f"{path}: corrupt or truncated archive: {exc}") from exc
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        struct.error,
+        EOFError,
+        OSError,
+        KeyError,
+        RuntimeError,
+    ) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated archive: {exc}") from exc
+
+
+def _parse_meta(path: Path, members: Mapping[str, AnyArray]) -> dict[str, Any]:
+    if _META not in members:
+        raise CheckpointError(f"{path}: no 'meta' entry, not a {FORMAT_NAME} file")
+    raw = members[_META]
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise CheckpointError(
+            f"{path}: 'meta' must be a 0-d unicode array, got shape {raw.shape} dtype {raw.dtype}"
+        )
+    try:
+        meta = json.loads(str(raw[()]), object_hook=_json_object_hook)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: 'meta' is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: wrong format {found!r} in 'meta', expected {FORMAT_NAME!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: missing or invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {version} is newer than the supported {FORMAT_VERSION}"
+        )
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CheckpointError(f"{path}: invalid epoch {epoch!r} in 'meta'")
+    for key in ("rng_state", "config"):
+        if not isinstance(meta.get(key), dict):
+            raise CheckpointError(f"{path}: 'meta' field {key!r} is missing or not an object")
+    if meta.get("extra") is not None and not isinstance(meta["extra"], dict):
+        raise CheckpointError(f"{path}: 'meta' field 'extra' is not an object")
+    if not isinstance(meta.get("has_best"), bool):
+        raise CheckpointError(f"{path}: 'meta' field 'has_best' is missing or not a boolean")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    The file is opened with ``allow_pickle=False``: object arrays are refused,
+    never unpickled.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The checkpoint; arrays have the shapes and dtypes they were saved with.
+
+    Raises:
+        CheckpointError: naming the file, if it is missing, empty, truncated,
+            not an npz archive, holds object arrays, or is not a checkpoint of
+            a supported format and version.
+    """
+    target = Path(path)
+    members = _read_members(target)
+    meta = _parse_meta(target, members)
+    params: dict[str, Array] = {}
+    best: dict[str, Array] = {}
+    optim: dict[str, AnyArray] = {}
+    for key, array in members.items():
+        if key == _META:
+            continue
+        for prefix, store in ((_PARAM, params), (_BEST, best)):
+            if key.startswith(prefix):
+                if not np.issubdtype(array.dtype, np.floating):
+                    raise CheckpointError(
+                        f"{target}: entry {key!r} has dtype {array.dtype}, expected floating"
+                    )
+                store[key[len(prefix) :]] = array
+                break
+        else:
+            if key.startswith(_OPTIM):
+                optim[key[len(_OPTIM) :]] = array
+            else:
+                raise CheckpointError(f"{target}: unexpected entry {key!r}")
+    if best and not meta["has_best"]:
+        raise CheckpointError(f"{target}: 'best/' entries present but 'meta' says none were saved")
+    return Checkpoint(
+        params=params,
+        optimizer=optim,
+        epoch=int(meta["epoch"]),
+        rng_state=meta["rng_state"],
+        config=meta["config"],
+        extra=meta["extra"],
+        best_params=best if meta["has_best"] else None,
+    )
