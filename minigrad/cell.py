@@ -50,7 +50,7 @@ from minigrad.init import Initializer, zeros
 from minigrad.types import BATCH, Array, FloatDType, Shape, SymShape
 
 if TYPE_CHECKING:
-    from minigrad.plan import Plan, PlanPass
+    from minigrad.plan import Plan
 
 __all__ = [
     "Cell",
@@ -553,6 +553,26 @@ class Cell:
             out[p] = arr
         return out
 
+    def to_builder(self) -> CellBuilder:
+        """A ``CellBuilder`` holding this cell's declarations, for graph rewrites."""
+        b = CellBuilder(self.name, self.dtype)
+        for p, ps in self.params.items():
+            b.param(p, ps.shape, init=ps.init, dtype=ps.dtype)
+        for i, ispec in self.inputs.items():
+            b.input(i, tuple(int(d) for d in ispec.shape[1:]), dtype=ispec.dtype)
+        for s, ss in self.states.items():
+            b.state(s, tuple(int(d) for d in ss.shape[1:]), init=ss.init, dtype=ss.dtype)
+        for n in self.order:
+            spec = self.ops[n]
+            b.node(n, spec.op, *spec.inputs)
+        for s, ss in self.states.items():
+            b.update(s, ss.update)
+        for o, v in self.outputs.items():
+            b.output(o, v)
+        for v in self.losses:
+            b.loss(v)
+        return b
+
     def kind(self, name: str) -> Kind:
         """``"input"``, ``"param"``, ``"state"`` or ``"op"`` for a declared name."""
         return self._kinds[name]
@@ -567,7 +587,7 @@ class Cell:
         steps: int,
         wrt: Iterable[str] | None = None,
         truncate: int | None = None,
-        passes: Sequence[PlanPass] | None = None,
+        passes: Sequence[str] | None = None,
     ) -> Plan:
         """The compiled plan for sequences of ``steps`` time steps (built once, then cached).
 
@@ -576,7 +596,8 @@ class Cell:
             wrt: names of the parameters, inputs and states whose gradients are
                 wanted (default: all parameters, inputs and states).
             truncate: optional BPTT window (see ``minigrad.plan``).
-            passes: graph passes to apply (see ``minigrad.plan.compile_plan``).
+            passes: names of graph passes (``minigrad.passes``); None for the
+                default set, ``()`` for the plain plan.
         """
         from minigrad.plan import compile_plan
 

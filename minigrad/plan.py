@@ -44,7 +44,8 @@ import numpy as np
 
 from minigrad.cell import Cell
 from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
-from minigrad.nodes import Node
+from minigrad.nodes import Node, Slice
+from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 from minigrad.unroll import SHARED, Key, unroll
 
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 Index = int | tuple[int, int] | None
+
+ALL_STEPS = -2
+"""The ``step`` of an instruction that runs over all steps at once."""
 
 
 class BufRef(NamedTuple):
@@ -193,17 +197,16 @@ def _reach(g: nx.DiGraph, starts: Iterable[Key], forward: bool) -> set[Key]:  # 
     return seen
 
 
-PlanPass = Callable[["Plan"], None]
-
-
 class Plan:
     """A compiled plan for one cell and one number of steps.
 
     Build it with ``cell.plan(T)`` (cached) or ``compile_plan``. Attributes:
-    ``cell``, ``steps`` (T), ``graph`` (the unrolled networkx graph), ``order``
-    (its topological order), ``forward_instrs`` and ``backward_instrs`` (the
-    symbolic instruction lists), ``wrt`` (names whose gradients are computed)
-    and ``truncate``.
+    ``cell`` (the cell after the graph passes), ``source`` (the cell as built),
+    ``steps`` (T), ``graph`` (the unrolled networkx graph of ``cell``),
+    ``order`` (its topological order), ``forward_instrs`` and
+    ``backward_instrs`` (the symbolic instruction lists), ``wrt`` (names whose
+    gradients are computed), ``truncate``, ``passes`` (the passes applied) and
+    ``views`` (Slice nodes bound as views: name -> (source, start, stop)).
     """
 
     def __init__(
@@ -216,8 +219,15 @@ class Plan:
         backward_instrs: list[Instr],
         wrt: frozenset[str],
         truncate: int | None,
+        *,
+        views: dict[str, tuple[str, int, int]] | None = None,
+        source: Cell | None = None,
+        passes: tuple[str, ...] = (),
     ) -> None:
         self.cell = cell
+        self.source = source if source is not None else cell
+        self.views = views or {}
+        self.passes = passes
         self.steps = steps
         self.graph = graph
         self.order = order
@@ -351,7 +361,7 @@ def compile_plan(
     steps: int,
     wrt: Iterable[str] | None = None,
     truncate: int | None = None,
-    passes: Sequence[PlanPass] | object = None,
+    passes: Sequence[str] | None = None,
 ) -> Plan:
     """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
 
@@ -361,10 +371,12 @@ def compile_plan(
         wrt: names of parameters, inputs and states whose gradients are wanted
             (default: all of them).
         truncate: optional BPTT window (see the module docstring).
-        passes: optional sequence of callables ``pass(plan) -> None`` that
-            rewrite ``plan.forward_instrs`` / ``plan.backward_instrs`` in place
-            before the plan is used.
+        passes: names of the graph passes to apply (``minigrad.passes``);
+            ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
+            one instruction per node and step.
     """
+    names = DEFAULT_PASSES if passes is None else tuple(passes)
+    source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)
     want = frozenset(sources if wrt is None else wrt)
     unknown = sorted(want - sources)
@@ -373,6 +385,7 @@ def compile_plan(
             f"cell '{cell.name}': cannot differentiate with respect to {unknown}; valid: "
             f"{sorted(sources)}"
         )
+    cell = rewrite(cell, names)
     g = unroll(cell, steps, truncate)
     order: list[Key] = list(nx.lexicographical_topological_sort(g, key=lambda k: (k[1], k[0])))
 
@@ -407,7 +420,11 @@ def compile_plan(
         return (name, t) if bufname[name][1] else (name, SHARED)
 
     kinds = {n: cell.kind(n) for n in bufname}
-    fwd: list[Instr] = []
+    phase = classify(cell)
+    batch_phases = {"pre", "post"} if "time_batch" in names else set()
+    static_f: list[Instr] = []
+    loop_f: list[Instr] = []
+    groups: dict[str, list[Instr]] = {}
     for k in order:
         name, t = k
         kind = kinds[name]
@@ -416,20 +433,90 @@ def compile_plan(
             ins = tuple(ref(r, t) for r in spec.inputs)
             back = k in relevant
             needs = tuple(key(r, t) in relevant for r in spec.inputs) if back else ()
-            fwd.append(Instr("op", name, t, spec.op, ins, ref(name, t), back, needs))
+            instr = Instr("op", name, t, spec.op, ins, ref(name, t), back, needs)
+            if spec.static:
+                static_f.append(instr)
+            elif phase[name] in batch_phases:
+                groups.setdefault(name, []).append(instr)
+            else:
+                loop_f.append(instr)
         elif kind == "state" and t >= 1:
             upd = cell.states[name].update
             src_key = key(upd, t - 1)
             back = k in relevant and src_key in g_back.pred[k]
             ins = (ref(upd, t - 1), BufRef("state:" + name, t - 1))
             needs = (src_key in relevant, (name, t - 1) in relevant) if back else ()
-            fwd.append(Instr("carry", name, t, None, ins, BufRef("state:" + name, t), back, needs))
-    bwd = [ins for ins in reversed(fwd) if ins.backward]
-    plan = Plan(cell, steps, g, order, fwd, bwd, want, truncate)
-    if passes:
-        for p in passes:  # type: ignore[attr-defined]
-            p(plan)
-    return plan
+            loop_f.append(
+                Instr("carry", name, t, None, ins, BufRef("state:" + name, t), back, needs)
+            )
+
+    everything = (0, steps)
+
+    def over_all_steps(group: list[Instr], kind: str = "op") -> Instr:
+        first = group[0]
+        ins = tuple(BufRef(r.buffer, everything) if r.index is not None else r for r in first.ins)
+        back = any(i.backward for i in group)
+        needs = (
+            tuple(any(i.needs[j] for i in group if i.backward) for j in range(len(ins)))
+            if back
+            else ()
+        )
+        out = BufRef(first.out.buffer, everything)
+        return Instr(kind, first.name, ALL_STEPS, first.op, ins, out, back, needs)
+
+    pre_f = [over_all_steps(groups[n]) for n in cell.order if n in groups and phase[n] == "pre"]
+    post_f = [over_all_steps(groups[n]) for n in cell.order if n in groups and phase[n] == "post"]
+
+    # gradients with respect to shared values, once after the loop
+    deferred: list[Instr] = []
+    if "defer_shared_grads" in names:
+        per_name: dict[str, list[Instr]] = {}
+        for instr in loop_f:
+            if instr.kind != "op" or not instr.backward:
+                continue
+            shared = [j for j, r in enumerate(instr.ins) if r.index is None and instr.needs[j]]
+            if not shared:
+                continue
+            per_name.setdefault(instr.name, []).append(
+                Instr(
+                    "grad",
+                    instr.name,
+                    instr.step,
+                    instr.op,
+                    instr.ins,
+                    instr.out,
+                    True,
+                    tuple(j in shared for j in range(len(instr.ins))),
+                )
+            )
+            instr.needs = tuple(nd and j not in shared for j, nd in enumerate(instr.needs))
+            instr.backward = any(instr.needs)
+        deferred = [
+            over_all_steps(per_name[n], "grad") for n in reversed(cell.order) if n in per_name
+        ]
+
+    fwd = static_f + pre_f + loop_f + post_f
+    bwd = [
+        i
+        for i in (
+            *reversed(post_f),
+            *reversed(loop_f),
+            *deferred,
+            *reversed(pre_f),
+            *reversed(static_f),
+        )
+        if i.backward
+    ]
+    views: dict[str, tuple[str, int, int]] = {}
+    if "view_slices" in names:
+        fixed = set(cell.losses) | {s.update for s in cell.states.values()}
+        for n in cell.order:
+            op = cell.ops[n].op
+            if type(op) is Slice and n not in fixed:
+                views[n] = (cell.ops[n].inputs[0], op.start, op.stop)
+    return Plan(
+        cell, steps, g, order, fwd, bwd, want, truncate, views=views, source=source, passes=names
+    )
 
 
 # --------------------------------------------------------------------------
@@ -470,8 +557,21 @@ class _Workspace:
             for u, ss in updaters.items():
                 if len(ss) == 1 and cell.kind(u) == "op" and u not in cell.losses:
                     self.aliased[u] = ss[0]
-        for n, ospec in cell.ops.items():
-            if ospec.static:
+        views = plan.views
+
+        def sliced(b: Mapping[str, Array], n: str) -> Array:
+            src, start, stop = views[n]
+            base = b[_buffer_of(cell, src)]
+            if cell.kind(src) == "state":
+                base = base[:T]
+            out: Array = base[..., start:stop]
+            return out
+
+        for n in cell.order:
+            ospec = cell.ops[n]
+            if n in views:
+                bufs["op:" + n] = sliced(bufs, n)
+            elif ospec.static:
                 bufs["op:" + n] = np.empty(tuple(int(d) for d in ospec.shape), dtype=ospec.dtype)
             elif n in self.aliased:
                 bufs["op:" + n] = bufs["state:" + self.aliased[n]][1:]
@@ -497,9 +597,10 @@ class _Workspace:
         self._view = view
         # forward list
         fwd: list[tuple[_FwdFn, Array, tuple[AnyArray, ...]]] = []
-        self.fwd_meta: list[tuple[str, int, Array]] = []
         skip_carry = {self.aliased[u] for u in self.aliased}
         for ins in plan.forward_instrs:
+            if ins.name in views and ins.kind != "carry":
+                continue
             if ins.kind == "carry":
                 if ins.name in skip_carry:
                     continue
@@ -518,22 +619,25 @@ class _Workspace:
             if not type(ins.op).verified:
                 fn = _checked_forward(cell.name, ins)
             fwd.append((fn, out, args))
-            self.fwd_meta.append((ins.name, ins.step, out))
         self.fwd = fwd
 
         # gradient buffers: the same layout
         gbufs: dict[str, Array] = {
             k: np.zeros_like(v) for k, v in bufs.items() if not k.startswith("op:")
         }
-        for n in cell.ops:
+        for n in cell.order:
             key = "op:" + n
-            if n in self.aliased:
+            if n in views:
+                gbufs[key] = sliced(gbufs, n)
+            elif n in self.aliased:
                 gbufs[key] = gbufs["state:" + self.aliased[n]][1:]
             else:
                 gbufs[key] = np.zeros_like(bufs[key])
         self.gbufs = gbufs
         self._zero = [
-            v for k, v in gbufs.items() if not (k.startswith("op:") and k[3:] in self.aliased)
+            v
+            for k, v in gbufs.items()
+            if not (k.startswith("op:") and (k[3:] in self.aliased or k[3:] in views))
         ]
         bwd: list[
             tuple[
@@ -546,6 +650,8 @@ class _Workspace:
             ]
         ] = []
         for ins in plan.backward_instrs:
+            if ins.name in views and ins.kind != "carry":
+                continue
             if ins.kind == "carry":
                 if ins.name in skip_carry:
                     continue
@@ -656,8 +762,10 @@ class _Workspace:
         mask: Array | BoolArray | None,
     ) -> Run:
         self._load(params, inputs, states, mask)
-        for fn, out, args in self.fwd:
-            fn(out, *args)
+        # exp() overflowing to inf inside a sigmoid is exact (1 / inf = 0): not worth a warning
+        with np.errstate(over="ignore"):
+            for fn, out, args in self.fwd:
+                fn(out, *args)
         self.generation += 1
         cell = self.plan.cell
         loss = 0.0
@@ -723,8 +831,20 @@ class _Workspace:
         return out
 
     def first_nonfinite(self) -> tuple[str, int] | None:
-        for name, step, arr in self.fwd_meta:
-            if not np.all(np.isfinite(arr)):
+        """The first (node, step) of the unrolled order whose value is not finite."""
+        cell = self.plan.cell
+        for name, step in self.plan.order:
+            kind = cell.kind(name)
+            if kind not in ("op", "state") or (step >= self.T and kind == "op"):
+                continue
+            arr = self.bufs[_buffer_of(cell, name)]
+            if kind == "op" and cell.ops[name].static:
+                value = arr
+            elif kind == "state" and step > self.T:
+                continue
+            else:
+                value = arr[step]
+            if not np.all(np.isfinite(value)):
                 return name, step
         return None
 
@@ -745,6 +865,10 @@ def _put(dst: Array, src: Any, what: str) -> None:
     np.copyto(dst, arr)
 
 
+def _at(step: int) -> str:
+    return "over all steps" if step == ALL_STEPS else f"at step {step}"
+
+
 def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
     assert ins.op is not None
     op = ins.op
@@ -753,7 +877,7 @@ def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
         y = np.asarray(op.forward(*xs))
         if y.shape != out.shape or y.dtype != out.dtype:
             raise NodeContractError(
-                f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) at step {ins.step}: "
+                f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {_at(ins.step)}: "
                 f"forward returned {y.shape} {y.dtype}, expected {out.shape} {out.dtype}"
             )
         np.copyto(out, y)
@@ -767,7 +891,7 @@ def _checked_vjp(cname: str, ins: Instr) -> Callable[..., tuple[Array, ...]]:
 
     def fn(needs: tuple[bool, ...], g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         grads = op.vjp_some(needs, g, y, *xs)
-        where = f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) at step {ins.step}"
+        where = f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {_at(ins.step)}"
         if not isinstance(grads, tuple) or len(grads) != len(xs):
             n = len(grads) if isinstance(grads, tuple) else type(grads).__name__
             raise NodeContractError(

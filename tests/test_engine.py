@@ -469,8 +469,10 @@ def test_a_user_node_with_a_wrong_vjp_shape_is_named() -> None:
     b.loss(mg.l2_loss(b.node("squash", Bad(), x), y))
     cell = b.build()
     xx = np.ones((2, 3, H))
-    with pytest.raises(mg.NodeContractError, match=r"node 'squash' \(Bad\) at step 1.*input 0 'x'"):
+    with pytest.raises(mg.NodeContractError, match=r"node 'squash' \(Bad\) over all steps.*input 0 'x'"):
         cell.plan(2).loss_and_grads({}, {"x": xx, "y": xx})
+    with pytest.raises(mg.NodeContractError, match=r"node 'squash' \(Bad\) at step 1.*input 0 'x'"):
+        cell.plan(2, passes=()).loss_and_grads({}, {"x": xx, "y": xx})
 
 
 def test_parameter_only_nodes_are_computed_once() -> None:
