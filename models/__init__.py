@@ -1,0 +1,55 @@
+"""Recurrent models built from minigrad cells.
+
+* ``models.cells``: cell fragments (one recurrent layer's nodes added into a
+  ``CellBuilder``) for the GRU in Chung et al.'s and PyTorch's conventions,
+  the peephole LSTM, the tanh-RNN and the minimal gated unit, and ``stack``;
+* ``models.base``: ``RecurrentModel``, a stack of fragments with an L2 head;
+* ``GRU``, ``LSTM``, ``TanhRNN``, ``MGU``: one class per cell;
+* ``Stacked`` and ``Bidirectional``: deep, reversed and bidirectional models.
+
+No module here writes a derivative: every gradient comes from minigrad's
+BPTT over the nodes' local derivatives.
+"""
+
+from models.base import RecurrentModel, check_array
+from models.cells import (
+    CELLS,
+    INITS,
+    Fragment,
+    gru_chung,
+    gru_reset_after,
+    layer_prefix,
+    lstm,
+    mgu,
+    stack,
+    state_names,
+    tanh_rnn,
+)
+from models.gru import GRU, GRU_VARIANTS
+from models.lstm import LSTM
+from models.mgu import MGU
+from models.rnn import TanhRNN
+from models.wrappers import Bidirectional, Stacked
+
+__all__ = [
+    "CELLS",
+    "GRU",
+    "GRU_VARIANTS",
+    "INITS",
+    "LSTM",
+    "MGU",
+    "Bidirectional",
+    "Fragment",
+    "RecurrentModel",
+    "Stacked",
+    "TanhRNN",
+    "check_array",
+    "gru_chung",
+    "gru_reset_after",
+    "layer_prefix",
+    "lstm",
+    "mgu",
+    "stack",
+    "state_names",
+    "tanh_rnn",
+]
