@@ -24,6 +24,18 @@ nodes wherever they survive):
     of the time loop. Floating-point addition is not associative: results
     differ from the plain plan by rounding only.
 
+``fold_bias``
+    ``MatMul`` followed by the addition of a bias becomes one ``Affine``; when
+    a merged MatMul is sliced and each slice gets its own bias, the biases are
+    concatenated (once per sequence) and added in the same pass.
+
+``fuse_siblings``
+    Elementwise nodes of the same type whose inputs are adjacent column
+    blocks of the same values (the z and r gates of a GRU, say) become one
+    node over the joined block, followed by free ``Slice`` views. Repeated
+    until nothing changes, so an ``Add`` fused this way lets the ``Sigmoid``
+    after it fuse too.
+
 Plan schedules (applied while compiling):
 
 ``time_batch``
@@ -58,12 +70,16 @@ __all__ = [
     "DEFAULT_PASSES",
     "Phase",
     "classify",
+    "fold_bias",
+    "fuse_siblings",
     "merge_matmuls",
     "reassociate_adds",
     "rewrite",
 ]
 
 ALL_PASSES = (
+    "fold_bias",
+    "fuse_siblings",
     "merge_matmuls",
     "reassociate_adds",
     "time_batch",
@@ -71,7 +87,7 @@ ALL_PASSES = (
     "view_slices",
 )
 DEFAULT_PASSES = ALL_PASSES
-CELL_PASSES = ("merge_matmuls", "reassociate_adds")
+CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")
 
 Phase = Literal["static", "pre", "rec", "post"]
 
@@ -232,6 +248,174 @@ def reassociate_adds(cell: Cell) -> Cell:
     return _rebuild(cell, ops) if changed else cell
 
 
+def _consumers(cell: Cell) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for n in cell.order:
+        for r in cell.ops[n].inputs:
+            out.setdefault(r, []).append(n)
+    return out
+
+
+def _pinned(cell: Cell) -> set[str]:
+    return set(cell.outputs.values()) | set(cell.losses) | {s.update for s in cell.states.values()}
+
+
+def _bias_of(cell: Cell, add: str, value: str) -> str | None:
+    """If ``add`` is ``value + b`` (either order) with ``b`` a shared vector, return ``b``."""
+    spec = cell.ops[add]
+    if type(spec.op) is not N.Add or len(spec.inputs) != 2 or spec.inputs.count(value) != 1:
+        return None
+    other = spec.inputs[1] if spec.inputs[0] == value else spec.inputs[0]
+    if not cell.shared(other) or len(cell.spec_shape(other)) != 1:
+        return None
+    if cell.spec_shape(other)[0] != cell.spec_shape(value)[-1]:
+        return None
+    return other
+
+
+def fold_bias(cell: Cell) -> Cell:
+    """Fold bias additions into their MatMul (see the module docstring)."""
+    uses = _consumers(cell)
+    pinned = _pinned(cell)
+    ops = _ops(cell)
+    changed = False
+    for m in cell.order:
+        spec = cell.ops[m]
+        op = spec.op
+        if type(op) is not N.MatMul or op.transpose_b or spec.static or m in pinned:
+            continue
+        a, w = spec.inputs
+        if not cell.shared(w) or len(cell.spec_shape(w)) != 2:
+            continue
+        users = uses.get(m, [])
+        if len(users) == 1 and (bias := _bias_of(cell, users[0], m)) is not None:
+            ops[users[0]] = (N.Affine(), (a, w, bias))
+            del ops[m]
+            changed = True
+            continue
+        # a merged MatMul whose column blocks each get a bias
+        width = int(cell.spec_shape(m)[-1])
+        blocks: list[tuple[int, int, str, str, str]] = []
+        for u in users:
+            uop = cell.ops[u].op
+            if type(uop) is not N.Slice or u in pinned or len(uses.get(u, [])) != 1:
+                break
+            add = uses[u][0]
+            bias = _bias_of(cell, add, u)
+            if bias is None:
+                break
+            blocks.append((uop.start, uop.stop, u, add, bias))
+        else:
+            blocks.sort()
+            if not blocks or blocks[0][0] != 0 or blocks[-1][1] != width:
+                continue
+            if any(blocks[i][1] != blocks[i + 1][0] for i in range(len(blocks) - 1)):
+                continue
+            cat = "concat[" + ",".join(b[4] for b in blocks) + "]"
+            if cat in ops or cat in cell.graph:
+                continue
+            ops[cat] = (N.Concat(), tuple(b[4] for b in blocks))
+            ops[m] = (N.Affine(), (a, w, cat))
+            for start, stop, sl, add, _bias in blocks:
+                del ops[sl]
+                ops[add] = (N.Slice(start, stop), (m,))
+            changed = True
+    return _rebuild(cell, ops) if changed else cell
+
+
+_ELEMENTWISE = (
+    N.Add,
+    N.Sub,
+    N.Mul,
+    N.Sigmoid,
+    N.Tanh,
+    N.ReLU,
+    N.OneMinus,
+    N.Scale,
+    N.Identity,
+    N.GRUUpdate,
+)
+
+
+def fuse_siblings(cell: Cell) -> Cell:
+    """Fuse elementwise siblings over adjacent column blocks (see the module docstring)."""
+    while True:
+        fused = _fuse_once(cell)
+        if fused is cell:
+            return cell
+        cell = fused
+
+
+def _fuse_once(cell: Cell) -> Cell:
+    phase = classify(cell)
+    pinned = _pinned(cell)
+    groups: dict[tuple[type, str, tuple[str, ...], Phase], list[tuple[int, int, str]]] = {}
+    for n in cell.order:
+        spec = cell.ops[n]
+        if type(spec.op) not in _ELEMENTWISE or n in pinned or spec.static:
+            continue
+        ranges = set()
+        sources = []
+        for r in spec.inputs:
+            rs = cell.ops.get(r)
+            if rs is None or type(rs.op) is not N.Slice:
+                break
+            sop = rs.op
+            assert isinstance(sop, N.Slice)
+            ranges.add((sop.start, sop.stop))
+            sources.append(rs.inputs[0])
+        else:
+            if len(ranges) != 1:
+                continue
+            (start, stop) = ranges.pop()
+            key = (type(spec.op), spec.op.params_repr(), tuple(sources), phase[n])
+            groups.setdefault(key, []).append((start, stop, n))
+    ops = _ops(cell)
+    changed = False
+    for key, members in groups.items():
+        members.sort()
+        run = [members[0]]
+        runs = []
+        for mem in members[1:]:
+            if mem[0] == run[-1][1]:
+                run.append(mem)
+            else:
+                runs.append(run)
+                run = [mem]
+        runs.append(run)
+        for run in runs:
+            if len(run) < 2:
+                continue
+            lo, hi = run[0][0], run[-1][1]
+            fused = "fused(" + ",".join(m[2] for m in run) + ")"
+            if fused in ops or fused in cell.graph:
+                continue
+            ins = []
+            for src in key[2]:
+                if lo == 0 and hi == int(cell.spec_shape(src)[-1]):
+                    ins.append(src)
+                else:
+                    block = f"{src}[{lo}:{hi}]"
+                    if block not in ops:
+                        ops[block] = (N.Slice(lo, hi), (src,))
+                    ins.append(block)
+            ops[fused] = (cell.ops[run[0][2]].op, tuple(ins))
+            for start, stop, n in run:
+                ops[n] = (N.Slice(start - lo, stop - lo), (fused,))
+            changed = True
+    if not changed:
+        return cell
+    # drop the slices nobody reads any more
+    while True:
+        used = {r for _op, ins in ops.values() for r in ins} | _pinned(cell)
+        dead = [n for n, (op, _ins) in ops.items() if type(op) is N.Slice and n not in used]
+        if not dead:
+            break
+        for n in dead:
+            del ops[n]
+    return _rebuild(cell, ops)
+
+
 def rewrite(cell: Cell, passes: Iterable[str]) -> Cell:
     """Apply the cell rewrites among ``passes`` (in the order of ``CELL_PASSES``)."""
     names = set(passes)
@@ -242,4 +426,8 @@ def rewrite(cell: Cell, passes: Iterable[str]) -> Cell:
         cell = merge_matmuls(cell)
     if "reassociate_adds" in names:
         cell = reassociate_adds(cell)
+    if "fold_bias" in names:
+        cell = fold_bias(cell)
+    if "fuse_siblings" in names:
+        cell = fuse_siblings(cell)
     return cell
