@@ -234,6 +234,18 @@ class Node(ABC):
         """
         return self.vjp(g, y, *xs)
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        """Write the gradient of input i into ``outs[i]`` (skip it where ``outs[i]`` is None).
+
+        The engine calls this with preallocated arrays of each input's shape and
+        dtype. The default computes ``vjp_some`` and copies; built-in nodes
+        override it to write in place without temporaries.
+        """
+        needs = tuple(o is not None for o in outs)
+        for o, gr in zip(outs, self.vjp_some(needs, g, y, *xs), strict=False):
+            if o is not None:
+                np.copyto(o, gr)
+
     def params_repr(self) -> str:
         """Constructor arguments, for ``repr`` and drawings."""
         return ""
@@ -310,6 +322,19 @@ class MatMul(Node):
             gw = w
         return ga, gw
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        a, w = xs
+        oa, ow = outs
+        if oa is not None:
+            np.matmul(g, w if self.transpose_b else w.T, out=oa)
+        if ow is not None:
+            a2 = a.reshape(-1, a.shape[-1])
+            g2 = g.reshape(-1, g.shape[-1])
+            if self.transpose_b:
+                np.matmul(g2.T, a2, out=ow)
+            else:
+                np.matmul(a2.T, g2, out=ow)
+
 
 class Affine(Node):
     """Affine read-out ``y = x @ w + b``.
@@ -346,6 +371,17 @@ class Affine(Node):
         g2 = g.reshape(-1, g.shape[-1])
         return g @ w.T, x.reshape(-1, x.shape[-1]).T @ g2, g2.sum(axis=0)
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        x, w, _b = xs
+        ox, ow, ob = outs
+        g2 = g.reshape(-1, g.shape[-1])
+        if ox is not None:
+            np.matmul(g, w.T, out=ox)
+        if ow is not None:
+            np.matmul(x.reshape(-1, x.shape[-1]).T, g2, out=ow)
+        if ob is not None:
+            np.sum(g2, axis=0, out=ob)
+
 
 # --------------------------------------------------------------------------
 # elementwise arithmetic
@@ -371,6 +407,11 @@ class Add(Node):
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         a, b = xs
         return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        for o in outs:
+            if o is not None:
+                np.copyto(o, unbroadcast(g, o.shape))
 
 
 class Sub(Node):
@@ -480,6 +521,17 @@ class Mul(Node):
         gb = unbroadcast(g * a, b.shape) if needs[1] else b
         return ga, gb
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        a, b = xs
+        oa, ob = outs
+        for o, other in ((oa, b), (ob, a)):
+            if o is None:
+                continue
+            if o.shape == g.shape:
+                np.multiply(g, other, out=o)
+            else:
+                np.copyto(o, unbroadcast(g * other, o.shape))
+
 
 class GRUUpdate(Node):
     """The gated state update ``y = (1 - z) * a + z * b`` as one node.
@@ -512,6 +564,24 @@ class GRUUpdate(Node):
         ga = unbroadcast(g - gb_full, a.shape)
         return gz, ga, unbroadcast(gb_full, b.shape)
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        z, a, b = xs
+        if not z.shape == a.shape == b.shape == g.shape:
+            super().vjp_into(outs, g, y, *xs)
+            return
+        oz, oa, ob = outs
+        if oz is not None:
+            np.subtract(b, a, out=oz)
+            oz *= g
+        if ob is not None:
+            np.multiply(g, z, out=ob)
+        if oa is not None:
+            if ob is not None:
+                np.subtract(g, ob, out=oa)
+            else:
+                np.multiply(g, z, out=oa)
+                np.subtract(g, oa, out=oa)
+
 
 # --------------------------------------------------------------------------
 # activations
@@ -534,6 +604,13 @@ class Sigmoid(Node):
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * y * (1 - y),)
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        (o,) = outs
+        if o is not None:
+            np.subtract(1, y, out=o)
+            o *= y
+            o *= g
+
 
 class Tanh(Node):
     """Hyperbolic tangent ``y = tanh(x)``."""
@@ -550,6 +627,13 @@ class Tanh(Node):
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * (1 - y * y),)
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        (o,) = outs
+        if o is not None:
+            np.multiply(y, y, out=o)
+            np.subtract(1, o, out=o)
+            o *= g
 
 
 class ReLU(Node):
@@ -694,6 +778,19 @@ class L2Loss(Node):
         h, t = xs
         gh = g[..., None] * (h - t)
         return gh, -gh
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        h, t = xs
+        oh, ot = outs
+        first = oh if oh is not None else ot
+        if first is None:
+            return
+        np.subtract(h, t, out=first)
+        first *= g[..., None]
+        if first is ot:
+            np.negative(ot, out=ot)
+        elif ot is not None:
+            np.negative(first, out=ot)
 
 
 class SigmoidBCE(Node):

@@ -54,6 +54,16 @@ Plan schedules (applied while compiling):
 ``view_slices``
     ``Slice`` nodes cost nothing: their values and gradients are views into
     the buffers of the sliced node.
+
+``share_add_grads``
+    An ``Add`` hands its gradient unchanged to its inputs: inputs that only
+    this Add reads share its gradient buffer, and the Add's backward step
+    disappears.
+
+``assign_first_writes``
+    The first write into each gradient region in backward order assigns
+    instead of adding, so gradient buffers need no zeroing and no temporary,
+    except where a region is only partly covered.
 """
 
 from __future__ import annotations
@@ -85,6 +95,8 @@ ALL_PASSES = (
     "time_batch",
     "defer_shared_grads",
     "view_slices",
+    "share_add_grads",
+    "assign_first_writes",
 )
 DEFAULT_PASSES = ALL_PASSES
 CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")

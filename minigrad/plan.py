@@ -44,7 +44,7 @@ import numpy as np
 
 from minigrad.cell import Cell
 from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
-from minigrad.nodes import Node, Slice
+from minigrad.nodes import Add, Node, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 from minigrad.unroll import SHARED, Key, unroll
@@ -159,6 +159,18 @@ class _Carry(Node):
         gn = g * m
         return gn, g - gn, mb, m
 
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        _new, _old, _mb, m = xs
+        on, oo = outs[0], outs[1]
+        if on is not None:
+            np.multiply(g, m, out=on)
+        if oo is not None:
+            if on is not None:
+                np.subtract(g, on, out=oo)
+            else:
+                np.multiply(g, m, out=oo)
+                np.subtract(g, oo, out=oo)
+
 
 class _Copy(Node):
     """``y = x`` (a state carry without a mask)."""
@@ -173,6 +185,10 @@ class _Copy(Node):
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g,)
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        if outs[0] is not None:
+            np.copyto(outs[0], g)
 
 
 _COPY = _Copy()
@@ -223,11 +239,13 @@ class Plan:
         views: dict[str, tuple[str, int, int]] | None = None,
         source: Cell | None = None,
         passes: tuple[str, ...] = (),
+        shared_grads: dict[str, str] | None = None,
     ) -> None:
         self.cell = cell
         self.source = source if source is not None else cell
         self.views = views or {}
         self.passes = passes
+        self.shared_grads = shared_grads or {}
         self.steps = steps
         self.graph = graph
         self.order = order
@@ -514,8 +532,50 @@ def compile_plan(
             op = cell.ops[n].op
             if type(op) is Slice and n not in fixed:
                 views[n] = (cell.ops[n].inputs[0], op.start, op.stop)
+    shared_grads: dict[str, str] = {}
+    if "share_add_grads" in names:
+        uses: dict[str, int] = {}
+        for n in cell.order:
+            for r in cell.ops[n].inputs:
+                uses[r] = uses.get(r, 0) + 1
+        pinned = (
+            set(cell.outputs.values())
+            | set(cell.losses)
+            | {st.update for st in cell.states.values()}
+        )
+        for n in cell.order:
+            spec = cell.ops[n]
+            if type(spec.op) is not Add or spec.static:
+                continue
+            for r in spec.inputs:
+                if (
+                    spec.inputs.count(r) == 1
+                    and cell.kind(r) == "op"
+                    and not cell.ops[r].static
+                    and cell.spec_shape(r) == spec.shape
+                    and uses.get(r, 0) == 1
+                    and r not in pinned
+                ):
+                    shared_grads[r] = n
+        # follow chains of Adds to the last one
+        for m in list(shared_grads):
+            r = shared_grads[m]
+            while r in shared_grads:
+                r = shared_grads[r]
+            shared_grads[m] = r
     return Plan(
-        cell, steps, g, order, fwd, bwd, want, truncate, views=views, source=source, passes=names
+        cell,
+        steps,
+        g,
+        order,
+        fwd,
+        bwd,
+        want,
+        truncate,
+        views=views,
+        source=source,
+        passes=names,
+        shared_grads=shared_grads,
     )
 
 
@@ -523,6 +583,7 @@ def compile_plan(
 # binding and running
 
 _FwdFn = Callable[..., None]
+_IntoFn = Callable[..., None]
 _BwdFn = Callable[..., tuple[Array, ...]]
 
 
@@ -621,32 +682,76 @@ class _Workspace:
             fwd.append((fn, out, args))
         self.fwd = fwd
 
-        # gradient buffers: the same layout
-        gbufs: dict[str, Array] = {
-            k: np.zeros_like(v) for k, v in bufs.items() if not k.startswith("op:")
-        }
-        for n in cell.order:
-            key = "op:" + n
-            if n in views:
-                gbufs[key] = sliced(gbufs, n)
-            elif n in self.aliased:
-                gbufs[key] = gbufs["state:" + self.aliased[n]][1:]
-            else:
-                gbufs[key] = np.zeros_like(bufs[key])
+        # ---- gradient buffers ------------------------------------------------
+        # The same layout as the values, with three kinds of sharing: Slice views
+        # (a slice's gradient is a view of its source's), aliased state updates,
+        # and Add groups (an Add passes its gradient unchanged to inputs that it
+        # alone reads, so they can share one buffer and the Add does nothing).
+        groups = dict(plan.shared_grads)
+        roots: dict[str, list[str]] = {}
+        for m, r in groups.items():
+            roots.setdefault(r, []).append(m)
+        fixed_of: dict[str, str] = {}
+        for r, members in roots.items():
+            fixed = [m for m in members if m in views]
+            if r in self.aliased:
+                fixed.insert(0, r)
+            for surplus in fixed[1:]:
+                del groups[surplus]
+            if fixed and fixed[0] != r:
+                fixed_of[r] = fixed[0]
+
+        fixed_members = set(fixed_of.values())
+
+        def build(zeros: Callable[[Shape, Any], AnyArray]) -> tuple[dict[str, Any], dict[str, str]]:
+            g: dict[str, Any] = {}
+            base: dict[str, str] = {}
+            for k, v in bufs.items():
+                if not k.startswith("op:"):
+                    g[k] = zeros(v.shape, v.dtype)
+                    base[k] = k
+            pending = list(cell.order)
+            while pending:
+                left = []
+                for n in pending:
+                    key = "op:" + n
+                    dep: str | None = None
+                    if n in fixed_members:
+                        dep = _buffer_of(cell, views[n][0])
+                    elif n in groups:
+                        dep = "op:" + groups[n]
+                    elif n in fixed_of:
+                        dep = "op:" + fixed_of[n]
+                    elif n in views:
+                        dep = _buffer_of(cell, views[n][0])
+                    if dep is not None:
+                        if dep not in g:
+                            left.append(n)
+                            continue
+                        shared = n not in fixed_members and (n in groups or n in fixed_of)
+                        g[key] = g[dep] if shared else sliced(g, n)
+                        base[key] = base[dep]
+                    elif n in self.aliased:
+                        skey = "state:" + self.aliased[n]
+                        g[key] = g[skey][1:]
+                        base[key] = skey
+                    else:
+                        g[key] = zeros(bufs[key].shape, bufs[key].dtype)
+                        base[key] = key
+                if len(left) == len(pending):
+                    raise GraphError(f"cell '{cell.name}': cannot lay out gradient buffers")
+                pending = left
+            return g, base
+
+        gbufs, gbase = build(np.zeros)
+        shadow, _ = build(lambda shape, _dt: np.zeros(shape, dtype=bool))
         self.gbufs = gbufs
-        self._zero = [
-            v
-            for k, v in gbufs.items()
-            if not (k.startswith("op:") and (k[3:] in self.aliased or k[3:] in views))
-        ]
-        bwd: list[
+
+        # ---- backward instructions, with a write mode per target -----------------
+        # (fn, g, y, args, [(slot, target, shadow, root)])
+        pre_entries: list[
             tuple[
-                _BwdFn,
-                tuple[bool, ...],
-                Array,
-                Array,
-                tuple[AnyArray, ...],
-                tuple[Array | None, ...],
+                _IntoFn, Array, Array, tuple[AnyArray, ...], list[tuple[int, Array, AnyArray, str]]
             ]
         ] = []
         for ins in plan.backward_instrs:
@@ -655,40 +760,166 @@ class _Workspace:
             if ins.kind == "carry":
                 if ins.name in skip_carry:
                     continue
-                g = view(gbufs, ins.out)
-                y = view(bufs, ins.out)
                 src = (view(bufs, ins.ins[0]), view(bufs, ins.ins[1]))
-                tg = tuple(
-                    view(gbufs, r) if need else None
-                    for r, need in zip(ins.ins, ins.needs, strict=True)
-                )
+                tg = [
+                    (j, view(gbufs, r), view(shadow, r), gbase[r.buffer])
+                    for j, (r, need) in enumerate(zip(ins.ins, ins.needs, strict=True))
+                    if need
+                ]
+                g_ = view(gbufs, ins.out)
+                y_ = view(bufs, ins.out)
                 if masked:
-                    mb, mf = self._mask_views(ins.step - 1, y.ndim)
-                    bwd.append(
-                        (
-                            _CARRY.vjp_some,
-                            (*ins.needs, False, False),
-                            g,
-                            y,
-                            (*src, mb, mf),
-                            (*tg, None, None),
-                        )
-                    )
+                    mb, mf = self._mask_views(ins.step - 1, y_.ndim)
+                    pre_entries.append((_CARRY.vjp_into, g_, y_, (*src, mb, mf), tg))
                 else:
-                    bwd.append((_COPY.vjp_some, ins.needs[:1], g, y, src[:1], tg[:1]))
+                    pre_entries.append(
+                        (_COPY.vjp_into, g_, y_, src[:1], [t for t in tg if t[0] == 0])
+                    )
                 continue
             assert ins.op is not None
-            g = view(gbufs, ins.out)
-            y = view(bufs, ins.out)
-            args = tuple(view(bufs, r) for r in ins.ins)
-            tg = tuple(
-                view(gbufs, r) if need else None for r, need in zip(ins.ins, ins.needs, strict=True)
-            )
-            bfn: _BwdFn = ins.op.vjp_some
+            needs = list(ins.needs)
+            if type(ins.op) is Add:
+                root = groups.get(ins.name, ins.name)
+                for j, r in enumerate(cell.ops[ins.name].inputs):
+                    if groups.get(r) == root:
+                        needs[j] = False
+            if not any(needs):
+                continue
+            tg = [
+                (j, view(gbufs, r), view(shadow, r), gbase[r.buffer])
+                for j, (r, need) in enumerate(zip(ins.ins, needs, strict=True))
+                if need
+            ]
+            fn_into: _IntoFn = ins.op.vjp_into
             if not type(ins.op).verified:
-                bfn = _checked_vjp(cell.name, ins)
-            bwd.append((bfn, ins.needs, g, y, args, tg))
+                fn_into = _checked_vjp_into(cell.name, ins)
+            pre_entries.append(
+                (
+                    fn_into,
+                    view(gbufs, ins.out),
+                    view(bufs, ins.out),
+                    tuple(view(bufs, r) for r in ins.ins),
+                    tg,
+                )
+            )
+
+        # which writes assign and which add: simulate the pass on boolean shadows
+        seeds = [("op:" + n) for n in cell.losses] + [
+            _buffer_of(cell, n) for n in cell.outputs.values()
+        ]
+
+        def seed_view(b: Mapping[str, Any], key: str) -> Any:
+            arr = b[key]
+            return arr[:T] if key.startswith("state:") else arr
+
+        results = [k for k in (_buffer_of(cell, n) for n in sorted(plan.wrt))]
+
+        def simulate(zeroed: set[str]) -> tuple[set[str], list[list[bool]], list[bool]]:
+            for k, arr in shadow.items():
+                if gbase[k] == k:
+                    arr[...] = gbase[k] in zeroed
+            must_zero: set[str] = set()
+            seed_modes = []
+            for k in seeds:
+                sh = seed_view(shadow, k)
+                if sh.all():
+                    seed_modes.append(True)
+                elif not sh.any():
+                    seed_modes.append(False)
+                else:
+                    must_zero.add(gbase[k])
+                    seed_modes.append(True)
+                sh[...] = True
+            modes: list[list[bool]] = []
+            for _fn, _g, _y, _a, tg in pre_entries:
+                mode = []
+                for _j, _t, sh, root in tg:
+                    if sh.all():
+                        mode.append(True)
+                    elif not sh.any():
+                        mode.append(False)
+                    else:
+                        must_zero.add(root)
+                        mode.append(True)
+                    sh[...] = True
+                modes.append(mode)
+            return must_zero, modes, seed_modes
+
+        if "assign_first_writes" not in plan.passes:
+            everything_zeroed = {gbase[k] for k in gbufs}
+            must_zero, modes, seed_modes = simulate(everything_zeroed)
+            must_zero = everything_zeroed
+        else:
+            must_zero, modes, seed_modes = simulate(set())
+        # a region that is read (or returned) but never fully written must start from zeros
+        for read, root in self._reads(plan, views, skip_carry, gbase, shadow):
+            if not read.all():
+                must_zero.add(root)
+        for k in results:
+            sh = shadow[k][0] if k.startswith("state:") else shadow[k]
+            if not sh.all():
+                must_zero.add(gbase[k])
+        if must_zero:
+            again, modes, seed_modes = simulate(must_zero)
+            must_zero = must_zero | again
+        self._zero_roots = sorted(must_zero)
+        self._zero = [gbufs[k] for k in self._zero_roots]
+        self.seed_modes = dict(zip(seeds, seed_modes, strict=True))
+
+        scratch: dict[tuple[tuple[int, ...], str, int], Array] = {}
+        bwd: list[
+            tuple[
+                _IntoFn,
+                Array,
+                Array,
+                tuple[AnyArray, ...],
+                tuple[Array | None, ...],
+                tuple[tuple[Array, Array], ...],
+            ]
+        ] = []
+        for (fn_into, g_, y_, args, tg), mode in zip(pre_entries, modes, strict=True):
+            nslots = len(args)
+            outs: list[Array | None] = [None] * nslots
+            adds: list[tuple[Array, Array]] = []
+            for (j, tgt, _sh, _root), add in zip(tg, mode, strict=True):
+                if add:
+                    skey = (tgt.shape, tgt.dtype.str, j)
+                    scr = scratch.get(skey)
+                    if scr is None:
+                        scr = scratch[skey] = np.empty(tgt.shape, dtype=tgt.dtype)
+                    outs[j] = scr
+                    adds.append((tgt, scr))
+                else:
+                    outs[j] = tgt
+            bwd.append((fn_into, g_, y_, args, tuple(outs), tuple(adds)))
         self.bwd = bwd
+
+    def _reads(
+        self,
+        plan: Plan,
+        views: Mapping[str, tuple[str, int, int]],
+        skip_carry: set[str],
+        gbase: Mapping[str, str],
+        shadow: Mapping[str, Any],
+    ) -> list[tuple[Any, str]]:
+        """The gradient regions each backward instruction reads, in order, after the
+        writes before it: used to find buffers that must start from zeros."""
+        out = []
+        for ins in plan.backward_instrs:
+            if ins.name in views and ins.kind != "carry":
+                continue
+            if ins.kind == "carry" and ins.name in skip_carry:
+                continue
+            arr = shadow[ins.out.buffer]
+            idx = ins.out.index
+            if idx is None:
+                v = arr
+            elif isinstance(idx, tuple):
+                v = arr[idx[0] : idx[1]]
+            else:
+                v = arr[idx]
+            out.append((v, gbase[ins.out.buffer]))
+        return out
 
     def _mask_views(self, t: int, ndim: int) -> tuple[BoolArray, Array]:
         mb = self.mask_bool[t]
@@ -787,24 +1018,36 @@ class _Workspace:
     def backward(self, grad_outputs: Mapping[str, Array], loss_scale: float) -> Gradients:
         cell = self.plan.cell
         cname = cell.name
-        for arr in self._zero:
-            arr.fill(0)
-        for name in cell.losses:
-            gl = self.gbufs["op:" + name]
-            if self.masked:
-                np.multiply(self.mask, loss_scale, out=gl)
-            else:
-                gl.fill(loss_scale)
-        for o, go in grad_outputs.items():
+        for o in grad_outputs:
             if o not in cell.outputs:
                 raise ValueError(
                     f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
                 )
-            n = cell.outputs[o]
-            target = self.gbufs[_buffer_of(cell, n)]
+        for arr in self._zero:
+            arr.fill(0)
+        for name in cell.losses:
+            gl = self.gbufs["op:" + name]
+            add = self.seed_modes["op:" + name]
+            if self.masked:
+                if add:
+                    gl += self.mask * loss_scale
+                else:
+                    np.multiply(self.mask, loss_scale, out=gl)
+            elif add:
+                gl += loss_scale
+            else:
+                gl.fill(loss_scale)
+        for o, n in cell.outputs.items():
+            key = _buffer_of(cell, n)
+            target = self.gbufs[key]
             if cell.kind(n) == "state":
                 target = target[: self.T]
-            go = np.asarray(go)
+            add = self.seed_modes[key]
+            if o not in grad_outputs:
+                if not add:
+                    target.fill(0)
+                continue
+            go = np.asarray(grad_outputs[o])
             if go.shape != target.shape:
                 raise ShapeError(
                     f"cell '{cname}': the gradient of output '{o}' has shape {go.shape}, "
@@ -812,12 +1055,14 @@ class _Workspace:
                 )
             if self.masked:
                 go = go * self.mask.reshape(self.mask.shape + (1,) * (go.ndim - 2))
-            target += go
-        for fn, needs, g, y, args, tgts in self.bwd:
-            grads = fn(needs, g, y, *args)
-            for tgt, gr in zip(tgts, grads, strict=False):
-                if tgt is not None:
-                    np.add(tgt, gr, out=tgt)
+            if add:
+                target += go
+            else:
+                np.copyto(target, go)
+        for fn, g, y, args, outs, adds in self.bwd:
+            fn(outs, g, y, *args)
+            for tgt, scr in adds:
+                np.add(tgt, scr, out=tgt)
         out = Gradients()
         for name in sorted(self.plan.wrt):
             kind = cell.kind(name)
@@ -881,6 +1126,18 @@ def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
                 f"forward returned {y.shape} {y.dtype}, expected {out.shape} {out.dtype}"
             )
         np.copyto(out, y)
+
+    return fn
+
+
+def _checked_vjp_into(cname: str, ins: Instr) -> _IntoFn:
+    checked = _checked_vjp(cname, ins)
+
+    def fn(outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        needs = tuple(o is not None for o in outs)
+        for o, gr in zip(outs, checked(needs, g, y, *xs), strict=False):
+            if o is not None:
+                np.copyto(o, gr)
 
     return fn
 
