@@ -246,6 +246,35 @@ class Node(ABC):
             if o is not None:
                 np.copyto(o, gr)
 
+    #: True for nodes whose output element k depends only on element k of each
+    #: input (same shapes, no broadcasting); such nodes may implement
+    #: ``factors_into``.
+    elementwise: ClassVar[bool] = False
+
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        """Elementwise partial derivatives ``dy/dx_i`` (each of ``y``'s shape), or None.
+
+        For elementwise nodes the local Jacobian is diagonal and depends only on
+        forward values, so the engine can compute it for all steps at once before
+        the backward loop and then apply it with one multiplication per step.
+        ``outs`` are scratch arrays of ``y``'s shape to write into; an entry of
+        the result may also be one of the inputs themselves (``Mul`` returns
+        ``(b, a)``). The default returns None: not available.
+        """
+        return None
+
+    def right_jacobian(self, i: int, *xs: Array) -> Array | None:
+        """If the gradient of input ``i`` is ``g @ M`` for a matrix ``M`` built only
+        from the *other* inputs, return ``M`` (any memory layout), else None.
+
+        When those other inputs are shared by all steps (weights), the engine
+        stores a contiguous copy of ``M`` once per backward pass and each step's
+        backward is one GEMM.
+        """
+        return None
+
     def params_repr(self) -> str:
         """Constructor arguments, for ``repr`` and drawings."""
         return ""
@@ -322,6 +351,12 @@ class MatMul(Node):
             gw = w
         return ga, gw
 
+    def right_jacobian(self, i: int, *xs: Array) -> Array | None:
+        if i != 0:
+            return None
+        w = xs[1]
+        return w if self.transpose_b else w.T
+
     def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
         a, w = xs
         oa, ow = outs
@@ -370,6 +405,9 @@ class Affine(Node):
         x, w, _b = xs
         g2 = g.reshape(-1, g.shape[-1])
         return g @ w.T, x.reshape(-1, x.shape[-1]).T @ g2, g2.sum(axis=0)
+
+    def right_jacobian(self, i: int, *xs: Array) -> Array | None:
+        return xs[1].T if i == 0 else None
 
     def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
         x, w, _b = xs
@@ -521,6 +559,14 @@ class Mul(Node):
         gb = unbroadcast(g * a, b.shape) if needs[1] else b
         return ga, gb
 
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        a, b = xs
+        if a.shape != b.shape:
+            return None
+        return b, a
+
     def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
         a, b = xs
         oa, ob = outs
@@ -563,6 +609,17 @@ class GRUUpdate(Node):
         gb_full = g * z
         ga = unbroadcast(g - gb_full, a.shape)
         return gz, ga, unbroadcast(gb_full, b.shape)
+
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        z, a, b = xs
+        if not z.shape == a.shape == b.shape:
+            return None
+        fz, fa, _fb = outs
+        np.subtract(b, a, out=fz)
+        np.subtract(1, z, out=fa)
+        return fz, fa, z
 
     def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
         z, a, b = xs
@@ -611,6 +668,14 @@ class Sigmoid(Node):
             o *= y
             o *= g
 
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        (f,) = outs
+        np.subtract(1, y, out=f)
+        f *= y
+        return (f,)
+
 
 class Tanh(Node):
     """Hyperbolic tangent ``y = tanh(x)``."""
@@ -635,6 +700,14 @@ class Tanh(Node):
             np.subtract(1, o, out=o)
             o *= g
 
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        (f,) = outs
+        np.multiply(y, y, out=f)
+        np.subtract(1, f, out=f)
+        return (f,)
+
 
 class ReLU(Node):
     """Rectifier ``y = max(x, 0)`` (derivative 0 at x = 0)."""
@@ -651,6 +724,13 @@ class ReLU(Node):
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * (xs[0] > 0),)
+
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        (f,) = outs
+        np.greater(xs[0], 0, out=f)
+        return (f,)
 
 
 # --------------------------------------------------------------------------

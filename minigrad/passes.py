@@ -60,6 +60,12 @@ Plan schedules (applied while compiling):
     this Add reads share its gradient buffer, and the Add's backward step
     disappears.
 
+``factor_elementwise``
+    Elementwise nodes inside the time loop (sigmoid, tanh, gates) have a
+    diagonal Jacobian that depends on forward values only: it is computed for
+    all steps at once before the backward loop, and each step's backward
+    becomes one multiplication per input.
+
 ``assign_first_writes``
     The first write into each gradient region in backward order assigns
     instead of adding, so gradient buffers need no zeroing and no temporary,
@@ -97,6 +103,7 @@ ALL_PASSES = (
     "view_slices",
     "share_add_grads",
     "assign_first_writes",
+    "factor_elementwise",
 )
 DEFAULT_PASSES = ALL_PASSES
 CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")

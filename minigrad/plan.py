@@ -747,6 +747,75 @@ class _Workspace:
         shadow, _ = build(lambda shape, _dt: np.zeros(shape, dtype=bool))
         self.gbufs = gbufs
 
+        # ---- elementwise Jacobians, for all steps at once ------------------------
+        # (fn, scratch outs, y over all steps, inputs over all steps)
+        self.factor_jobs: list[
+            tuple[Callable[..., Any], tuple[Array, ...], Array, tuple[Array, ...]]
+        ] = []
+        factor_arrays: dict[str, tuple[Array, ...] | None] = {}
+        use_factors = "factor_elementwise" in plan.passes
+
+        def factors_for(ins: Instr) -> tuple[Array, ...] | None:
+            if not use_factors or ins.op is None or not type(ins.op).verified:
+                return None
+            if ins.name in factor_arrays:
+                return factor_arrays[ins.name]
+            op = ins.op
+            result: tuple[Array, ...] | None = None
+            if type(op).factors_into is not Node.factors_into:
+                every = (0, T)
+                y_all = view(bufs, BufRef(ins.out.buffer, every))
+                xs_all = tuple(
+                    view(bufs, BufRef(r.buffer, every) if r.index is not None else r)
+                    for r in ins.ins
+                )
+                if all(x.shape == y_all.shape for x in xs_all):
+                    scratch_f = tuple(np.empty_like(y_all) for _ in xs_all)
+                    with np.errstate(all="ignore"):
+                        result = op.factors_into(scratch_f, y_all, *xs_all)
+                    if result is not None:
+                        self.factor_jobs.append((op.factors_into, scratch_f, y_all, xs_all))
+            factor_arrays[ins.name] = result
+            return result
+
+        matrices: dict[tuple[str, int], Array] = {}
+
+        def matrix_for(ins: Instr, i: int) -> Array | None:
+            """A contiguous copy of the node's right Jacobian for input i, refreshed once per
+            backward pass, when it only depends on values shared by all steps."""
+            if not use_factors or ins.op is None or not type(ins.op).verified:
+                return None
+            if (ins.name, i) in matrices:
+                return matrices[ins.name, i]
+            if any(r.index is not None for j, r in enumerate(ins.ins) if j != i):
+                return None
+            op = ins.op
+            if type(op).right_jacobian is Node.right_jacobian:
+                return None
+            xs_any = tuple(view(bufs, r) for r in ins.ins)
+            m = op.right_jacobian(i, *xs_any)
+            if m is None:
+                return None
+            buf = np.empty(m.shape, dtype=m.dtype)
+
+            def refresh(
+                _outs: tuple[Array, ...],
+                _y: Array,
+                *_xs: Array,
+                op: Node = op,
+                i: int = i,
+                buf: Array = buf,
+                xs_any: tuple[Array, ...] = xs_any,
+            ) -> tuple[Array, ...]:
+                m = op.right_jacobian(i, *xs_any)
+                assert m is not None
+                np.copyto(buf, m)
+                return (buf,)
+
+            self.factor_jobs.append((refresh, (), buf, ()))
+            matrices[ins.name, i] = buf
+            return buf
+
         # ---- backward instructions, with a write mode per target -----------------
         # (fn, g, y, args, [(slot, target, shadow, root)])
         pre_entries: list[
@@ -790,6 +859,22 @@ class _Workspace:
                 for j, (r, need) in enumerate(zip(ins.ins, needs, strict=True))
                 if need
             ]
+            fs = factors_for(ins) if ins.step >= 0 else None
+            if fs is not None:
+                args_f = tuple(
+                    f[ins.step] if need else None for f, need in zip(fs, needs, strict=True)
+                )
+                pre_entries.append(
+                    (_apply_factors, view(gbufs, ins.out), view(bufs, ins.out), args_f, tg)  # type: ignore[arg-type]
+                )
+                continue
+            if ins.step >= 0:
+                ms = [matrix_for(ins, j) if need else None for j, need in enumerate(needs)]
+                if all(m is not None for m, need in zip(ms, needs, strict=True) if need):
+                    pre_entries.append(
+                        (_apply_matrices, view(gbufs, ins.out), view(bufs, ins.out), tuple(ms), tg)  # type: ignore[arg-type]
+                    )
+                    continue
             fn_into: _IntoFn = ins.op.vjp_into
             if not type(ins.op).verified:
                 fn_into = _checked_vjp_into(cell.name, ins)
@@ -1059,6 +1144,8 @@ class _Workspace:
                 target += go
             else:
                 np.copyto(target, go)
+        for ffn, fouts, y_all, xs_all in self.factor_jobs:
+            ffn(fouts, y_all, *xs_all)
         for fn, g, y, args, outs, adds in self.bwd:
             fn(outs, g, y, *args)
             for tgt, scr in adds:
@@ -1128,6 +1215,24 @@ def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
         np.copyto(out, y)
 
     return fn
+
+
+def _apply_factors(
+    outs: tuple[Array | None, ...], g: Array, y: Array, *factors: Array | None
+) -> None:
+    """Backward of an elementwise node from its precomputed Jacobian: ``out_i = g * F_i``."""
+    for o, f in zip(outs, factors, strict=True):
+        if o is not None and f is not None:
+            np.multiply(g, f, out=o)
+
+
+def _apply_matrices(
+    outs: tuple[Array | None, ...], g: Array, y: Array, *matrices: Array | None
+) -> None:
+    """Backward of a linear node from its prepared right Jacobians: ``out_i = g @ M_i``."""
+    for o, m in zip(outs, matrices, strict=True):
+        if o is not None and m is not None:
+            np.matmul(g, m, out=o)
 
 
 def _checked_vjp_into(cname: str, ins: Instr) -> _IntoFn:
