@@ -8,6 +8,10 @@ Public API (re-exported from the private-by-convention modules below):
 * unrolling (``minigrad.unroll``): ``unroll``, ``SHARED``;
 * planning and execution (``minigrad.plan``): ``compile_plan``, ``Plan``,
   ``Run``, ``Gradients``;
+* graph passes (``minigrad.passes``): ``DEFAULT_PASSES``, ``classify``;
+* explanations and drawings (``minigrad.explain``, ``minigrad.dot``):
+  ``explain``, ``explain_all``, ``cell_to_dot``, ``unrolled_to_dot``,
+  ``write_graph``;
 * gradient checking (``minigrad.check``): ``gradcheck``,
   ``gradcheck_node``, ``gradcheck_cell``, ``check_grads``;
 * initialisers (``minigrad.init``) and errors (``minigrad.errors``).
@@ -46,6 +50,13 @@ from minigrad.check import (
     gradcheck_cell,
     gradcheck_node,
 )
+from minigrad.dot import (
+    GraphvizError,
+    GraphvizNotFound,
+    cell_to_dot,
+    unrolled_to_dot,
+    write_graph,
+)
 from minigrad.errors import (
     DTypeError,
     GradcheckError,
@@ -55,6 +66,7 @@ from minigrad.errors import (
     NonFiniteError,
     ShapeError,
 )
+from minigrad.explain import explain, explain_all
 from minigrad.nodes import (
     Add,
     Affine,
@@ -75,12 +87,15 @@ from minigrad.nodes import (
     Sub,
     Tanh,
 )
+from minigrad.passes import ALL_PASSES, DEFAULT_PASSES, classify
 from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
 from minigrad.unroll import SHARED, unroll
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_PASSES",
+    "DEFAULT_PASSES",
     "SHARED",
     "Add",
     "Affine",
@@ -94,6 +109,8 @@ __all__ = [
     "GradcheckResult",
     "Gradients",
     "GraphError",
+    "GraphvizError",
+    "GraphvizNotFound",
     "Identity",
     "InputSpec",
     "Instr",
@@ -123,9 +140,13 @@ __all__ = [
     "__version__",
     "add",
     "affine",
+    "cell_to_dot",
     "check_grads",
+    "classify",
     "compile_plan",
     "concat",
+    "explain",
+    "explain_all",
     "gradcheck",
     "gradcheck_cell",
     "gradcheck_node",
@@ -144,4 +165,6 @@ __all__ = [
     "sub",
     "tanh",
     "unroll",
+    "unrolled_to_dot",
+    "write_graph",
 ]
