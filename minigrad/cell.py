@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 Kind = Literal["input", "param", "state", "op"]
+_KIND_WORDS = {"input": "an input", "param": "a parameter", "state": "a state", "op": "a node"}
 
 
 def _fmt(shape: SymShape) -> str:
@@ -212,7 +213,8 @@ class CellBuilder:
             raise GraphError(f"cell '{self.name}': names must be non-empty strings, got {name!r}")
         if name in self._kinds:
             raise GraphError(
-                f"cell '{self.name}': the name '{name}' is already used by a {self._kinds[name]}"
+                f"cell '{self.name}': the name '{name}' is already used by "
+                f"{_KIND_WORDS[self._kinds[name]]}"
             )
         self._kinds[name] = kind
         return Ref(name, self)

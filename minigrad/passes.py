@@ -10,7 +10,8 @@ nodes wherever they survive):
 
 ``merge_matmuls``
     MatMul nodes that share their left operand and multiply it by parameters
-    (or parameter-only nodes) become one MatMul by the concatenated weights,
+    (or parameter-only nodes) become one MatMul by the concatenated weights
+    (Affine nodes likewise, with concatenated biases),
     followed by one ``Slice`` per original node (keeping its name). The
     concatenation is a parameter-only node, computed once per sequence. In a
     GRU this turns ``x Wz``, ``x Wr``, ``x Wca`` into one GEMM and
@@ -174,29 +175,46 @@ def _ops(cell: Cell) -> dict[str, tuple[N.Node, tuple[str, ...]]]:
 
 
 def merge_matmuls(cell: Cell) -> Cell:
-    """Merge MatMul nodes that share a left operand into one GEMM (see the module docstring)."""
-    groups: dict[str, list[str]] = {}
+    """Merge MatMul (or Affine) nodes that share a left operand into one GEMM
+    (see the module docstring)."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for n in cell.order:
         spec = cell.ops[n]
         op = spec.op
-        if type(op) is not N.MatMul or op.transpose_b or spec.static:
+        if spec.static:
             continue
-        a, w = spec.inputs
-        if not cell.shared(w) or len(cell.spec_shape(w)) != 2:
+        if type(op) is N.MatMul and not op.transpose_b:
+            kind = "matmul"
+        elif type(op) is N.Affine:
+            kind = "affine"
+        else:
             continue
-        groups.setdefault(a, []).append(n)
+        a, w = spec.inputs[0], spec.inputs[1]
+        if not all(cell.shared(r) for r in spec.inputs[1:]) or len(cell.spec_shape(w)) != 2:
+            continue
+        groups.setdefault((a, kind), []).append(n)
     ops = _ops(cell)
+    dtypes = cell.dtypes()
     changed = False
-    for a, members in groups.items():
+    for (a, kind), members in groups.items():
         weights = [cell.ops[m].inputs[1] for m in members]
-        if len(members) < 2 or len({cell.dtypes()[w] for w in weights}) != 1:
+        if len(members) < 2 or len({dtypes[w] for w in weights}) != 1:
             continue
         cat = "concat[" + ",".join(weights) + "]"
         merged = f"{a}@[" + ",".join(weights) + "]"
         if cat in ops or merged in ops or cat in cell.graph or merged in cell.graph:
             continue
         ops[cat] = (N.Concat(), tuple(weights))
-        ops[merged] = (N.MatMul(), (a, cat))
+        if kind == "affine":
+            biases = [cell.ops[m].inputs[2] for m in members]
+            bcat = "concat[" + ",".join(biases) + "]"
+            if bcat in ops or bcat in cell.graph:
+                del ops[cat]
+                continue
+            ops[bcat] = (N.Concat(), tuple(biases))
+            ops[merged] = (N.Affine(), (a, cat, bcat))
+        else:
+            ops[merged] = (N.MatMul(), (a, cat))
         start = 0
         for m, w in zip(members, weights, strict=True):
             width = int(cell.spec_shape(w)[1])
@@ -368,27 +386,27 @@ def fuse_siblings(cell: Cell) -> Cell:
 def _fuse_once(cell: Cell) -> Cell:
     phase = classify(cell)
     pinned = _pinned(cell)
-    groups: dict[tuple[type, str, tuple[str, ...], Phase], list[tuple[int, int, str]]] = {}
+    Ranges = tuple[tuple[int, int], ...]
+    groups: dict[tuple[type, str, tuple[str, ...], Phase], list[tuple[Ranges, str]]] = {}
     for n in cell.order:
         spec = cell.ops[n]
         if type(spec.op) not in _ELEMENTWISE or n in pinned or spec.static:
             continue
-        ranges = set()
-        sources = []
+        ranges: list[tuple[int, int]] = []
+        sources: list[str] = []
         for r in spec.inputs:
             rs = cell.ops.get(r)
             if rs is None or type(rs.op) is not N.Slice:
                 break
             sop = rs.op
             assert isinstance(sop, N.Slice)
-            ranges.add((sop.start, sop.stop))
+            ranges.append((sop.start, sop.stop))
             sources.append(rs.inputs[0])
         else:
-            if len(ranges) != 1:
+            if len({b - a for a, b in ranges}) != 1:
                 continue
-            (start, stop) = ranges.pop()
             key = (type(spec.op), spec.op.params_repr(), tuple(sources), phase[n])
-            groups.setdefault(key, []).append((start, stop, n))
+            groups.setdefault(key, []).append((tuple(ranges), n))
     ops = _ops(cell)
     changed = False
     for key, members in groups.items():
@@ -396,7 +414,7 @@ def _fuse_once(cell: Cell) -> Cell:
         run = [members[0]]
         runs = []
         for mem in members[1:]:
-            if mem[0] == run[-1][1]:
+            if all(prev[1] == nxt[0] for prev, nxt in zip(run[-1][0], mem[0], strict=True)):
                 run.append(mem)
             else:
                 runs.append(run)
@@ -405,12 +423,12 @@ def _fuse_once(cell: Cell) -> Cell:
         for run in runs:
             if len(run) < 2:
                 continue
-            lo, hi = run[0][0], run[-1][1]
-            fused = "fused(" + ",".join(m[2] for m in run) + ")"
+            fused = "fused(" + ",".join(m[1] for m in run) + ")"
             if fused in ops or fused in cell.graph:
                 continue
             ins = []
-            for src in key[2]:
+            for i, src in enumerate(key[2]):
+                lo, hi = run[0][0][i][0], run[-1][0][i][1]
                 if lo == 0 and hi == int(cell.spec_shape(src)[-1]):
                     ins.append(src)
                 else:
@@ -418,9 +436,12 @@ def _fuse_once(cell: Cell) -> Cell:
                     if block not in ops:
                         ops[block] = (N.Slice(lo, hi), (src,))
                     ins.append(block)
-            ops[fused] = (cell.ops[run[0][2]].op, tuple(ins))
-            for start, stop, n in run:
-                ops[n] = (N.Slice(start - lo, stop - lo), (fused,))
+            ops[fused] = (cell.ops[run[0][1]].op, tuple(ins))
+            offset = 0
+            for rngs, n in run:
+                width = rngs[0][1] - rngs[0][0]
+                ops[n] = (N.Slice(offset, offset + width), (fused,))
+                offset += width
             changed = True
     if not changed:
         return cell

@@ -1,0 +1,141 @@
+"""Optimised plans agree with the plain plan for every cell in models/.
+
+The plain plan (``passes=()``) runs one instruction per node and step, with
+the straightforward accumulate-into-zeros backward. Every graph pass is a
+rewrite that must not change the numbers beyond rounding: forward, loss and
+every gradient agree to 1e-12 (float64), with all passes on and with each one
+switched off in turn, on an L2 head, on a sigmoid read-out with a padding
+mask, and with two layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad import CellBuilder, init
+from minigrad.passes import classify, fuse_siblings, merge_matmuls, rewrite
+from minigrad.types import Array
+from models.cells import CELLS, stack
+
+CELL_NAMES = ["gru_chung", "gru_reset_after", "lstm", "tanh", "mgu"]
+D, H, K = 3, 5, 4
+
+
+def l2_cell(name: str, layers: int = 1) -> mg.Cell:
+    b = CellBuilder(f"{name}_l2")
+    x = b.input("x", D)
+    y = b.input("y", H)
+    hs = stack(b, x, name, D, H, layers)
+    b.output("h", hs[-1])
+    b.loss(mg.l2_loss(hs[-1], y, name="l2"))
+    return b.build()
+
+
+def readout_cell(name: str) -> mg.Cell:
+    b = CellBuilder(f"{name}_music")
+    x = b.input("x", K)
+    t = b.input("t", K)
+    (h,) = stack(b, x, name, K, H, 1)
+    V = b.param("V_out", (H, K), init=init.uniform(0.3))
+    c = b.param("c_out", K, init=init.uniform(0.3))
+    b.output("logits", mg.affine(h, V, c, name="logits"))
+    b.loss(mg.sigmoid_bce("logits", t, name="nll"))
+    return b.build()
+
+
+def _data(cell: mg.Cell, T: int, B: int, seed: int) -> dict[str, Array]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, spec in cell.inputs.items():
+        shape = (T, B, *(int(d) for d in spec.shape[1:]))
+        out[name] = (rng.uniform(size=shape) > 0.6).astype(float) if name == "t" else rng.standard_normal(shape)
+    return out
+
+
+def _run(cell: mg.Cell, passes: tuple[str, ...] | None, params: dict[str, Array],
+         inputs: dict[str, Array], mask: Array | None) -> tuple[float, dict[str, Array], dict[str, Array]]:
+    T = next(iter(inputs.values())).shape[0]
+    plan = cell.plan(T, passes=passes)
+    run = plan.forward(params, inputs, mask=mask)
+    rng = np.random.default_rng(7)
+    outer = {o: rng.standard_normal(a.shape) for o, a in run.outputs.items()}
+    grads = plan.backward(run, grad_outputs=outer).flat()
+    return run.loss, run.outputs, grads
+
+
+def _assert_same(a: tuple[float, dict[str, Array], dict[str, Array]],
+                 b: tuple[float, dict[str, Array], dict[str, Array]], what: str) -> None:
+    assert a[0] == pytest.approx(b[0], rel=1e-12, abs=1e-12), what
+    for k in a[1]:
+        np.testing.assert_allclose(a[1][k], b[1][k], rtol=1e-12, atol=1e-12, err_msg=f"{what}: output {k}")
+    assert set(a[2]) == set(b[2])
+    for k in a[2]:
+        np.testing.assert_allclose(a[2][k], b[2][k], rtol=1e-12, atol=1e-12, err_msg=f"{what}: gradient {k}")
+
+
+SETTINGS = [(n, "l2", 1) for n in CELL_NAMES] + [(n, "readout", 1) for n in CELL_NAMES] + [
+    (n, "l2", 2) for n in ("gru_chung", "lstm")
+]
+
+
+@pytest.mark.parametrize(("name", "head", "layers"), SETTINGS)
+def test_optimised_plan_matches_plain_plan(name: str, head: str, layers: int) -> None:
+    cell = l2_cell(name, layers) if head == "l2" else readout_cell(name)
+    params = cell.init_params(3)
+    T, B = 6, 3
+    inputs = _data(cell, T, B, 1)
+    mask = None
+    if head == "readout":
+        mask = np.ones((T, B))
+        mask[4:, 1] = 0
+        mask[2:, 2] = 0
+    plain = _run(cell, (), params, inputs, mask)
+    _assert_same(_run(cell, None, params, inputs, mask), plain, f"{name}: all passes")
+    for left_out in mg.ALL_PASSES:
+        passes = tuple(p for p in mg.ALL_PASSES if p != left_out)
+        _assert_same(_run(cell, passes, params, inputs, mask), plain, f"{name}: without {left_out}")
+    for only in mg.ALL_PASSES:
+        _assert_same(_run(cell, (only,), params, inputs, mask), plain, f"{name}: only {only}")
+
+
+def test_truncated_plans_agree() -> None:
+    cell = l2_cell("gru_chung")
+    params = cell.init_params(0)
+    inputs = _data(cell, 9, 2, 4)
+    a = cell.plan(9, truncate=4).loss_and_grads(params, inputs)
+    b = cell.plan(9, truncate=4, passes=()).loss_and_grads(params, inputs)
+    for k, v in a[1].flat().items():
+        np.testing.assert_allclose(v, b[1].flat()[k], rtol=1e-12, atol=1e-13)
+
+
+def test_gru_rewrites_into_the_hand_fused_shape() -> None:
+    """One GEMM for the three input projections with the biases folded in, one for both
+    recurrent sigmoid gates, one Add and one Sigmoid for z and r together."""
+    cell = rewrite(l2_cell("gru_chung"), mg.DEFAULT_PASSES)
+    phase = classify(cell)
+    ops = {n: s for n, s in cell.ops.items() if type(s.op) is not mg.Slice}
+    gemms = [n for n, s in ops.items() if type(s.op) in (mg.MatMul, mg.Affine)]
+    assert sorted(phase[n] for n in gemms) == ["pre", "rec", "rec"]
+    (pre,) = [n for n in gemms if phase[n] == "pre"]
+    assert type(cell.ops[pre].op) is mg.Affine
+    assert [type(ops[n].op).__name__ for n in ops if phase[n] == "rec" and type(ops[n].op) is mg.Sigmoid] == ["Sigmoid"]
+    assert cell.spec_shape(next(n for n in ops if type(ops[n].op) is mg.Sigmoid)) == ("B", 2 * H)
+
+
+def test_merge_matmuls_keeps_names_and_parameters() -> None:
+    cell = l2_cell("gru_chung")
+    merged = merge_matmuls(cell)
+    assert set(merged.params) == set(cell.params)
+    assert set(cell.ops) <= set(merged.ops)
+    assert fuse_siblings(merged).params.keys() == cell.params.keys()
+
+
+def test_unknown_pass_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown pass"):
+        l2_cell("tanh").plan(3, passes=("no_such_pass",))
+
+
+def test_every_cell_is_covered() -> None:
+    assert {c for c in CELLS if c != "gru"} == set(CELL_NAMES)
