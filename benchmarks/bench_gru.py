@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import numpy as np
-
     import reference_gru as ref
+
     from models.data import batches, load_dataset
     from models.gru import GRU
     from models.optim import RMSProp, clip_grad_norm
