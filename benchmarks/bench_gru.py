@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             y = rng.standard_normal((T, B, H)).astype(dtype)
             h0 = np.zeros((B, H), dtype=dtype)
             tm, tr = median_pair(
-                lambda: gru.loss_and_grads(x, y, h0),
-                lambda: ref.loss_and_grads(params, x, y, h0),
+                lambda gru=gru, x=x, y=y, h0=h0: gru.loss_and_grads(x, y, h0),
+                lambda params=params, x=x, y=y, h0=h0: ref.loss_and_grads(params, x, y, h0),
                 repeats,
             )
             print(
