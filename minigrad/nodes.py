@@ -246,6 +246,20 @@ class Node(ABC):
             if o is not None:
                 np.copyto(o, gr)
 
+    #: What the backward pass reads (Chainer's habit): ``vjp`` needs the output
+    #: (``backward_uses_output``) and, per input slot, that input's value
+    #: (``backward_uses_inputs``, None for all). The engine may overwrite values
+    #: that no backward step needs.
+    backward_uses_output: ClassVar[bool] = True
+    backward_uses_inputs: ClassVar[tuple[bool, ...] | None] = None
+    #: Input slots whose buffer ``forward_into`` may also use as ``out``.
+    inplace_slots: ClassVar[tuple[int, ...]] = ()
+
+    def uses_input(self, i: int) -> bool:
+        """Whether ``vjp`` reads the value of input ``i``."""
+        u = self.backward_uses_inputs
+        return True if u is None or i >= len(u) else u[i]
+
     #: True for nodes whose output element k depends only on element k of each
     #: input (same shapes, no broadcasting); such nodes may implement
     #: ``factors_into``.
@@ -300,6 +314,7 @@ class MatMul(Node):
     formula = "y = a @ w"
     derivatives = ("dL/da = g @ w^T", "dL/dw = a^T @ g")
     verified = True
+    backward_uses_output = False
 
     def __init__(self, transpose_b: bool = False) -> None:
         self.transpose_b = transpose_b
@@ -382,6 +397,8 @@ class Affine(Node):
     formula = "y = x @ w + b"
     derivatives = ("dL/dx = g @ w^T", "dL/dw = x^T @ g", "dL/db = sum of g over the batch")
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (True, True, False)
 
     def infer_shape(self, *shapes: SymShape) -> SymShape:
         x, w, b = shapes
@@ -433,6 +450,9 @@ class Add(Node):
     formula = "y = a + b"
     derivatives = ("dL/da = g", "dL/db = g")
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (False, False)
+    inplace_slots = (0, 1)
 
     def forward(self, *xs: Array) -> Array:
         a, b = xs
@@ -460,6 +480,9 @@ class Sub(Node):
     formula = "y = a - b"
     derivatives = ("dL/da = g", "dL/db = -g")
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (False, False)
+    inplace_slots = (0, 1)
 
     def forward(self, *xs: Array) -> Array:
         a, b = xs
@@ -480,6 +503,9 @@ class OneMinus(Node):
     formula = "y = 1 - x"
     derivatives = ("dL/dx = -g",)
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (False,)
+    inplace_slots = (0,)
 
     def forward(self, *xs: Array) -> Array:
         return 1 - xs[0]
@@ -497,6 +523,9 @@ class Scale(Node):
     formula = "y = c * x"
     derivatives = ("dL/dx = c * g",)
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (False,)
+    inplace_slots = (0,)
 
     def __init__(self, c: float) -> None:
         self.c = float(c)
@@ -520,6 +549,8 @@ class Identity(Node):
     formula = "y = x"
     derivatives = ("dL/dx = g",)
     verified = True
+    backward_uses_output = False
+    backward_uses_inputs = (False,)
 
     def forward(self, *xs: Array) -> Array:
         return xs[0].copy()
@@ -539,6 +570,8 @@ class Mul(Node):
     formula = "y = a * b"
     derivatives = ("dL/da = g * b", "dL/db = g * a")
     verified = True
+    backward_uses_output = False
+    inplace_slots = (0, 1)
 
     def forward(self, *xs: Array) -> Array:
         a, b = xs
@@ -592,6 +625,8 @@ class GRUUpdate(Node):
     formula = "y = (1 - z) * a + z * b"
     derivatives = ("dL/dz = g * (b - a)", "dL/da = g * (1 - z)", "dL/db = g * z")
     verified = True
+    backward_uses_output = False
+    inplace_slots = (2,)
 
     def forward(self, *xs: Array) -> Array:
         z, a, b = xs
@@ -651,6 +686,8 @@ class Sigmoid(Node):
     formula = "y = sigmoid(x)"
     derivatives = ("dL/dx = g * y * (1 - y)",)
     verified = True
+    backward_uses_inputs = (False,)
+    inplace_slots = (0,)
 
     def forward(self, *xs: Array) -> Array:
         return stable_sigmoid(xs[0])
@@ -683,6 +720,8 @@ class Tanh(Node):
     formula = "y = tanh(x)"
     derivatives = ("dL/dx = g * (1 - y^2)",)
     verified = True
+    backward_uses_inputs = (False,)
+    inplace_slots = (0,)
 
     def forward(self, *xs: Array) -> Array:
         return np.tanh(xs[0])
@@ -715,6 +754,8 @@ class ReLU(Node):
     formula = "y = max(x, 0)"
     derivatives = ("dL/dx = g * [x > 0]",)
     verified = True
+    backward_uses_output = False
+    inplace_slots = (0,)
 
     def forward(self, *xs: Array) -> Array:
         return np.maximum(xs[0], 0)
@@ -743,6 +784,7 @@ class Slice(Node):
     formula = "y = x[..., start:stop]"
     derivatives = ("dL/dx = g placed in columns start:stop, zeros elsewhere",)
     verified = True
+    backward_uses_output = False
 
     def __init__(self, start: int, stop: int) -> None:
         if not 0 <= start < stop:
@@ -785,6 +827,7 @@ class Concat(Node):
     formula = "y = [x0, x1, ...] along the last axis"
     derivatives = ("dL/dxi = the columns of g that xi filled",)
     verified = True
+    backward_uses_output = False
 
     def infer_shape(self, *shapes: SymShape) -> SymShape:
         lead = shapes[0][:-1]
@@ -843,6 +886,7 @@ class L2Loss(Node):
     formula = "y = 0.5 * sum((h - t)^2)"
     derivatives = ("dL/dh = g * (h - t)", "dL/dt = -g * (h - t)")
     verified = True
+    backward_uses_output = False
 
     def infer_shape(self, *shapes: SymShape) -> SymShape:
         return _loss_shape(self, shapes)
@@ -886,6 +930,7 @@ class SigmoidBCE(Node):
     formula = "y = -sum(t log sigmoid(z) + (1 - t) log(1 - sigmoid(z)))"
     derivatives = ("dL/dz = g * (sigmoid(z) - t)", "dL/dt = -g * z")
     verified = True
+    backward_uses_output = False
 
     def infer_shape(self, *shapes: SymShape) -> SymShape:
         return _loss_shape(self, shapes)
@@ -914,6 +959,7 @@ class SoftmaxCrossEntropy(Node):
     formula = "y = -sum(t * log_softmax(z))"
     derivatives = ("dL/dz = g * (sum(t) * softmax(z) - t)", "dL/dt = -g * log_softmax(z)")
     verified = True
+    backward_uses_output = False
 
     def infer_shape(self, *shapes: SymShape) -> SymShape:
         return _loss_shape(self, shapes)

@@ -67,6 +67,12 @@ Plan schedules (applied while compiling):
     all steps at once before the backward loop, and each step's backward
     becomes one multiplication per input.
 
+``reuse_buffers``
+    A node whose input has no other reader writes its output over that input
+    when no backward step needs the overwritten value (nodes declare what
+    their backward reads): in a GRU the recurrent GEMM, the gate
+    pre-activations and the gates share one buffer, as in hand-fused code.
+
 ``assign_first_writes``
     The first write into each gradient region in backward order assigns
     instead of adding, so gradient buffers need no zeroing and no temporary,
@@ -105,6 +111,7 @@ ALL_PASSES = (
     "share_add_grads",
     "assign_first_writes",
     "factor_elementwise",
+    "reuse_buffers",
 )
 DEFAULT_PASSES = ALL_PASSES
 CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")

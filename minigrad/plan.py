@@ -628,9 +628,41 @@ class _Workspace:
             out: Array = base[..., start:stop]
             return out
 
+        # values that no backward step reads may be overwritten by their only consumer
+        self.inplace: dict[str, str] = {}
+        if "reuse_buffers" in plan.passes:
+            uses: dict[str, int] = {}
+            for n in cell.order:
+                for r in cell.ops[n].inputs:
+                    uses[r] = uses.get(r, 0) + 1
+            pinned = set(cell.outputs.values()) | set(cell.losses) | set(updaters)
+            for n in cell.order:
+                spec = cell.ops[n]
+                op = spec.op
+                if spec.static or n in views or n in self.aliased or not type(op).verified:
+                    continue
+                for slot in op.inplace_slots:
+                    r = spec.inputs[slot]
+                    if (
+                        cell.kind(r) == "op"
+                        and not cell.ops[r].static
+                        and r not in views
+                        and r not in pinned
+                        and uses.get(r, 0) == 1
+                        and cell.spec_shape(r) == spec.shape
+                        and cell.ops[r].dtype == spec.dtype
+                        and not op.uses_input(slot)
+                        and not type(cell.ops[r].op).backward_uses_output
+                        and type(cell.ops[r].op).verified
+                    ):
+                        self.inplace[n] = r
+                        break
+
         for n in cell.order:
             ospec = cell.ops[n]
-            if n in views:
+            if n in self.inplace:
+                bufs["op:" + n] = bufs["op:" + self.inplace[n]]
+            elif n in views:
                 bufs["op:" + n] = sliced(bufs, n)
             elif ospec.static:
                 bufs["op:" + n] = np.empty(tuple(int(d) for d in ospec.shape), dtype=ospec.dtype)
@@ -1163,9 +1195,24 @@ class _Workspace:
         return out
 
     def first_nonfinite(self) -> tuple[str, int] | None:
-        """The first (node, step) of the unrolled order whose value is not finite."""
-        cell = self.plan.cell
-        for name, step in self.plan.order:
+        """The first (node, step) of the unrolled order whose value is not finite.
+
+        Buffers shared by in-place nodes no longer hold every value, so the
+        forward pass is run again on the plain plan of the cell as built, with
+        the parameters, inputs, initial states and mask of the last run.
+        """
+        plan = self.plan
+        if plan.passes:
+            plain = plan.source.plan(plan.steps, passes=())
+            cell = plan.source
+            params = {p: self.bufs["param:" + p] for p in cell.params}
+            inputs = {i: self.bufs["in:" + i] for i in cell.inputs}
+            states = {s: self.bufs["state:" + s][0] for s in cell.states}
+            with np.errstate(all="ignore"):
+                run = plain.forward(params, inputs, states, self.mask if self.masked else None)
+            return plain.first_nonfinite(run)
+        cell = plan.cell
+        for name, step in plan.order:
             kind = cell.kind(name)
             if kind not in ("op", "state") or (step >= self.T and kind == "op"):
                 continue
