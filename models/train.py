@@ -1,0 +1,930 @@
+"""Training a ``SequenceModel`` on a polyphonic-music dataset, with checkpoints and resume.
+
+One epoch:
+
+1. shuffle the training sequences with the run's ``numpy.random.Generator``
+   and cut them into padded batches (``models.data.batches``);
+2. for each batch: draw weight noise (if ``weight_noise > 0``) on a copy of
+   the parameters, run forward and backward on that copy for the **mean NLL
+   per real time step of the batch** (``loss_scale = 1 / n_steps``), clip the
+   global gradient norm, and step the optimiser on the clean parameters;
+3. score the validation split (NLL per time step) with the clean parameters;
+   keep a copy of the parameters of the best epoch so far;
+4. write ``DIR/checkpoint.npz`` (parameters, best parameters, optimiser
+   state, epoch, generator state, configuration, history), then
+   ``DIR/metrics.json`` and ``DIR/curves.svg``.
+
+Training stops after ``epochs`` epochs, or earlier when the validation NLL
+has not improved for ``patience`` epochs (early stopping), or when
+``max_train_seconds`` is exceeded. The best parameters are then restored,
+the three splits are scored, and ``DIR/model.npz`` (best parameters and
+configuration), ``DIR/metrics.json`` and ``DIR/curves.svg`` are written.
+Every file is written atomically.
+
+``DIR/metrics.json`` holds ``status`` (``"running"`` while training,
+``"finished"`` at the end), ``config`` (the resolved options), ``model``
+(cell, sizes, number of parameters), ``dataset`` (name, sequences and steps
+per split), ``epochs`` (one record per epoch: ``epoch``, ``train_nll`` -- the
+mean NLL per step of the epoch's batches, with weight noise and moving
+parameters --, ``valid_nll``, ``valid_frame_accuracy``, ``seconds``),
+``best_epoch``, ``stop_reason`` (``"max_epochs"``, ``"early_stopping"`` or
+``"time_limit"``), ``train_seconds``, ``wall_seconds`` and, when finished,
+``train_nll``, ``valid_nll``, ``test_nll``, ``*_frame_accuracy`` and
+``*_steps`` of the best parameters on each split (clean, no weight noise).
+Every NLL is in nats per time step (``SequenceModel.evaluate``).
+
+Determinism: the initial parameters and the run's generator both come from
+``seed`` (two independent streams of one ``SeedSequence``), and the generator
+state is saved with every checkpoint, so the same configuration gives the same
+numbers, and a run stopped after any epoch and resumed with ``resume=True``
+ends with exactly the numbers of an uninterrupted run.
+
+Interruptions: a checkpoint of epoch 0 is written before the first epoch, so
+a Ctrl-C (``KeyboardInterrupt``) at any point leaves the checkpoint of the
+last completed epoch on disk; ``train`` then raises ``TrainingInterrupted``
+(a ``KeyboardInterrupt``) naming it. A NaN or an infinity in the loss or a
+gradient raises ``minigrad.errors.NonFiniteError`` naming the epoch, the batch
+and the first node and time step where it appeared; the last good checkpoint
+is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from minigrad.errors import NonFiniteError
+from minigrad.types import Array
+from models.cells import INITS
+from models.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.data import EMBEDDED_DATASETS, Dataset, Split, batches, load_dataset
+from models.optim import Optimizer, add_weight_noise, clip_grad_norm, make_optimizer
+from models.sequence import SequenceModel
+from models.svg import learning_curves_svg, write_svg
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_HELP",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "RESUMABLE_CHANGES",
+    "SVG_FILE",
+    "ConsoleReporter",
+    "Reporter",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingInterrupted",
+    "config_from_mapping",
+    "load_model",
+    "train",
+]
+
+CHECKPOINT_FILE = "checkpoint.npz"
+MODEL_FILE = "model.npz"
+METRICS_FILE = "metrics.json"
+SVG_FILE = "curves.svg"
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+DTYPES = ("float32", "float64")
+CELL_CHOICES = ("gru", "gru_reset_after", "lstm", "tanh", "mgu")
+
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "patience", "max_train_seconds", "out", "resume", "overwrite", "progress"}
+)
+"""Options that may differ between a checkpoint's run and the run resuming it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run, with its default.
+
+    The defaults train Chung et al.'s GRU (46 units, about 19k parameters) on
+    the embedded chorales and finish, early stopping included, in about a
+    minute on a two-core machine.
+
+    Args:
+        dataset: an embedded dataset name (``"jsb_chorales"``) or the path of
+            a ``.npz`` or original ``.pickle`` dataset.
+        cell: ``"gru"``, ``"gru_reset_after"``, ``"lstm"``, ``"tanh"`` or ``"mgu"``.
+        hidden: H, the state size of every layer, >= 1.
+        layers: L, the number of stacked layers, >= 1.
+        init: ``"default"`` or ``"orthogonal"`` (``models.cells``).
+        epochs: the largest number of epochs, >= 1.
+        batch_size: sequences per training batch, >= 1.
+        optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"``.
+        lr: learning rate, > 0.
+        clip: largest global gradient norm; 0 disables clipping.
+        weight_noise: standard deviation of the Gaussian weight noise; 0 disables it.
+        patience: stop when the validation NLL has not improved for this many
+            epochs; 0 disables early stopping.
+        seed: seed of the initial parameters, the shuffling and the noise, >= 0.
+        dtype: ``"float32"`` or ``"float64"``.
+        out: the run directory; ``{dataset}``, ``{cell}``, ``{hidden}``,
+            ``{layers}`` and ``{seed}`` are replaced by the options' values
+            (``{dataset}`` by the name or file stem).
+        resume: continue the run saved in ``out/checkpoint.npz``.
+        overwrite: allow starting a new run in a directory that holds one.
+        progress: a live progress line when stderr is a terminal.
+        max_train_seconds: stop after the epoch during which this much training
+            time has passed (counted over resumed runs too); 0 for no limit.
+            Runs stopped by time are not reproducible across machines.
+        eval_batch_size: sequences per batch when scoring a split, >= 1.
+    """
+
+    dataset: str = "jsb_chorales"
+    cell: str = "gru"
+    hidden: int = 46
+    layers: int = 1
+    init: str = "default"
+    epochs: int = 200
+    batch_size: int = 8
+    optimizer: str = "rmsprop"
+    lr: float = 3e-3
+    clip: float = 1.0
+    weight_noise: float = 0.075
+    patience: int = 15
+    seed: int = 0
+    dtype: str = "float64"
+    out: str = "runs/{dataset}-{cell}-h{hidden}-s{seed}"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    max_train_seconds: float = 0.0
+    eval_batch_size: int = 16
+
+    def validate(self) -> TrainConfig:
+        """Check every option; return the configuration itself.
+
+        Raises:
+            ValueError: one line naming the option at fault and the valid values.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = _FIELD_TYPES[f.name]
+            if not _type_ok(value, want):
+                raise ValueError(f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {value!r}")
+        choices = {
+            "cell": CELL_CHOICES,
+            "init": INITS,
+            "optimizer": OPTIMIZERS,
+            "dtype": DTYPES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"option {name!r}: unknown value {getattr(self, name)!r}; valid: "
+                    + ", ".join(valid)
+                )
+        for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name in ("patience", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"option 'lr': must be a positive number, got {self.lr!r}")
+        for name in ("clip", "weight_noise", "max_train_seconds"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"option {name!r}: must be a number >= 0, got {v!r}")
+        if not self.dataset:
+            raise ValueError("option 'dataset': must not be empty")
+        self.out_dir()
+        return self
+
+    def out_dir(self) -> Path:
+        """The run directory: ``out`` with its ``{...}`` fields replaced.
+
+        Raises:
+            ValueError: for an unknown field or a malformed template.
+        """
+        stem = Path(self.dataset).stem if self.dataset not in ("",) else self.dataset
+        try:
+            text = self.out.format(
+                dataset=stem,
+                cell=self.cell,
+                hidden=self.hidden,
+                layers=self.layers,
+                seed=self.seed,
+            )
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"option 'out': bad template {self.out!r} ({exc!s}); the fields are "
+                "{dataset}, {cell}, {hidden}, {layers} and {seed}"
+            ) from None
+        if not text:
+            raise ValueError("option 'out': must not be empty")
+        return Path(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON- and TOML-able dict, in declaration order."""
+        return asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """The configuration as a run stores it: ``out`` replaced by the actual
+        directory, a dataset file by its absolute path (so that a run can be
+        resumed from another working directory), numbers as floats where a
+        float is expected."""
+        dataset = self.dataset
+        if dataset not in EMBEDDED_DATASETS and Path(dataset).exists():
+            dataset = str(Path(dataset).resolve())
+        return replace(
+            self,
+            out=str(self.out_dir()),
+            dataset=dataset,
+            lr=float(self.lr),
+            clip=float(self.clip),
+            weight_noise=float(self.weight_noise),
+            max_train_seconds=float(self.max_train_seconds),
+        )
+
+
+CONFIG_HELP: dict[str, str] = {
+    "dataset": "embedded dataset name (jsb_chorales) or path of a .npz / .pickle dataset",
+    "cell": "recurrent cell",
+    "hidden": "state size H of every layer",
+    "layers": "number of stacked recurrent layers",
+    "init": "parameter initialisation",
+    "epochs": "largest number of epochs",
+    "batch_size": "sequences per training batch",
+    "optimizer": "optimiser",
+    "lr": "learning rate",
+    "clip": "largest global gradient norm (0: no clipping)",
+    "weight_noise": "std of the Gaussian weight noise (0: none)",
+    "patience": "early stopping: epochs without a better validation NLL (0: never stop early)",
+    "seed": "seed of the initial parameters, the shuffling and the weight noise",
+    "dtype": "floating-point type",
+    "out": "run directory; {dataset} {cell} {hidden} {layers} {seed} are filled in",
+    "resume": "continue the run saved in OUT/checkpoint.npz",
+    "overwrite": "start a new run even if OUT already holds one",
+    "progress": "live progress line on a terminal (--no-progress: one line per epoch)",
+    "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
+    "eval_batch_size": "sequences per batch when scoring a split",
+}
+"""One help line per option of ``TrainConfig``."""
+
+CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
+    "cell": CELL_CHOICES,
+    "init": INITS,
+    "optimizer": OPTIMIZERS,
+    "dtype": DTYPES,
+}
+"""The valid values of the options that take a name."""
+
+_FIELD_TYPES: dict[str, type] = {
+    "dataset": str,
+    "cell": str,
+    "hidden": int,
+    "layers": int,
+    "init": str,
+    "epochs": int,
+    "batch_size": int,
+    "optimizer": str,
+    "lr": float,
+    "clip": float,
+    "weight_noise": float,
+    "patience": int,
+    "seed": int,
+    "dtype": str,
+    "out": str,
+    "resume": bool,
+    "overwrite": bool,
+    "progress": bool,
+    "max_train_seconds": float,
+    "eval_batch_size": int,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _type_ok(value: object, want: type) -> bool:
+    if want is bool:
+        return isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, where: str = "configuration", base: TrainConfig | None = None
+) -> TrainConfig:
+    """Build a ``TrainConfig`` from a mapping of option names (``batch_size`` or ``batch-size``).
+
+    Args:
+        data: option name -> value (TOML or JSON types).
+        where: the source, named in messages (a file name); empty for none.
+        base: the configuration whose values are kept for missing options
+            (default: ``TrainConfig()``).
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ValueError: one line naming ``where`` and the key at fault (unknown
+            key, wrong type, invalid value).
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in names:
+            raise ValueError(
+                f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}"
+            )
+        want = _FIELD_TYPES[name]
+        if not _type_ok(value, want):
+            raise ValueError(f"{where}: key {key!r} must be {_TYPE_NAMES[want]}, got {value!r}")
+        values[name] = float(value) if want is float else value
+    cfg = replace(base or TrainConfig(), **values)
+    try:
+        return cfg.validate()
+    except ValueError as exc:
+        if not where:
+            raise
+        raise ValueError(f"{where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+class Reporter:
+    """Receives progress events from ``train``; the base class ignores them all."""
+
+    def start(self, config: TrainConfig, n_batches: int, first_epoch: int) -> None:
+        """Called once before the first epoch.
+
+        Args:
+            config: the resolved configuration.
+            n_batches: batches per epoch.
+            first_epoch: the number of the first epoch to run (> 1 when resuming).
+        """
+
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        n_batches: int,
+        nll: float,
+        steps_per_second: float,
+        seconds_left: float,
+    ) -> None:
+        """Called after every training batch.
+
+        Args:
+            epoch: the current epoch (1-based).
+            index: the batch just done (1-based).
+            n_batches: batches per epoch.
+            nll: the running training NLL per step of the epoch (nats).
+            steps_per_second: real time steps processed per second in this epoch.
+            seconds_left: estimated time left in the whole run (an upper bound
+                when early stopping may end it sooner).
+        """
+
+    def epoch(self, record: Mapping[str, Any], best_epoch: int, epochs: int) -> None:
+        """Called after every epoch's validation and checkpoint.
+
+        Args:
+            record: the epoch's entry of the history (``epoch``, ``train_nll``,
+                ``valid_nll``, ``seconds``, ...).
+            best_epoch: the best epoch so far.
+            epochs: the largest number of epochs.
+        """
+
+    def message(self, text: str) -> None:
+        """A one-line notice (resume, stop reason)."""
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class ConsoleReporter(Reporter):
+    """Prints progress to a text stream.
+
+    Args:
+        stream: where to write (default ``sys.stderr``).
+        live: rewrite one status line after every batch (epoch, batch i/n,
+            loss, steps/s, time left); otherwise only one line per epoch.
+            Default: whether ``stream`` is a terminal.
+    """
+
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if live is None:
+            isatty = getattr(self.stream, "isatty", None)
+            live = bool(isatty()) if callable(isatty) else False
+        self.live = live
+        self._epochs = 0
+        self._last = 0.0
+        self._dirty = False
+
+    def _clear(self) -> None:
+        if self._dirty:
+            self.stream.write("\r\x1b[K")
+            self._dirty = False
+
+    def start(self, config: TrainConfig, n_batches: int, first_epoch: int) -> None:
+        """Print the run's directory and model."""
+        self._epochs = config.epochs
+        self.stream.write(
+            f"training {config.cell} (H={config.hidden}, L={config.layers}) on "
+            f"{config.dataset}, {n_batches} batches per epoch, into {config.out}\n"
+        )
+        self.stream.flush()
+
+    def batch(
+        self,
+        epoch: int,
+        index: int,
+        n_batches: int,
+        nll: float,
+        steps_per_second: float,
+        seconds_left: float,
+    ) -> None:
+        """Rewrite the live line (at most ten times a second)."""
+        if not self.live:
+            return
+        now = time.monotonic()
+        if index != n_batches and now - self._last < 0.1:
+            return
+        self._last = now
+        self.stream.write(
+            f"\r\x1b[Kepoch {epoch}{f'/{self._epochs}' if self._epochs else ''}  "
+            f"batch {index}/{n_batches}  loss {nll:.3f}  "
+            f"{steps_per_second:,.0f} steps/s  left <= {_clock(seconds_left)}"
+        )
+        self.stream.flush()
+        self._dirty = True
+
+    def epoch(self, record: Mapping[str, Any], best_epoch: int, epochs: int) -> None:
+        """Print one line per epoch."""
+        self._clear()
+        star = " *" if record["epoch"] == best_epoch else ""
+        self.stream.write(
+            f"epoch {record['epoch']}/{epochs}  train {record['train_nll']:.4f}  "
+            f"valid {record['valid_nll']:.4f}{star}  {record['seconds']:.1f}s\n"
+        )
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        """Print a notice on its own line."""
+        self._clear()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- results
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); a resumable checkpoint is on disk.
+
+    Attributes:
+        checkpoint: the checkpoint file.
+        epoch: the last completed epoch it holds.
+    """
+
+    def __init__(self, checkpoint: Path, epoch: int) -> None:
+        super().__init__(f"interrupted; {checkpoint} holds epoch {epoch}")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``train``.
+
+    Attributes:
+        out: the run directory.
+        metrics: the contents of ``metrics.json``.
+        model: the model holding the best parameters.
+        files: ``{"checkpoint", "model", "metrics", "curves"}`` -> path.
+    """
+
+    out: Path
+    metrics: dict[str, Any]
+    model: SequenceModel
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def test_nll(self) -> float:
+        """The test NLL per time step of the best parameters (nats)."""
+        return float(self.metrics["test_nll"])
+
+    @property
+    def valid_nll(self) -> float:
+        """The validation NLL per time step of the best parameters (nats)."""
+        return float(self.metrics["valid_nll"])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dtype_type(name: str) -> Any:
+    return np.float32 if name == "float32" else np.float64
+
+
+def _make_model(config: TrainConfig) -> SequenceModel:
+    init_seq, _ = np.random.SeedSequence(config.seed).spawn(2)
+    return SequenceModel(
+        cell=config.cell,
+        hidden_size=config.hidden,
+        layers=config.layers,
+        dtype=_dtype_type(config.dtype),
+        seed=np.random.default_rng(init_seq),
+        init=config.init,
+    )
+
+
+def _run_rng(seed: int) -> np.random.Generator:
+    _, run_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(run_seq)
+
+
+def model_from_config(config: Mapping[str, Any], *, where: str) -> SequenceModel:
+    """Build the (untrained) model a run configuration describes.
+
+    Args:
+        config: a run configuration (``TrainConfig.to_dict()``, as stored in
+            checkpoints and ``model.npz``).
+        where: the source, named in messages.
+
+    Raises:
+        ValueError: naming ``where`` and the key at fault.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = config_from_mapping({k: v for k, v in config.items() if k in known}, where=where)
+    return _make_model(cfg)
+
+
+def load_model(path: str | Path) -> tuple[SequenceModel, dict[str, Any]]:
+    """Load the model saved by a run: ``DIR/model.npz`` or ``DIR/checkpoint.npz``.
+
+    From a checkpoint the best parameters so far are taken (the current ones
+    when it holds none).
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``(model, info)``: the model with the saved parameters, and
+        ``{"config": dict, "epoch": int, "params": "best" | "current"}``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a run's file.
+        ValueError: the parameters do not fit the model the configuration
+            describes (naming the key and both shapes).
+    """
+    ck = load_checkpoint(path)
+    model = model_from_config(ck.config, where=f"{path}: stored configuration")
+    extra = ck.extra or {}
+    is_model = extra.get("kind") == "model"
+    which = "best" if ck.best_params is not None or is_model else "current"
+    params = ck.best_params if ck.best_params is not None else ck.params
+    model.load_state_dict(params, where=str(path))
+    epoch = ck.epoch
+    if ck.best_params is not None and isinstance(extra.get("best_epoch"), int):
+        epoch = int(extra["best_epoch"])
+    return model, {"config": ck.config, "epoch": epoch, "params": which}
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
+    """Raise ValueError naming the first option that differs from the checkpoint's run."""
+    for f in fields(TrainConfig):
+        if f.name in RESUMABLE_CHANGES:
+            continue
+        if f.name not in saved:
+            raise CheckpointError(f"{path}: the stored configuration lacks option {f.name!r}")
+        mine, theirs = getattr(config, f.name), saved[f.name]
+        if mine != theirs:
+            raise ValueError(
+                f"option {f.name!r} is {mine!r}, but {path} was trained with {theirs!r}; "
+                f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
+            )
+
+
+def _split_info(split: Split) -> dict[str, int]:
+    return {"sequences": len(split), "steps": split.n_steps}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class _State:
+    """Everything that evolves during a run and is saved in the checkpoint."""
+
+    epoch: int
+    best_epoch: int
+    best_valid: float
+    best_params: dict[str, Array]
+    history: list[dict[str, Any]]
+    train_seconds: float
+    stop_reason: str | None = None
+
+
+def _save_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    model: SequenceModel,
+    opt: Optimizer,
+    rng: np.random.Generator,
+    st: _State,
+) -> None:
+    save_checkpoint(
+        path,
+        params=model.params,
+        optimizer=opt.state_dict(),
+        epoch=st.epoch,
+        rng_state=rng.bit_generator.state,
+        config=config.to_dict(),
+        extra={
+            "kind": "checkpoint",
+            "history": st.history,
+            "best_epoch": st.best_epoch,
+            "best_valid_nll": st.best_valid if math.isfinite(st.best_valid) else None,
+            "train_seconds": st.train_seconds,
+            "model": model.config(),
+        },
+        best_params=st.best_params,
+    )
+
+
+def _restore(
+    path: Path, config: TrainConfig, model: SequenceModel, opt: Optimizer
+) -> tuple[np.random.Generator, _State]:
+    ck = load_checkpoint(path)
+    _check_resume_config(config, ck.config, path)
+    extra = ck.extra or {}
+    if extra.get("kind") != "checkpoint" or ck.best_params is None:
+        raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
+    model.validate_state_dict(ck.best_params, where=f"{path} (best parameters)")
+    model.load_state_dict(ck.params, where=str(path))
+    try:
+        opt.load_state_dict(ck.optimizer)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: optimizer state: {exc}") from None
+    history = extra.get("history")
+    if not isinstance(history, list) or len(history) != ck.epoch:
+        raise CheckpointError(f"{path}: the history does not hold {ck.epoch} epoch(s)")
+    best_valid = extra.get("best_valid_nll")
+    st = _State(
+        epoch=ck.epoch,
+        best_epoch=int(extra.get("best_epoch", 0)),
+        best_valid=math.inf if best_valid is None else float(best_valid),
+        best_params={k: np.array(v) for k, v in ck.best_params.items()},
+        history=history,
+        train_seconds=float(extra.get("train_seconds", 0.0)),
+    )
+    return ck.make_rng(), st
+
+
+def _metrics(
+    config: TrainConfig,
+    model: SequenceModel,
+    dataset: Dataset,
+    st: _State,
+    wall: float,
+    final: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "status": "finished" if final is not None else "running",
+        "config": config.to_dict(),
+        "model": {**model.config(), "num_params": model.num_params},
+        "dataset": {
+            "name": dataset.name,
+            **{s: _split_info(dataset.split(s)) for s in ("train", "valid", "test")},
+        },
+        "epochs": st.history,
+        "best_epoch": st.best_epoch,
+        "stop_reason": st.stop_reason,
+        "train_seconds": st.train_seconds,
+        "wall_seconds": wall,
+    }
+    if final is not None:
+        for s in ("train", "valid", "test"):
+            m[f"{s}_nll"] = final[s]["nll"]
+            m[f"{s}_frame_accuracy"] = final[s]["frame_accuracy"]
+            m[f"{s}_steps"] = final[s]["n_steps"]
+    return m
+
+
+def _write_outputs(out: Path, metrics: Mapping[str, Any]) -> None:
+    atomic_write_text(out / METRICS_FILE, _json(metrics))
+    history = metrics["epochs"]
+    epochs = [int(r["epoch"]) for r in history]
+    svg = learning_curves_svg(
+        epochs,
+        {
+            "train (running, noisy)": [float(r["train_nll"]) for r in history],
+            "valid": [float(r["valid_nll"]) for r in history],
+        },
+        title=f"{metrics['model']['cell']} H={metrics['model']['hidden_size']} on "
+        f"{metrics['dataset']['name']}",
+        marker_epoch=int(metrics["best_epoch"]) if metrics["best_epoch"] > 0 else None,
+    )
+    write_svg(out / SVG_FILE, svg)
+
+
+def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResult:
+    """Train a ``SequenceModel`` as ``config`` says (see the module docstring).
+
+    Args:
+        config: the options; ``out`` may hold ``{...}`` fields.
+        reporter: receives progress events; default a ``ConsoleReporter`` on
+            stderr (live line when it is a terminal and ``config.progress``).
+
+    Returns:
+        The ``TrainResult`` (metrics also written to ``DIR/metrics.json``).
+
+    Raises:
+        ValueError: an invalid option, or an option that differs from the
+            checkpoint being resumed (naming it).
+        DataError: the dataset cannot be loaded.
+        CheckpointError: resuming from a missing or bad checkpoint, or
+            starting a new run in a directory that holds one (without
+            ``overwrite``).
+        NonFiniteError: a NaN or infinity appeared (naming epoch, batch,
+            node and time step); the last good checkpoint is kept.
+        TrainingInterrupted: Ctrl-C; the checkpoint of the last completed
+            epoch is on disk.
+        OSError: a file cannot be written.
+    """
+    wall0 = time.perf_counter()
+    config = config.validate().resolved()
+    if reporter is None:
+        reporter = ConsoleReporter(live=None if config.progress else False)
+    out = Path(config.out)
+    ckpt = out / CHECKPOINT_FILE
+    dataset = load_dataset(config.dataset)
+    for s in ("train", "valid", "test"):
+        if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
+            raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
+    model = _make_model(config)
+    opt = make_optimizer(config.optimizer, config.lr)
+    if config.resume:
+        rng, st = _restore(ckpt, config, model, opt)
+        reporter.message(f"resuming {ckpt} after epoch {st.epoch}")
+    else:
+        if ckpt.exists() and not config.overwrite:
+            raise CheckpointError(
+                f"{out} already holds a run ({CHECKPOINT_FILE}); continue it with --resume, "
+                "or pass --overwrite, or choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MODEL_FILE).unlink(missing_ok=True)  # an overwritten run's model is stale
+        rng = _run_rng(config.seed)
+        st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
+        _save_checkpoint(ckpt, config, model, opt, rng, st)
+
+    dtype = _dtype_type(config.dtype)
+    train_split = dataset.train
+    n_batches = -(-len(train_split) // config.batch_size)
+    reporter.start(config, n_batches, st.epoch + 1)
+    saved_epoch = st.epoch
+    try:
+        st.stop_reason = None
+        while True:
+            if st.epoch >= config.epochs:
+                st.stop_reason = "max_epochs"
+                break
+            if config.patience and st.epoch - st.best_epoch >= config.patience:
+                st.stop_reason = "early_stopping"
+                break
+            if config.max_train_seconds and st.train_seconds >= config.max_train_seconds:
+                st.stop_reason = "time_limit"
+                break
+            epoch = st.epoch + 1
+            t0 = time.perf_counter()
+            total, steps = 0.0, 0
+            for i, batch in enumerate(
+                batches(train_split, config.batch_size, dtype=dtype, rng=rng), 1
+            ):
+                params = (
+                    add_weight_noise(model.params, config.weight_noise, rng)
+                    if config.weight_noise > 0
+                    else model.params
+                )
+                try:
+                    nll, grads = model.loss_and_grads(batch, params, 1.0 / batch.n_steps)
+                except NonFiniteError as exc:
+                    raise NonFiniteError(
+                        f"epoch {epoch}, batch {i}/{n_batches}: {exc}; the last good "
+                        f"checkpoint is {ckpt} (epoch {saved_epoch})",
+                        node=exc.node,
+                        step=exc.step,
+                    ) from None
+                with np.errstate(over="ignore", invalid="ignore"):
+                    if config.clip > 0:
+                        clip_grad_norm(grads, config.clip)
+                    opt.step(model.params, grads)
+                total += nll
+                steps += batch.n_steps
+                elapsed = time.perf_counter() - t0
+                frac = i / n_batches
+                per_epoch = st.train_seconds / st.epoch if st.epoch else elapsed / frac
+                left = (1.0 - frac) * per_epoch + (config.epochs - epoch) * per_epoch
+                reporter.batch(epoch, i, n_batches, total / steps, steps / max(elapsed, 1e-9), left)
+            bad = [k for k, v in model.params.items() if not np.all(np.isfinite(v))]
+            if bad:
+                raise NonFiniteError(
+                    f"epoch {epoch}, after the last batch: parameter(s) {bad} are not finite; "
+                    f"the last good checkpoint is {ckpt} (epoch {saved_epoch})"
+                )
+            try:
+                valid = model.evaluate(dataset.valid, config.eval_batch_size)
+            except NonFiniteError as exc:
+                raise NonFiniteError(
+                    f"epoch {epoch}, validation: {exc}; the last good checkpoint is {ckpt} "
+                    f"(epoch {saved_epoch})",
+                    node=exc.node,
+                    step=exc.step,
+                ) from None
+            seconds = time.perf_counter() - t0
+            st.epoch = epoch
+            st.train_seconds += seconds
+            record = {
+                "epoch": epoch,
+                "train_nll": total / steps,
+                "valid_nll": valid["nll"],
+                "valid_frame_accuracy": valid["frame_accuracy"],
+                "seconds": seconds,
+            }
+            st.history.append(record)
+            if valid["nll"] < st.best_valid:
+                st.best_valid = float(valid["nll"])
+                st.best_epoch = epoch
+                st.best_params = model.state_dict()
+            _save_checkpoint(ckpt, config, model, opt, rng, st)
+            saved_epoch = epoch
+            _write_outputs(
+                out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
+            )
+            reporter.epoch(record, st.best_epoch, config.epochs)
+
+        reasons = {
+            "max_epochs": f"reached {config.epochs} epochs",
+            "early_stopping": f"no improvement for {config.patience} epochs",
+            "time_limit": f"training time limit of {config.max_train_seconds:g}s reached",
+        }
+        reporter.message(
+            f"stopped: {reasons[st.stop_reason]}; best epoch {st.best_epoch} "
+            f"(valid {st.best_valid:.4f})"
+        )
+        if st.best_epoch > 0:
+            model.load_state_dict(st.best_params)
+        final = {
+            s: model.evaluate(dataset.split(s), config.eval_batch_size)
+            for s in ("train", "valid", "test")
+        }
+        save_checkpoint(
+            out / MODEL_FILE,
+            params=model.params,
+            optimizer={},
+            epoch=st.best_epoch,
+            rng_state=rng.bit_generator.state,
+            config=config.to_dict(),
+            extra={
+                "kind": "model",
+                "best_epoch": st.best_epoch,
+                "model": model.config(),
+                "test_nll": final["test"]["nll"],
+                "valid_nll": final["valid"]["nll"],
+            },
+        )
+        metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
+        _write_outputs(out, metrics)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(ckpt, saved_epoch) from None
+    return TrainResult(
+        out=out,
+        metrics=metrics,
+        model=model,
+        files={
+            "checkpoint": ckpt,
+            "model": out / MODEL_FILE,
+            "metrics": out / METRICS_FILE,
+            "curves": out / SVG_FILE,
+        },
+    )
