@@ -714,6 +714,34 @@ class _Workspace:
             fwd.append((fn, out, args))
         self.fwd = fwd
 
+        self._sliced = sliced
+        self._skip_carry = skip_carry
+        self._backward_bound = False
+        self.gbufs: dict[str, Array] = {}
+        self.bwd: list[
+            tuple[
+                _IntoFn,
+                Array,
+                Array,
+                tuple[AnyArray, ...],
+                tuple[Array | None, ...],
+                tuple[tuple[Array, Array], ...],
+            ]
+        ] = []
+
+    def _bind_backward(self) -> None:
+        """Gradient buffers and the backward instruction list, made at the first backward
+        pass (a workspace used only for forward passes never allocates them)."""
+        self._backward_bound = True
+        plan = self.plan
+        cell = plan.cell
+        T = self.T
+        bufs = self.bufs
+        views = plan.views
+        masked = self.masked
+        view = self._view
+        sliced = self._sliced
+        skip_carry = self._skip_carry
         # ---- gradient buffers ------------------------------------------------
         # The same layout as the values, with three kinds of sharing: Slice views
         # (a slice's gradient is a view of its source's), aliased state updates,
@@ -1140,6 +1168,8 @@ class _Workspace:
                 raise ValueError(
                     f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
                 )
+        if not self._backward_bound:
+            self._bind_backward()
         for arr in self._zero:
             arr.fill(0)
         for name in cell.losses:
