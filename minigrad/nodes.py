@@ -24,14 +24,18 @@ the last axis only.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from minigrad.errors import DTypeError, ShapeError
 from minigrad.types import BATCH, Array, Dim, SymShape
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+"""A bound numpy call ``(f, args)``, run as ``f(*args)``."""
 
 __all__ = [
     "Add",
@@ -234,6 +238,13 @@ class Node(ABC):
         """
         return self.vjp(g, y, *xs)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        """The forward pass as a list of numpy calls ``(f, args)`` on these very arrays,
+        or None. The engine binds them once and runs ``f(*args)`` at every step,
+        with no Python frame of the node in between. Must compute exactly what
+        ``forward_into(out, *xs)`` computes."""
+        return None
+
     def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
         """Write the gradient of input i into ``outs[i]`` (skip it where ``outs[i]`` is None).
 
@@ -349,6 +360,10 @@ class MatMul(Node):
         a, w = xs
         np.matmul(a, w.T if self.transpose_b else w, out=out)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        a, w = xs
+        return [(np.matmul, (a, w.T if self.transpose_b else w, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return self.vjp_some((True, True), g, y, *xs)
 
@@ -418,6 +433,10 @@ class Affine(Node):
         np.matmul(x, w, out=out)
         out += b
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        x, w, b = xs
+        return [(np.matmul, (x, w, out)), (np.add, (out, b, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         x, w, _b = xs
         g2 = g.reshape(-1, g.shape[-1])
@@ -462,6 +481,9 @@ class Add(Node):
         a, b = xs
         np.add(a, b, out=out)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.add, (*xs, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         a, b = xs
         return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
@@ -492,6 +514,9 @@ class Sub(Node):
         a, b = xs
         np.subtract(a, b, out=out)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.subtract, (*xs, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         a, b = xs
         return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
@@ -512,6 +537,9 @@ class OneMinus(Node):
 
     def forward_into(self, out: Array, *xs: Array) -> None:
         np.subtract(1, xs[0], out=out)
+
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.subtract, (1, xs[0], out))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (-g,)
@@ -539,6 +567,9 @@ class Scale(Node):
     def forward_into(self, out: Array, *xs: Array) -> None:
         np.multiply(xs[0], self.c, out=out)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.multiply, (xs[0], self.c, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * self.c,)
 
@@ -557,6 +588,9 @@ class Identity(Node):
 
     def forward_into(self, out: Array, *xs: Array) -> None:
         np.copyto(out, xs[0])
+
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.copyto, (out, xs[0]))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g,)
@@ -580,6 +614,9 @@ class Mul(Node):
     def forward_into(self, out: Array, *xs: Array) -> None:
         a, b = xs
         np.multiply(a, b, out=out)
+
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.multiply, (*xs, out))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return self.vjp_some((True, True), g, y, *xs)
@@ -638,6 +675,10 @@ class GRUUpdate(Node):
         out *= z
         out += a
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        z, a, b = xs
+        return [(np.subtract, (b, a, out)), (np.multiply, (out, z, out)), (np.add, (out, a, out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         z, a, b = xs
         gz = unbroadcast(g * (b - a), z.shape)
@@ -695,6 +736,14 @@ class Sigmoid(Node):
     def forward_into(self, out: Array, *xs: Array) -> None:
         _sigmoid_into(out, xs[0])
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [
+            (np.negative, (xs[0], out)),
+            (np.exp, (out, out)),
+            (np.add, (out, 1, out)),
+            (np.reciprocal, (out, out)),
+        ]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * y * (1 - y),)
 
@@ -729,6 +778,9 @@ class Tanh(Node):
     def forward_into(self, out: Array, *xs: Array) -> None:
         np.tanh(xs[0], out=out)
 
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(np.tanh, (xs[0], out))]
+
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * (1 - y * y),)
 
@@ -762,6 +814,9 @@ class ReLU(Node):
 
     def forward_into(self, out: Array, *xs: Array) -> None:
         np.maximum(xs[0], 0, out=out)
+
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [(functools.partial(np.maximum, out=out), (xs[0], 0))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * (xs[0] > 0),)
@@ -937,14 +992,38 @@ class SigmoidBCE(Node):
 
     def forward(self, *xs: Array) -> Array:
         z, t = xs
-        e = np.maximum(z, 0) - t * z + np.log1p(np.exp(-np.abs(z)))
-        out: Array = e.sum(axis=-1)
+        out = np.empty(z.shape[:-1], dtype=z.dtype)
+        self.forward_into(out, z, t)
         return out
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        z, t = xs
+        e = np.abs(z)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.log1p(e, out=e)
+        tmp = np.maximum(z, 0)
+        e += tmp
+        np.multiply(t, z, out=tmp)
+        e -= tmp
+        np.sum(e, axis=-1, out=out)
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         z, t = xs
         ge = g[..., None]
         return ge * (stable_sigmoid(z) - t), -ge * z
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        z, t = xs
+        oz, ot = outs
+        ge = g[..., None]
+        if oz is not None:
+            stable_sigmoid(z, out=oz)
+            oz -= t
+            oz *= ge
+        if ot is not None:
+            np.multiply(z, ge, out=ot)
+            np.negative(ot, out=ot)
 
 
 class SoftmaxCrossEntropy(Node):

@@ -73,6 +73,13 @@ Plan schedules (applied while compiling):
     their backward reads): in a GRU the recurrent GEMM, the gate
     pre-activations and the gates share one buffer, as in hand-fused code.
 
+``flat_calls``
+    Nodes that can spell their forward pass as a few numpy ufunc calls
+    (``Node.forward_calls``) are bound as those calls, and the backward
+    multiplications and GEMMs prepared above are bound as plain ufunc calls:
+    the time loops run a flat list of ``f(*args)`` with no Python frame per
+    node in between.
+
 ``assign_first_writes``
     The first write into each gradient region in backward order assigns
     instead of adding, so gradient buffers need no zeroing and no temporary,
@@ -112,6 +119,7 @@ ALL_PASSES = (
     "assign_first_writes",
     "factor_elementwise",
     "reuse_buffers",
+    "flat_calls",
 )
 DEFAULT_PASSES = ALL_PASSES
 CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")

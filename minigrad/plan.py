@@ -689,7 +689,9 @@ class _Workspace:
 
         self._view = view
         # forward list
-        fwd: list[tuple[_FwdFn, Array, tuple[AnyArray, ...]]] = []
+        # a flat list of calls f(*args): numpy ufuncs where a node spells its forward
+        # as ufunc calls, else the node's forward_into
+        fwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         skip_carry = {self.aliased[u] for u in self.aliased}
         for ins in plan.forward_instrs:
             if ins.name in views and ins.kind != "carry":
@@ -700,34 +702,30 @@ class _Workspace:
                 out = view(bufs, ins.out)
                 args = tuple(view(bufs, r) for r in ins.ins)
                 if masked:
-                    w = self._mask_views(ins.step - 1, out.ndim)
-                    fwd.append((_CARRY.forward_into, out, (args[0], args[1], w[0], w[1])))
+                    mb, _mf = self._mask_views(ins.step - 1, out.ndim)
+                    fwd.append((np.copyto, (out, args[1])))
+                    fwd.append((np.copyto, (out, args[0], "same_kind", mb)))
                 else:
-                    fwd.append((_COPY.forward_into, out, (args[0],)))
+                    fwd.append((np.copyto, (out, args[0])))
                 continue
             assert ins.op is not None
             out = view(bufs, ins.out)
             args = tuple(view(bufs, r) for r in ins.ins)
-            fn: _FwdFn = ins.op.forward_into
             if not type(ins.op).verified:
-                fn = _checked_forward(cell.name, ins)
-            fwd.append((fn, out, args))
+                fwd.append((_checked_forward(cell.name, ins), (out, *args)))
+                continue
+            calls = ins.op.forward_calls(out, *args) if "flat_calls" in plan.passes else None
+            if calls is None:
+                fwd.append((ins.op.forward_into, (out, *args)))
+            else:
+                fwd.extend(calls)
         self.fwd = fwd
 
         self._sliced = sliced
         self._skip_carry = skip_carry
         self._backward_bound = False
         self.gbufs: dict[str, Array] = {}
-        self.bwd: list[
-            tuple[
-                _IntoFn,
-                Array,
-                Array,
-                tuple[AnyArray, ...],
-                tuple[Array | None, ...],
-                tuple[tuple[Array, Array], ...],
-            ]
-        ] = []
+        self.bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
     def _bind_backward(self) -> None:
         """Gradient buffers and the backward instruction list, made at the first backward
@@ -1012,16 +1010,9 @@ class _Workspace:
         self.seed_modes = dict(zip(seeds, seed_modes, strict=True))
 
         scratch: dict[tuple[tuple[int, ...], str, int], Array] = {}
-        bwd: list[
-            tuple[
-                _IntoFn,
-                Array,
-                Array,
-                tuple[AnyArray, ...],
-                tuple[Array | None, ...],
-                tuple[tuple[Array, Array], ...],
-            ]
-        ] = []
+        flat = "flat_calls" in plan.passes
+        # a flat list of calls f(*args), as in the forward pass
+        bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         for (fn_into, g_, y_, args, tg), mode in zip(pre_entries, modes, strict=True):
             nslots = len(args)
             outs: list[Array | None] = [None] * nslots
@@ -1036,7 +1027,20 @@ class _Workspace:
                     adds.append((tgt, scr))
                 else:
                     outs[j] = tgt
-            bwd.append((fn_into, g_, y_, args, tuple(outs), tuple(adds)))
+            if flat and fn_into in (_apply_factors, _apply_matrices):
+                ufunc = np.multiply if fn_into is _apply_factors else np.matmul
+                for o, a in zip(outs, args, strict=True):
+                    if o is not None:
+                        bwd.append((ufunc, (g_, a, o)))
+            elif flat and fn_into is _COPY.vjp_into and outs[0] is not None:
+                if adds:
+                    bwd.append((np.add, (adds[0][0], g_, adds[0][0])))
+                    continue
+                bwd.append((np.copyto, (outs[0], g_)))
+            else:
+                bwd.append((fn_into, (tuple(outs), g_, y_, *args)))
+            for tgt, scr in adds:
+                bwd.append((np.add, (tgt, scr, tgt)))
         self.bwd = bwd
 
     def _reads(
@@ -1140,8 +1144,8 @@ class _Workspace:
         self._load(params, inputs, states, mask)
         # exp() overflowing to inf inside a sigmoid is exact (1 / inf = 0): not worth a warning
         with np.errstate(over="ignore"):
-            for fn, out, args in self.fwd:
-                fn(out, *args)
+            for fn, args in self.fwd:
+                fn(*args)
         self.generation += 1
         cell = self.plan.cell
         loss = 0.0
@@ -1208,10 +1212,8 @@ class _Workspace:
                 np.copyto(target, go)
         for ffn, fouts, y_all, xs_all in self.factor_jobs:
             ffn(fouts, y_all, *xs_all)
-        for fn, g, y, args, outs, adds in self.bwd:
-            fn(outs, g, y, *args)
-            for tgt, scr in adds:
-                np.add(tgt, scr, out=tgt)
+        for fn, args in self.bwd:
+            fn(*args)
         out = Gradients()
         for name in sorted(self.plan.wrt):
             kind = cell.kind(name)
