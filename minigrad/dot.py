@@ -132,11 +132,13 @@ def _role_attrs(role: str, extra: str = "") -> str:
     return f"{attrs}, {extra}" if extra else attrs
 
 
-def _header(name: str, title: str, rankdir: str) -> list[str]:
+def _header(name: str, title: str) -> list[str]:
+    # top to bottom with tight spacing: the pictures stay narrow enough to read at the
+    # width of a README column
     return [
         f"digraph {dot_quote(name)} {{",
-        f"  graph [rankdir={rankdir}, fontname={dot_quote(_FONT)}, label={_label(title)}, "
-        "labelloc=t, fontsize=14, newrank=true, compound=true];",
+        f"  graph [rankdir=TB, fontname={dot_quote(_FONT)}, label={_label(title)}, "
+        "labelloc=t, fontsize=14, newrank=true, compound=true, nodesep=0.2, ranksep=0.35];",
         f"  node [fontname={dot_quote(_FONT)}, fontsize=11];",
         f'  edge [fontname={dot_quote(_FONT)}, fontsize=9, color="#525252", arrowsize=0.7];',
     ]
@@ -158,10 +160,10 @@ def _legend(taken: set[str], unrolled: bool) -> list[str]:
     lines.append(f'    {a} [label="", shape=point, width=0.05];')
     lines.append(f'    {b} [label="", shape=point, width=0.05];')
     if unrolled:
-        edge_text = "state edge (to the next step)"
+        edge_text = "state edge\n(next step)"
         edge_attrs = f'color="{_STATE_EDGE}", penwidth=2.5'
     else:
-        edge_text = "state update (next step)"
+        edge_text = "state update\n(next step)"
         edge_attrs = f'style="dashed", color="{_STATE_EDGE}", penwidth=1.5'
     lines.append(f"    {a} -> {b} [label={_label(edge_text)}, {edge_attrs}];")
     chain = " -> ".join(ids)
@@ -228,7 +230,7 @@ def cell_to_dot(cell: Cell) -> str:
     """
     losses = set(cell.losses)
     taken = set(cell.graph.nodes)
-    lines = _header(f"cell {cell.name}", f"cell '{cell.name}': one time step", "TB")
+    lines = _header(f"cell {cell.name}", f"cell '{cell.name}': one time step")
     lines += _legend(taken, unrolled=False)
     names = [*cell.params, *cell.inputs, *cell.states, *cell.order]
     for name in names:
@@ -260,9 +262,11 @@ def unrolled_to_dot(cell: Cell, steps: int, truncate: int | None = None) -> str:
     Every time step is one ``subgraph cluster_step_<t>`` labelled ``t = <t>``
     holding that step's inputs, state and operations; parameters and
     parameter-only nodes, shared by all steps, are outside the clusters, as is
-    the final state. State edges between steps are drawn thick in the state
-    colour (dashed and grey when a truncation window cuts them); the initial
-    and final states are marked with a double border and say so.
+    the final state. The steps are stacked top to bottom. State edges between
+    steps are drawn thick in the state colour (dashed and grey when a
+    truncation window cuts them) and span two ranks, so that one step's
+    cluster ends before the next one begins; the initial and final states are
+    marked with a double border and say so.
 
     Args:
         cell: a built ``Cell``.
@@ -281,7 +285,7 @@ def unrolled_to_dot(cell: Cell, steps: int, truncate: int | None = None) -> str:
     title = f"cell '{cell.name}' unrolled for {steps} step{'s' if steps != 1 else ''}"
     if truncate is not None:
         title += f" (BPTT truncated every {truncate} steps)"
-    lines = _header(f"cell {cell.name} unrolled", title, "LR")
+    lines = _header(f"cell {cell.name} unrolled", title)
     lines += _legend(taken, unrolled=True)
 
     by_step: dict[int, list[Key]] = {}
@@ -330,12 +334,12 @@ def unrolled_to_dot(cell: Cell, steps: int, truncate: int | None = None) -> str:
             if data.get("truncated"):
                 lines.append(
                     f'  {a} -> {b} [label={_label(sname + " (truncated)")}, style="dashed", '
-                    f'color="#969696", fontcolor="#969696", penwidth=1.5];'
+                    f'color="#969696", fontcolor="#969696", penwidth=1.5, minlen=2];'
                 )
             else:
                 lines.append(
                     f'  {a} -> {b} [label={_label(sname)}, color="{_STATE_EDGE}", '
-                    f'fontcolor="{_STATE_EDGE}", penwidth=2.5];'
+                    f'fontcolor="{_STATE_EDGE}", penwidth=2.5, minlen=2];'
                 )
             continue
         attrs = f'color="{_SHARED_EDGE}"' if src[1] == SHARED and dst[1] != SHARED else ""

@@ -120,6 +120,32 @@ def unbroadcast(g: Array, shape: tuple[int, ...]) -> Array:
     return out
 
 
+def as_rows(a: Array) -> Array | None:
+    """``a`` (..., n) as a 2-D (rows, n) *view*, or None when that needs a copy."""
+    if a.ndim == 2:
+        return a
+    v = a.view()
+    try:
+        v.shape = (-1, a.shape[-1])
+    except (AttributeError, ValueError):
+        return None
+    return v
+
+
+def gemm(a: Array, b: Array, out: Array) -> None:
+    """``out = a @ b`` for ``a`` (..., k), ``b`` (k, n), ``out`` (..., n), as one GEMM
+    over all leading dimensions (numpy's matmul would loop over them), with ``b``
+    made contiguous when it is a transposed view (BLAS is slower on those)."""
+    if b.ndim == 2 and not b.flags.c_contiguous and a.size > 4 * b.size:
+        b = np.ascontiguousarray(b)
+    if a.ndim > 2:
+        a2, o2 = as_rows(a), as_rows(out)
+        if a2 is not None and o2 is not None:
+            np.matmul(a2, b, out=o2)
+            return
+    np.matmul(a, b, out=out)
+
+
 def stable_sigmoid(x: Array, out: Array | None = None) -> Array:
     """The logistic function ``1 / (1 + exp(-x))``, accurate to rounding for every finite x.
 
@@ -358,10 +384,12 @@ class MatMul(Node):
 
     def forward_into(self, out: Array, *xs: Array) -> None:
         a, w = xs
-        np.matmul(a, w.T if self.transpose_b else w, out=out)
+        gemm(a, w.T if self.transpose_b else w, out)
 
     def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
         a, w = xs
+        if a.ndim > 2:
+            return None
         return [(np.matmul, (a, w.T if self.transpose_b else w, out))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
@@ -391,7 +419,7 @@ class MatMul(Node):
         a, w = xs
         oa, ow = outs
         if oa is not None:
-            np.matmul(g, w if self.transpose_b else w.T, out=oa)
+            gemm(g, w if self.transpose_b else w.T, oa)
         if ow is not None:
             a2 = a.reshape(-1, a.shape[-1])
             g2 = g.reshape(-1, g.shape[-1])
@@ -430,11 +458,13 @@ class Affine(Node):
 
     def forward_into(self, out: Array, *xs: Array) -> None:
         x, w, b = xs
-        np.matmul(x, w, out=out)
+        gemm(x, w, out)
         out += b
 
     def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
         x, w, b = xs
+        if x.ndim > 2:
+            return None
         return [(np.matmul, (x, w, out)), (np.add, (out, b, out))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
@@ -450,7 +480,7 @@ class Affine(Node):
         ox, ow, ob = outs
         g2 = g.reshape(-1, g.shape[-1])
         if ox is not None:
-            np.matmul(g, w.T, out=ox)
+            gemm(g, w.T, ox)
         if ow is not None:
             np.matmul(x.reshape(-1, x.shape[-1]).T, g2, out=ow)
         if ob is not None:

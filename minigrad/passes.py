@@ -73,6 +73,13 @@ Plan schedules (applied while compiling):
     their backward reads): in a GRU the recurrent GEMM, the gate
     pre-activations and the gates share one buffer, as in hand-fused code.
 
+``chain_factors``
+    A unary elementwise node inside the loop (a tanh, a sigmoid) whose readers
+    are all elementwise nodes hands its Jacobian to them: each reader
+    multiplies by the product of both factors (prepared for all steps at once)
+    and writes the unary node's input gradient directly, as a hand derivation
+    writes ``dL/da_c = dL/dh * z * (1 - c^2)``.
+
 ``flat_calls``
     Nodes that can spell their forward pass as a few numpy ufunc calls
     (``Node.forward_calls``) are bound as those calls, and the backward
@@ -120,6 +127,7 @@ ALL_PASSES = (
     "factor_elementwise",
     "reuse_buffers",
     "flat_calls",
+    "chain_factors",
 )
 DEFAULT_PASSES = ALL_PASSES
 CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")

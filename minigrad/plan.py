@@ -881,8 +881,76 @@ class _Workspace:
                 _IntoFn, Array, Array, tuple[AnyArray, ...], list[tuple[int, Array, AnyArray, str]]
             ]
         ] = []
+        # ---- chains: a unary elementwise node (tanh, sigmoid) whose every reader is an
+        # elementwise node in the loop hands its Jacobian to them: each reader multiplies
+        # by the product of both factors, computed for all steps at once, and writes the
+        # unary node's input gradient directly; the unary node's own step disappears
+        loop_instr: dict[str, Instr] = {}
+        for ins in plan.backward_instrs:
+            if ins.kind == "op" and ins.step >= 0 and ins.name not in loop_instr:
+                loop_instr[ins.name] = ins
+        readers: dict[str, list[tuple[str, int]]] = {}
+        for n in cell.order:
+            for j, r in enumerate(cell.ops[n].inputs):
+                readers.setdefault(r, []).append((n, j))
+        pinned_names = (
+            set(cell.outputs.values())
+            | set(cell.losses)
+            | {st.update for st in cell.states.values()}
+        )
+        Use = tuple[str, int, tuple[int, int] | None]
+        chains: dict[str, list[Use]] = {}
+        if "chain_factors" in plan.passes and use_factors:
+            for w in cell.order:
+                wi = loop_instr.get(w)
+                if (
+                    wi is None
+                    or len(cell.ops[w].inputs) != 1
+                    or w in pinned_names
+                    or w in views
+                    or w in self.aliased
+                    or not wi.needs
+                    or not wi.needs[0]
+                    or factors_for(wi) is None
+                ):
+                    continue
+                uses: list[Use] = []
+                ok = True
+                for c, j in readers.get(w, []):
+                    if c in views:
+                        if c in pinned_names:
+                            ok = False
+                        _src, a0, b0 = views[c]
+                        uses.extend((u, uk, (a0, b0)) for u, uk in readers.get(c, []))
+                    else:
+                        uses.append((c, j, None))
+                for u, uk, _rng in uses:
+                    ui = loop_instr.get(u)
+                    if ui is None or not ui.needs or not ui.needs[uk] or factors_for(ui) is None:
+                        ok = False
+                if ok and uses:
+                    chains[w] = uses
+            # a node that is itself folded into its readers cannot take another's factor
+            for w in list(chains):
+                if any(u in chains for u, _uk, _r in chains[w]):
+                    del chains[w]
+        composite: dict[tuple[str, int], tuple[Array, str, tuple[int, int] | None]] = {}
+        for w, uses in chains.items():
+            fw = factors_for(loop_instr[w])
+            assert fw is not None
+            for u, uk, rng in uses:
+                fu = factors_for(loop_instr[u])
+                assert fu is not None
+                fw_part = fw[0] if rng is None else fw[0][..., rng[0] : rng[1]]
+                comp = np.empty(fu[uk].shape, dtype=fu[uk].dtype)
+                self.factor_jobs.append((_product_job, (comp,), fu[uk], (fw_part,)))
+                composite[u, uk] = (comp, w, rng)
+        self._chained = set(chains)
+
         for ins in plan.backward_instrs:
             if ins.name in views and ins.kind != "carry":
+                continue
+            if ins.kind == "op" and ins.step >= 0 and ins.name in chains:
                 continue
             if ins.kind == "carry":
                 if ins.name in skip_carry:
@@ -922,6 +990,24 @@ class _Workspace:
                 args_f = tuple(
                     f[ins.step] if need else None for f, need in zip(fs, needs, strict=True)
                 )
+                if any((ins.name, j) in composite for j in range(len(needs))):
+                    fl = list(args_f)
+                    for pos, (j, _t, _sh, _root) in enumerate(tg):
+                        if (ins.name, j) not in composite:
+                            continue
+                        comp, w, rng = composite[ins.name, j]
+                        src_ref = loop_instr[w].ins[0]
+                        ref_t = (
+                            BufRef(src_ref.buffer, ins.step)
+                            if src_ref.index is not None
+                            else src_ref
+                        )
+                        tv, sv = view(gbufs, ref_t), view(shadow, ref_t)
+                        if rng is not None:
+                            tv, sv = tv[..., rng[0] : rng[1]], sv[..., rng[0] : rng[1]]
+                        tg[pos] = (j, tv, sv, gbase[src_ref.buffer])
+                        fl[j] = comp[ins.step]
+                    args_f = tuple(fl)
                 pre_entries.append(
                     (_apply_factors, view(gbufs, ins.out), view(bufs, ins.out), args_f, tg)  # type: ignore[arg-type]
                 )
@@ -1056,6 +1142,8 @@ class _Workspace:
         out = []
         for ins in plan.backward_instrs:
             if ins.name in views and ins.kind != "carry":
+                continue
+            if ins.kind == "op" and ins.step >= 0 and ins.name in self._chained:
                 continue
             if ins.kind == "carry" and ins.name in skip_carry:
                 continue
@@ -1294,6 +1382,11 @@ def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
         np.copyto(out, y)
 
     return fn
+
+
+def _product_job(outs: tuple[Array, ...], a: Array, b: Array) -> tuple[Array, ...]:
+    np.multiply(a, b, out=outs[0])
+    return outs
 
 
 def _apply_factors(
