@@ -13,7 +13,7 @@
 Node attributes: ``name``, ``step``, ``kind`` (``"param"``, ``"input"``,
 ``"state"``, ``"op"``), ``op`` (the typed node, for operations), ``role``
 (``"param"``, ``"input"``, ``"state"``, ``"op"`` or ``"loss"``, for
-drawings), ``shape``. Edge attributes: ``slots`` (input positions fed),
+drawings), ``shape``. Edge attributes: ``slots`` (tuple of the input positions fed),
 ``carry`` (state edges), ``truncated`` (state edges that BPTT does not cross
 when a truncation window is set).
 
@@ -86,19 +86,17 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
     dynamic_ops = [n for n in cell.order if not cell.ops[n].static]
 
     # per node: its distinct sources, whether each is shared by all steps, and the slots it feeds
-    templates: dict[str, list[tuple[str, bool, list[int]]]] = {}
+    # (networkx copies edge attributes into its own dicts, so one dict per template is enough)
+    templates: dict[str, list[tuple[str, bool, dict[str, Any]]]] = {}
     for n, spec in cell.ops.items():
         by_src: dict[str, list[int]] = {}
         for i, r in enumerate(spec.inputs):
             by_src.setdefault(r, []).append(i)
-        templates[n] = [(r, cell.shared(r), sl) for r, sl in by_src.items()]
+        templates[n] = [(r, cell.shared(r), {"slots": tuple(sl)}) for r, sl in by_src.items()]
 
     def in_edges(name: str, step: int) -> list[tuple[Key, Key, dict[str, Any]]]:
         dst = (name, step)
-        return [
-            ((r, SHARED if shared else step), dst, {"slots": sl})
-            for r, shared, sl in templates[name]
-        ]
+        return [((r, SHARED if shared else step), dst, a) for r, shared, a in templates[name]]
 
     for n in static_ops:
         nodes.append(((n, SHARED), attrs(n, SHARED)))
@@ -121,7 +119,7 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
                 (
                     key_of(cell, sspec.update, t - 1),
                     (sname, t),
-                    {"slots": [], "carry": True, "truncated": cut},
+                    {"slots": (), "carry": True, "truncated": cut},
                 )
             )
     g.add_nodes_from(nodes)
