@@ -193,6 +193,8 @@ class CellBuilder:
 
     def __init__(self, name: str, dtype: FloatDType | np.dtype[np.floating] = np.float64) -> None:
         self.name = name
+        if dtype is None:
+            raise DTypeError(f"cell '{name}': dtype must be float32 or float64, got None")
         self.dtype: np.dtype[np.floating] = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise DTypeError(f"cell '{name}': dtype must be float32 or float64, got {self.dtype}")

@@ -55,11 +55,13 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
     Returns:
         The unrolled graph, described in the module docstring.
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise GraphError(
             f"cell '{cell.name}': the number of steps must be an int >= 1, got {steps!r}"
         )
-    if truncate is not None and (not isinstance(truncate, int) or truncate < 1):
+    if truncate is not None and (
+        not isinstance(truncate, int) or isinstance(truncate, bool) or truncate < 1
+    ):
         raise GraphError(f"cell '{cell.name}': truncate must be an int >= 1, got {truncate!r}")
     g: nx.DiGraph = nx.DiGraph(cell=cell.name, steps=steps, truncate=truncate)  # type: ignore[type-arg]
     losses = set(cell.losses)
