@@ -557,8 +557,16 @@ class Cell:
             out[p] = arr
         return out
 
-    def to_builder(self) -> CellBuilder:
-        """A ``CellBuilder`` holding this cell's declarations, for graph rewrites."""
+    def to_builder(
+        self, ops: Mapping[str, tuple[N.Node, tuple[str, ...]]] | None = None
+    ) -> CellBuilder:
+        """A ``CellBuilder`` holding this cell's declarations, for graph rewrites.
+
+        Args:
+            ops: optional replacement for the operation nodes, ``{name: (node,
+                input names)}``; parameters, inputs, states, updates, outputs and
+                losses are kept.
+        """
         b = CellBuilder(self.name, self.dtype)
         for p, ps in self.params.items():
             b.param(p, ps.shape, init=ps.init, dtype=ps.dtype)
@@ -566,9 +574,10 @@ class Cell:
             b.input(i, tuple(int(d) for d in ispec.shape[1:]), dtype=ispec.dtype)
         for s, ss in self.states.items():
             b.state(s, tuple(int(d) for d in ss.shape[1:]), init=ss.init, dtype=ss.dtype)
-        for n in self.order:
-            spec = self.ops[n]
-            b.node(n, spec.op, *spec.inputs)
+        if ops is None:
+            ops = {n: (self.ops[n].op, self.ops[n].inputs) for n in self.order}
+        for n, (op, ins) in ops.items():
+            b.node(n, op, *ins)
         for s, ss in self.states.items():
             b.update(s, ss.update)
         for o, v in self.outputs.items():

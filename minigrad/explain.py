@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import heapq
 import math
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -42,7 +41,7 @@ import networkx as nx
 from minigrad.cell import Cell
 from minigrad.errors import GraphError
 from minigrad.nodes import Node
-from minigrad.unroll import SHARED, Key, key_of, unroll
+from minigrad.unroll import SHARED, Key, key_of, reachable, unroll
 
 __all__ = ["explain", "explain_all"]
 
@@ -136,22 +135,8 @@ def _build(cell: Cell, steps: int) -> _Graph:
             if k in g:
                 losses_by_step[t].append(k)
     ug = _Graph(cell, steps, g, order, rank, losses_by_step)
-    ug.up = _reach(g, [k for ks in losses_by_step.values() for k in ks], forward=False)
+    ug.up = reachable(g, [k for ks in losses_by_step.values() for k in ks], forward=False)
     return ug
-
-
-def _reach(g: nx.DiGraph, starts: Iterable[Key], forward: bool) -> set[Key]:  # type: ignore[type-arg]
-    """Nodes reachable from ``starts`` along the edges (or against them), breadth first."""
-    seen = set(starts)
-    queue = deque(seen)
-    nxt = g.succ if forward else g.pred
-    while queue:
-        k = queue.popleft()
-        for m in nxt[k]:
-            if m not in seen:
-                seen.add(m)
-                queue.append(m)
-    return seen
 
 
 def _check_param(cell: Cell, param: str) -> None:
@@ -405,7 +390,7 @@ def _contributions(ug: _Graph, param: str) -> list[str]:
 
 def _step_paths(ug: _Graph, param: str, max_paths: int) -> list[str]:
     pk: Key = (param, SHARED)
-    down = _reach(ug.g, [pk], forward=True)
+    down = reachable(ug.g, [pk], forward=True)
     allowed = down & ug.up
     counts = _count_paths(ug, pk, allowed, carry=True)
     local = _count_paths(ug, pk, allowed, carry=False)

@@ -100,7 +100,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from minigrad import nodes as N
-from minigrad.cell import Cell, CellBuilder
+from minigrad.cell import Cell
 
 __all__ = [
     "ALL_PASSES",
@@ -175,22 +175,7 @@ def classify(cell: Cell) -> dict[str, Phase]:
 
 
 def _rebuild(cell: Cell, ops: dict[str, tuple[N.Node, tuple[str, ...]]]) -> Cell:
-    b = CellBuilder(cell.name, cell.dtype)
-    for p, ps in cell.params.items():
-        b.param(p, ps.shape, init=ps.init, dtype=ps.dtype)
-    for i, ispec in cell.inputs.items():
-        b.input(i, tuple(int(d) for d in ispec.shape[1:]), dtype=ispec.dtype)
-    for s, ss in cell.states.items():
-        b.state(s, tuple(int(d) for d in ss.shape[1:]), init=ss.init, dtype=ss.dtype)
-    for n, (op, ins) in ops.items():
-        b.node(n, op, *ins)
-    for s, ss in cell.states.items():
-        b.update(s, ss.update)
-    for o, v in cell.outputs.items():
-        b.output(o, v)
-    for v in cell.losses:
-        b.loss(v)
-    return b.build()
+    return cell.to_builder(ops).build()
 
 
 def _ops(cell: Cell) -> dict[str, tuple[N.Node, tuple[str, ...]]]:

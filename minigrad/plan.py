@@ -34,7 +34,6 @@ windows of k steps, the forward pass unchanged).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -47,7 +46,7 @@ from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeErro
 from minigrad.nodes import Add, Node, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import AnyArray, Array, BoolArray, Shape
-from minigrad.unroll import SHARED, Key, unroll
+from minigrad.unroll import SHARED, Key, reachable, unroll
 
 __all__ = [
     "BufRef",
@@ -197,20 +196,6 @@ _CARRY = _Carry()
 
 # --------------------------------------------------------------------------
 # compiling
-
-
-def _reach(g: nx.DiGraph, starts: Iterable[Key], forward: bool) -> set[Key]:  # type: ignore[type-arg]
-    """Nodes reachable from ``starts`` (following edges, or against them), iteratively."""
-    seen = set(starts)
-    queue = deque(seen)
-    nxt = g.succ if forward else g.pred
-    while queue:
-        k = queue.popleft()
-        for m in nxt[k]:
-            if m not in seen:
-                seen.add(m)
-                queue.append(m)
-    return seen
 
 
 class Plan:
@@ -419,13 +404,13 @@ def compile_plan(
             starts.append((name, 0))
     sinks = [(n, t) for n in (*cell.losses, *cell.outputs.values()) for t in range(steps)]
     sinks = [k for k in sinks if k in g]
-    down = _reach(g, starts, forward=True)
+    down = reachable(g, starts, forward=True)
     # truncated state edges carry no gradient: walk back without them
     g_back = g
     if truncate is not None:
         g_back = g.copy()
         g_back.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("truncated")])
-    up = _reach(g_back, sinks, forward=False)
+    up = reachable(g_back, sinks, forward=False)
     relevant = down & up
 
     bufname = _buffer_names(cell)

@@ -22,6 +22,8 @@ The graph is plain networkx: count its nodes, walk it, draw it.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
@@ -34,7 +36,7 @@ SHARED = -1
 
 Key = tuple[str, int]
 
-__all__ = ["SHARED", "Key", "key_of", "unroll"]
+__all__ = ["SHARED", "Key", "key_of", "reachable", "unroll"]
 
 
 def key_of(cell: Cell, name: str, step: int) -> Key:
@@ -127,3 +129,18 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
     g.add_nodes_from(nodes)
     g.add_edges_from(edges)
     return g
+
+
+def reachable(g: nx.DiGraph, starts: Iterable[Key], forward: bool) -> set[Key]:  # type: ignore[type-arg]
+    """The nodes of ``g`` reachable from ``starts`` (included) along the edges, or
+    against them when ``forward`` is False; breadth first, without recursion."""
+    seen = set(starts)
+    queue = deque(seen)
+    nxt = g.succ if forward else g.pred
+    while queue:
+        k = queue.popleft()
+        for m in nxt[k]:
+            if m not in seen:
+                seen.add(m)
+                queue.append(m)
+    return seen
