@@ -6,7 +6,12 @@ Subcommands:
   (``models.train``); every option of ``TrainConfig`` is a flag, and a TOML
   file given with ``--config`` sets the same options (flags override it);
 * ``minigrad evaluate``: score a run's ``model.npz`` or ``checkpoint.npz`` on
-  a split of a dataset and print the metrics as JSON.
+  a split of a dataset and print the metrics as JSON;
+* ``minigrad explain``: print ``minigrad.explain`` (or ``explain_all``) for a
+  cell of ``models.cells`` with an L2 head: how BPTT assembles a parameter's
+  gradient from the nodes' local derivatives;
+* ``minigrad graph``: write the DOT picture of a cell, one step or unrolled,
+  as ``.dot`` (always) or ``.svg`` / ``.png`` / ``.pdf`` (with Graphviz).
 
 Adding a subcommand is one function: decorate ``add_<name>(subparsers)`` with
 ``@command``; it adds its parser and sets ``func`` (``args -> exit code``)
@@ -28,7 +33,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from minigrad.errors import MinigradError
+from minigrad.cell import Cell
+from minigrad.dot import cell_to_dot, unrolled_to_dot, write_graph
+from minigrad.errors import GraphError, MinigradError
+from minigrad.explain import DEFAULT_MAX_PATHS, explain, explain_all
+from models.base import RecurrentModel
+from models.cells import CELLS
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import SPLIT_NAMES, DataError, load_dataset
 from models.train import (
@@ -299,6 +309,125 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "layers": model.layers,
     }
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- explain, graph
+
+
+def _add_cell_options(p: argparse.ArgumentParser) -> None:
+    """``--cell``, ``--input-size`` and ``--hidden``: the cell of a ``RecurrentModel``."""
+    p.add_argument(
+        "--cell",
+        default="gru",
+        metavar="NAME",
+        help=f"a cell of models.cells.CELLS: {', '.join(CELLS)}",
+    )
+    p.add_argument("--input-size", type=int, default=3, metavar="D", help="input size D")
+    p.add_argument("--hidden", type=int, default=4, metavar="H", help="state size H")
+
+
+def _model_cell(args: argparse.Namespace) -> Cell:
+    """The cell named by ``--cell`` with an L2 head (``models.base.RecurrentModel``)."""
+    if args.cell not in CELLS:
+        raise ValueError(f"unknown cell {args.cell!r}; valid: {', '.join(CELLS)}")
+    return RecurrentModel(args.cell, args.input_size, args.hidden).cell
+
+
+@command
+def add_explain(sub: Subparsers) -> None:
+    """Add ``minigrad explain``."""
+    p = sub.add_parser(
+        "explain",
+        help="show how BPTT assembles a parameter's gradient",
+        description=(
+            "Print how backpropagation through time assembles the gradient of one\n"
+            "parameter (or of every parameter, with --param all) of a cell with an\n"
+            "L2 loss on its state at every step: the per-step contributions, the\n"
+            "paths from each step's loss back to the parameter with each node's\n"
+            "local derivative, and the shared state adjoints dL/dh_t."
+        ),
+        formatter_class=_Formatter,
+    )
+    _add_cell_options(p)
+    p.add_argument(
+        "--param",
+        required=True,
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="a parameter of the cell, or 'all'",
+    )
+    p.add_argument("--steps", type=int, default=2, metavar="N", help="time steps to unroll")
+    p.add_argument(
+        "--max-paths",
+        type=int,
+        default=DEFAULT_MAX_PATHS,
+        metavar="K",
+        help="paths printed per step (the others are counted)",
+    )
+    p.set_defaults(func=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """``minigrad explain``: print the explanation; returns the exit code."""
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.max_paths < 0:
+        raise ValueError(f"--max-paths must be >= 0, got {args.max_paths}")
+    cell = _model_cell(args)
+    if args.param == "all":
+        text = explain_all(cell, args.steps, max_paths=args.max_paths)
+    else:
+        try:
+            text = explain(cell, args.param, args.steps, max_paths=args.max_paths)
+        except GraphError as exc:
+            raise GraphError(f"{exc}, or 'all' for every parameter") from None
+    sys.stdout.write(text)
+    return 0
+
+
+@command
+def add_graph(sub: Subparsers) -> None:
+    """Add ``minigrad graph``."""
+    p = sub.add_parser(
+        "graph",
+        help="draw a cell (one step or unrolled) as DOT, SVG, PNG or PDF",
+        description=(
+            "Write the graph of one time step of a cell (with an L2 loss on its\n"
+            "state), or of the cell unrolled for N steps with --unroll N. The\n"
+            "extension of -o picks the format: .dot / .gv are written as text;\n"
+            ".svg, .png and .pdf are rendered by the Graphviz 'dot' program."
+        ),
+        formatter_class=_Formatter,
+    )
+    _add_cell_options(p)
+    p.add_argument(
+        "--unroll",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="draw the cell unrolled for N steps (default: one step)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="the file to write (.dot, .svg, ...)",
+    )
+    p.set_defaults(func=run_graph)
+
+
+def run_graph(args: argparse.Namespace) -> int:
+    """``minigrad graph``: write the picture; returns the exit code."""
+    unroll: int | None = getattr(args, "unroll", None)
+    if unroll is not None and unroll < 1:
+        raise ValueError(f"--unroll must be >= 1, got {unroll}")
+    cell = _model_cell(args)
+    text = cell_to_dot(cell) if unroll is None else unrolled_to_dot(cell, unroll)
+    write_graph(text, args.out)
+    sys.stdout.write(f"wrote {args.out}\n")
     return 0
 
 
