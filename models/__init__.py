@@ -2,7 +2,9 @@
 
 * ``models.cells``: cell fragments (one recurrent layer's nodes added into a
   ``CellBuilder``) for the GRU in Chung et al.'s and PyTorch's conventions,
-  the peephole LSTM, the tanh-RNN and the minimal gated unit, and ``stack``;
+  the peephole LSTM, the tanh-RNN and the minimal gated unit (import them
+  from ``models.cells``: ``models.lstm`` and ``models.mgu`` are the modules
+  of the model classes), ``CELLS`` and ``stack``;
 * ``models.base``: ``RecurrentModel``, a stack of fragments with an L2 head;
 * ``GRU``, ``LSTM``, ``TanhRNN``, ``MGU``: one class per cell;
 * ``Stacked`` and ``Bidirectional``: deep, reversed and bidirectional models.
@@ -12,19 +14,7 @@ BPTT over the nodes' local derivatives.
 """
 
 from models.base import RecurrentModel, check_array
-from models.cells import (
-    CELLS,
-    INITS,
-    Fragment,
-    gru_chung,
-    gru_reset_after,
-    layer_prefix,
-    lstm,
-    mgu,
-    stack,
-    state_names,
-    tanh_rnn,
-)
+from models.cells import CELLS, INITS, Fragment, layer_prefix, stack, state_names
 from models.gru import GRU, GRU_VARIANTS
 from models.lstm import LSTM
 from models.mgu import MGU
@@ -44,12 +34,7 @@ __all__ = [
     "Stacked",
     "TanhRNN",
     "check_array",
-    "gru_chung",
-    "gru_reset_after",
     "layer_prefix",
-    "lstm",
-    "mgu",
     "stack",
     "state_names",
-    "tanh_rnn",
 ]
