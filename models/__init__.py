@@ -13,13 +13,19 @@ No module here writes a derivative: every gradient comes from minigrad's
 BPTT over the nodes' local derivatives.
 """
 
-from models.base import RecurrentModel, check_array
-from models.cells import CELLS, INITS, Fragment, layer_prefix, stack, state_names
-from models.gru import GRU, GRU_VARIANTS
-from models.lstm import LSTM
-from models.mgu import MGU
-from models.rnn import TanhRNN
-from models.wrappers import Bidirectional, Stacked
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.base import RecurrentModel, check_array
+    from models.cells import CELLS, INITS, Fragment, layer_prefix, stack, state_names
+    from models.gru import GRU, GRU_VARIANTS
+    from models.lstm import LSTM
+    from models.mgu import MGU
+    from models.rnn import TanhRNN
+    from models.wrappers import Bidirectional, Stacked
 
 __all__ = [
     "CELLS",
@@ -38,3 +44,30 @@ __all__ = [
     "stack",
     "state_names",
 ]
+
+_LAZY = {
+    "CELLS": "models.cells",
+    "GRU": "models.gru",
+    "GRU_VARIANTS": "models.gru",
+    "INITS": "models.cells",
+    "LSTM": "models.lstm",
+    "MGU": "models.mgu",
+    "Bidirectional": "models.wrappers",
+    "Fragment": "models.cells",
+    "RecurrentModel": "models.base",
+    "Stacked": "models.wrappers",
+    "TanhRNN": "models.rnn",
+    "check_array": "models.base",
+    "layer_prefix": "models.cells",
+    "stack": "models.cells",
+    "state_names": "models.cells",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public names lazily: ``import models`` loads nothing heavy, so the
+    ``minigrad`` command can set BLAS threads before numpy is imported."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
