@@ -444,6 +444,9 @@ def run_graph(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``minigrad`` parser with every registered subcommand."""
+    # subcommands defined in other modules register themselves with @command on import
+    from models import sample, sweep  # noqa: F401
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="minigrad: recurrent networks as graphs of typed nodes, trained with BPTT.",

@@ -1,0 +1,446 @@
+"""Tests for models.sweep: learning-rate candidates, trials on a process pool and on
+Dask, failed and killed trials, re-runs, and ``minigrad sweep``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import models.sweep  # also registers ``minigrad sweep``
+from models.cli import main
+from models.data import N_PITCHES, PITCH_LO
+from models.sweep import (
+    BLAS_ENV,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    TEST_HOOK_ENV,
+    TRIALS_CSV,
+    SweepConfig,
+    SweepResult,
+    learning_rates,
+    parse_cells,
+    parse_executor,
+    parse_hidden,
+    parse_lr_range,
+    run_sweep,
+)
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _split_arrays(seqs: list[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    notes: list[int] = []
+    step_offsets = [0]
+    seq_offsets = [0]
+    for seq in seqs:
+        for frame in seq:
+            notes.extend(int(k) + PITCH_LO for k in np.flatnonzero(frame))
+            step_offsets.append(len(notes))
+        seq_offsets.append(seq_offsets[-1] + len(seq))
+    return {
+        f"{prefix}_notes": np.asarray(notes, dtype=np.int16),
+        f"{prefix}_step_offsets": np.asarray(step_offsets, dtype=np.int32),
+        f"{prefix}_seq_offsets": np.asarray(seq_offsets, dtype=np.int32),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic dataset in the shared .npz layout: 4 short sequences per split."""
+    rng = np.random.default_rng(1)
+    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
+    for name in ("train", "valid", "test"):
+        seqs = []
+        for _ in range(4):
+            roll = np.zeros((int(rng.integers(8, 15)), N_PITCHES), dtype=np.uint8)
+            for frame in roll:
+                frame[rng.choice(np.arange(55, 70) - PITCH_LO, 3)] = 1
+            seqs.append(roll)
+        arrays.update(_split_arrays(seqs, name))
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+TRAIN_OPTIONS = {"epochs": 2, "batch_size": 2, "patience": 0, "eval_batch_size": 4}
+
+
+def tiny_sweep(data: Path, out: Path, **kw: Any) -> SweepConfig:
+    base: dict[str, Any] = {
+        "dataset": str(data),
+        "out": str(out),
+        "cells": ("gru", "lstm"),
+        "hidden": {"gru": 4, "lstm": 3},
+        "lr_candidates": 2,
+        "lr_range": (1e-3, 3e-2),
+        "train_options": TRAIN_OPTIONS,
+    }
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> SweepResult:
+    """The tiny sweep run once on the local process pool."""
+    out = tmp_path_factory.mktemp("sweep") / "local"
+    return run_sweep(tiny_sweep(tiny, out), executor="local:2")
+
+
+@pytest.fixture
+def no_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(TEST_HOOK_ENV, raising=False)
+    yield
+
+
+def _table(result: SweepResult) -> list[tuple[Any, ...]]:
+    """The numbers of the results (no times, no directories)."""
+    return [
+        (
+            r["cell"],
+            r["hidden"],
+            r["num_params"],
+            r["lr"],
+            r["train_nll"],
+            r["valid_nll"],
+            r["test_nll"],
+            r["trials_ok"],
+            r["trials_failed"],
+        )
+        for r in result.cells
+    ] + [
+        (t["name"], t["status"], t["train_nll"], t["valid_nll"], t["test_nll"], t["best_epoch"])
+        for t in result.trials
+    ]
+
+
+def _assert_same_table(a: SweepResult, b: SweepResult) -> None:
+    ta, tb = _table(a), _table(b)
+    assert len(ta) == len(tb)
+    for ra, rb in zip(ta, tb, strict=True):
+        assert len(ra) == len(rb)
+        for va, vb in zip(ra, rb, strict=True):
+            if isinstance(va, float) and isinstance(vb, float):
+                assert va == pytest.approx(vb, rel=1e-9)
+            else:
+                assert va == vb
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_learning_rates_are_log_uniform_and_deterministic() -> None:
+    a = learning_rates(10, 1e-4, 1e-2, seed=0)
+    assert a == learning_rates(10, 1e-4, 1e-2, seed=0)
+    assert a != learning_rates(10, 1e-4, 1e-2, seed=1)
+    assert len(a) == 10 and a == sorted(a)
+    assert all(1e-4 <= x <= 1e-2 for x in a)
+    assert all(float(f"{x:.3e}") == x for x in a)  # 4 significant digits, as in the names
+    grid = learning_rates(3, 1e-4, 1e-2, grid=True)
+    assert grid == [1e-4, 1e-3, 1e-2]
+    assert learning_rates(1, 1e-3, 1e-2, grid=True) == [1e-3]
+    draws = np.log10(learning_rates(400, 1e-4, 1e-2, seed=3))
+    assert abs(float(np.mean(draws)) + 3.0) < 0.1  # uniform in log10 over [-4, -2]
+    with pytest.raises(ValueError, match="0 < LO <= HI"):
+        learning_rates(3, 1e-2, 1e-4)
+    with pytest.raises(ValueError, match=">= 1"):
+        learning_rates(0, 1e-4, 1e-2)
+
+
+def test_parsers_name_the_part_at_fault() -> None:
+    assert parse_executor("local") == ("local", 2)
+    assert parse_executor("local:3") == ("local", 3)
+    assert parse_executor("dask://10.0.0.1:8786") == ("dask", "tcp://10.0.0.1:8786")
+    assert parse_executor("dask://tls://host:8786") == ("dask", "tls://host:8786")
+    for bad, fragment in [
+        ("threads", "expected local, local:N or dask://HOST:PORT"),
+        ("local:x", "N 'x' is not an integer"),
+        ("local:0", "N must be >= 1"),
+        ("dask://", "no scheduler address"),
+    ]:
+        with pytest.raises(ValueError, match=fragment):
+            parse_executor(bad)
+    assert parse_hidden("gru=46, lstm=36") == {"gru": 46, "lstm": 36}
+    with pytest.raises(ValueError, match="entry 'gru' is not CELL=H"):
+        parse_hidden("gru")
+    with pytest.raises(ValueError, match="unknown cell 'rnn'"):
+        parse_hidden("rnn=3")
+    with pytest.raises(ValueError, match="size 'x' of gru"):
+        parse_hidden("gru=x")
+    assert parse_cells("gru,lstm,tanh") == ("gru", "lstm", "tanh")
+    with pytest.raises(ValueError, match="unknown cell 'foo'"):
+        parse_cells("gru,foo")
+    with pytest.raises(ValueError, match="repeated"):
+        parse_cells("gru,gru")
+    assert parse_lr_range("1e-4:1e-2") == (1e-4, 1e-2)
+    with pytest.raises(ValueError, match="HI 'x' is not a number"):
+        parse_lr_range("1e-4:x")
+    with pytest.raises(ValueError, match="LO must not exceed HI"):
+        parse_lr_range("1e-2:1e-4")
+
+
+def test_trials_and_paper_sizes(tiny: Path, tmp_path: Path) -> None:
+    cfg = SweepConfig(dataset=str(tiny), out=str(tmp_path), lr_candidates=3, seeds=2)
+    assert cfg.hidden_sizes() == {"gru": 46, "lstm": 36, "tanh": 100}
+    trials = cfg.trials()
+    assert len(trials) == 3 * 3 * 2
+    names = [t.name for t in trials]
+    assert len(set(names)) == len(names)
+    first = trials[0]
+    assert first.name == f"gru-lr{first.lr:.3e}-s0" and first.out == tmp_path.resolve() / first.name
+    assert first.config.lr == first.lr and first.config.hidden == 46
+    assert first.config.weight_noise == 0.075 and first.config.optimizer == "rmsprop"
+    with pytest.raises(ValueError, match="no default hidden size; give one with --hidden mgu=H"):
+        replace(cfg, cells=("mgu",)).trials()
+    assert replace(cfg, cells=("gru",), hidden={"gru": 5, "lstm": 3}).hidden_sizes() == {"gru": 5}
+    with pytest.raises(ValueError, match="set by the sweep"):
+        replace(cfg, train_options={"lr": 0.1}).trials()
+    with pytest.raises(ValueError, match="epochs"):
+        replace(cfg, train_options={"epochs": 0}).trials()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def test_local_sweep_table(local_sweep: SweepResult) -> None:
+    res = local_sweep
+    assert res.data["status"] == "finished" and not res.failed
+    assert [t["status"] for t in res.trials] == ["ok"] * 4
+    for row in res.cells:
+        mine = [t for t in res.trials if t["cell"] == row["cell"]]
+        best = min(mine, key=lambda t: t["valid_nll"])  # chosen by validation NLL only
+        assert row["lr"] == best["lr"]
+        assert (row["train_nll"], row["valid_nll"], row["test_nll"]) == (
+            best["train_nll"],
+            best["valid_nll"],
+            best["test_nll"],
+        )
+        assert row["trials_ok"] == 2 and row["trials_failed"] == 0
+        assert row["wall_seconds"] > 0
+    root = Path(res.data["sweep"]["out"])
+    for t in res.trials:
+        metrics = json.loads((Path(t["run_dir"]) / "metrics.json").read_text())
+        assert metrics["status"] == "finished" and metrics["valid_nll"] == t["valid_nll"]
+        assert Path(t["run_dir"]).parent == root
+    on_disk = json.loads((root / RESULTS_JSON).read_text())
+    assert on_disk["cells"] == res.cells and on_disk["trials"] == res.trials
+    with (root / RESULTS_CSV).open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["cell"] for r in rows] == ["gru", "lstm"]
+    assert float(rows[0]["valid_nll"]) == res.cells[0]["valid_nll"]
+    with (root / TRIALS_CSV).open() as f:
+        assert [r["name"] for r in csv.DictReader(f)] == [t["name"] for t in res.trials]
+
+
+def test_dask_gives_the_same_table(
+    local_sweep: SweepResult, tiny: Path, tmp_path: Path, no_hook: None
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        dashboard_address=None,
+    ) as cluster:
+        address = cluster.scheduler_address.replace("tcp://", "dask://")
+        res = run_sweep(tiny_sweep(tiny, tmp_path / "dask"), executor=address)
+    assert res.data["executor"] == address
+    _assert_same_table(local_sweep, res)
+
+
+def test_dask_reports_a_failing_trial(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    cfg = tiny_sweep(tiny, tmp_path / "dask", cells=("gru",))
+    victim = cfg.trials()[1].name
+    monkeypatch.setenv(TEST_HOOK_ENV, f"raise:{victim}")  # threads: raise, never exit
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
+    ) as cluster:
+        res = run_sweep(cfg, executor=cluster.scheduler_address.replace("tcp://", "dask://"))
+    (failed,) = res.failed
+    assert failed["name"] == victim and TEST_HOOK_ENV in failed["error"]
+    assert res.cells[0]["trials_ok"] == 1 and res.cells[0]["trials_failed"] == 1
+    assert res.cells[0]["lr"] == cfg.trials()[0].lr  # chosen among the trials that finished
+
+
+def test_killed_trial_then_rerun(
+    local_sweep: SweepResult,
+    tiny: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "sweep"
+    cfg = tiny_sweep(tiny, out)
+    victim = cfg.trials()[1].name  # runs beside the first trial on the 2 workers
+    argv = [
+        "sweep",
+        "--dataset",
+        str(tiny),
+        "--out",
+        str(out),
+        "--cells",
+        "gru,lstm",
+        "--hidden",
+        "gru=4,lstm=3",
+        "--lr-candidates",
+        "2",
+        "--lr-range",
+        "1e-3:3e-2",
+        "--executor",
+        "local:2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--patience",
+        "0",
+        "--eval-batch-size",
+        "4",
+    ]
+    monkeypatch.setenv(TEST_HOOK_ENV, f"exit:{victim}")
+    assert main(argv) == 1
+    stdout, stderr = capsys.readouterr()
+    assert "gru" in stdout and "lstm" in stdout  # the table is printed
+    assert stderr.strip().splitlines()[-1].startswith("minigrad: error: 1 of 4 trials failed")
+    doc = json.loads((out / RESULTS_JSON).read_text())
+    by_name = {t["name"]: t for t in doc["trials"]}
+    assert by_name[victim]["status"] == "failed"
+    assert "BrokenProcessPool" in by_name[victim]["error"]
+    assert [n for n, t in by_name.items() if t["status"] == "ok"] == [
+        t.name for t in cfg.trials() if t.name != victim
+    ]
+    gru = doc["cells"][0]
+    assert (gru["trials_ok"], gru["trials_failed"]) == (1, 1)
+    assert gru["lr"] == cfg.trials()[0].lr
+    lstm = local_sweep.cells[1]
+    assert doc["cells"][1]["valid_nll"] == pytest.approx(lstm["valid_nll"], rel=1e-12)
+
+    # Re-run without the hook: the finished trials are skipped, the killed one runs;
+    # a trial that lost its metrics (but kept its checkpoint) is resumed.
+    monkeypatch.delenv(TEST_HOOK_ENV)
+    lost = cfg.trials()[3]
+    (lost.out / "metrics.json").unlink()
+    stamps = {
+        t.name: (t.out / "metrics.json").stat().st_mtime_ns
+        for t in cfg.trials()[:3]
+        if t.name != victim
+    }
+    assert main(argv) == 0
+    capsys.readouterr()
+    doc = json.loads((out / RESULTS_JSON).read_text())
+    by_name = {t["name"]: t for t in doc["trials"]}
+    assert all(t["status"] == "ok" for t in by_name.values())
+    assert by_name[victim]["reused"] is False and by_name[lost.name]["resumed"] is True
+    for name, stamp in stamps.items():
+        assert by_name[name]["reused"] is True
+        assert (out / name / "metrics.json").stat().st_mtime_ns == stamp
+    res = SweepResult(doc, {})
+    _assert_same_table(local_sweep, res)
+
+
+def test_finished_runs_with_other_options_are_not_reused(
+    local_sweep: SweepResult, tmp_path: Path, no_hook: None
+) -> None:
+    src = Path(local_sweep.data["sweep"]["out"])
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    data = local_sweep.data["sweep"]["dataset"]
+    cfg = tiny_sweep(Path(data), out, train_options={**TRAIN_OPTIONS, "epochs": 3})
+    res = run_sweep(cfg)
+    assert len(res.failed) == 4
+    assert all(
+        "holds a finished run with other options (epochs: 2" in t["error"] for t in res.failed
+    )
+    same = run_sweep(tiny_sweep(Path(data), out))  # the original options: everything reused
+    assert all(t["reused"] for t in same.trials)
+    _assert_same_table(local_sweep, same)
+
+
+def test_blas_environment_is_set_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with models.sweep._blas_env():
+        assert {k: os.environ.get(k) for k in BLAS_ENV} == dict.fromkeys(BLAS_ENV, "1")
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+
+
+def test_trials_run_with_one_blas_thread(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    seen: dict[str, str | None] = {}
+
+    def fake_train(*args: Any, **kwargs: Any) -> Any:
+        seen.update({k: os.environ.get(k) for k in BLAS_ENV})
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(models.sweep, "train", fake_train)  # the workers are threads here
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    cfg = tiny_sweep(tiny, tmp_path / "s", cells=("gru",), lr_candidates=1)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
+    ) as cluster:
+        res = run_sweep(cfg, executor=cluster.scheduler_address.replace("tcp://", "dask://"))
+    assert seen == dict.fromkeys(BLAS_ENV, "1")
+    assert [t["error"] for t in res.failed] == ["RuntimeError: stop here"]
+
+
+def test_sweep_command_errors(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["sweep", "--dataset", str(tiny), "--out", str(tmp_path / "s")]
+    for extra, code, fragment in [
+        (["--cells", "gru,foo"], 1, "unknown cell 'foo'"),
+        (["--executor", "threads"], 1, "expected local, local:N or dask://HOST:PORT"),
+        (["--lr-range", "1e-2"], 1, "expected LO:HI"),
+        (["--lr-candidates", "0"], 1, "--lr-candidates must be an integer >= 1"),
+        (["--cells", "mgu"], 1, "give one with --hidden mgu=H"),
+        (["--epochs", "zero"], 2, "invalid int value"),
+    ]:
+        assert main([*base, *extra]) == code
+        out, err = capsys.readouterr()
+        assert out == "" and fragment in err
+        if code == 1:
+            assert len(err.strip().splitlines()) == 1
+    assert (
+        main(["sweep", "--dataset", str(tmp_path / "none.npz"), "--out", str(tmp_path / "s")]) == 1
+    )
+    assert "neither an embedded dataset" in capsys.readouterr().err
+    assert main(["sweep", "--help"]) == 0
+    assert "dask://HOST:PORT" in capsys.readouterr().out
+
+
+def test_dask_without_distributed_names_the_extra(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
+    out = tmp_path / "s"
+    argv = [
+        "sweep",
+        "--dataset",
+        str(tiny),
+        "--out",
+        str(out),
+        "--executor",
+        "dask://127.0.0.1:8786",
+    ]
+    assert main(argv) == 1
+    stdout, stderr = capsys.readouterr()
+    assert stdout == ""
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("minigrad: error: --executor dask://127.0.0.1:8786 needs")
+    assert 'pip install "minigrad[dask]"' in line
+    assert not out.exists()  # nothing was started
