@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # one training epoch on JSB: GRU 46, batches of 8, sigmoid read-out
-    source = args.dataset or (str(SHARED_JSB) if SHARED_JSB.exists() else "jsb_chorales")
+    source = args.dataset or (str(SHARED_JSB) if SHARED_JSB.exists() else "bach_chorales")
     data = load_dataset(source)
     model = SequenceModel("gru", hidden_size=46, dtype=np.float64, seed=0)
     ref_params = {k: v.copy() for k, v in model.params.items()}

@@ -7,7 +7,7 @@ once when the dataset is loaded, plus the offsets where each sequence starts.
 
 Three sources are read:
 
-* the embedded dataset :data:`EMBEDDED` (``"jsb_chorales"``), Bach chorales
+* the embedded dataset :data:`EMBEDDED` (``"bach_chorales"``), Bach chorales
   built from the music21 corpus and shipped in ``models/datasets``;
 * a ``.npz`` archive in the layout below (:func:`load_npz`);
 * the benchmark's original Python pickles (``JSB Chorales.pickle``,
@@ -67,7 +67,7 @@ N_PITCHES: Final = 88
 """Number of piano keys, the width of a piano roll (MIDI 21..108)."""
 PITCH_HI: Final = PITCH_LO + N_PITCHES - 1
 
-EMBEDDED: Final = "jsb_chorales"
+EMBEDDED: Final = "bach_chorales"
 """Name of the default dataset shipped in ``models/datasets``."""
 EMBEDDED_DATASETS: Final[tuple[str, ...]] = (EMBEDDED,)
 """Every name :func:`load_dataset` resolves to a file in ``models/datasets``."""
@@ -204,7 +204,7 @@ class Dataset:
     """A named dataset of three splits.
 
     Attributes:
-        name: the embedded name or the file's stem, e.g. ``"jsb_chorales"``.
+        name: the embedded name or the file's stem, e.g. ``"bach_chorales"``.
         train: training sequences.
         valid: validation sequences.
         test: test sequences.

@@ -170,7 +170,7 @@ class PrimeSpec:
         if len(parts) != 4:
             raise ValueError(
                 f"{pre}: expected {cls.FORMAT} (4 parts separated by ':', e.g. "
-                f"jsb_chorales:test:0:16), got {len(parts)} part(s)"
+                f"bach_chorales:test:0:16), got {len(parts)} part(s)"
             )
         dataset, split, index_text, steps_text = (p.strip() for p in parts)
         if split not in SPLIT_NAMES:
@@ -282,7 +282,7 @@ def add_sample(sub: Subparsers) -> None:
         default=None,
         metavar=PrimeSpec.FORMAT,
         help="read the first STEPS frames of a dataset's sequence first "
-        "(e.g. jsb_chorales:test:0:16; an empty DATASET is the model's own)",
+        "(e.g. bach_chorales:test:0:16; an empty DATASET is the model's own)",
     )
     p.add_argument(
         "-o", "--out", default=None, metavar="FILE", help="the song: .mid / .midi or .npz"

@@ -117,7 +117,7 @@ class TrainConfig:
     included, in well under three minutes on a quiet two-core machine.
 
     Args:
-        dataset: an embedded dataset name (``"jsb_chorales"``) or the path of
+        dataset: an embedded dataset name (``"bach_chorales"``) or the path of
             a ``.npz`` or original ``.pickle`` dataset.
         cell: ``"gru"``, ``"gru_reset_after"``, ``"lstm"``, ``"tanh"`` or ``"mgu"``.
         hidden: H, the state size of every layer, >= 1.
@@ -145,7 +145,7 @@ class TrainConfig:
         eval_batch_size: sequences per batch when scoring a split, >= 1.
     """
 
-    dataset: str = "jsb_chorales"
+    dataset: str = "bach_chorales"
     cell: str = "gru"
     hidden: int = 46
     layers: int = 1
@@ -254,7 +254,7 @@ class TrainConfig:
 
 
 CONFIG_HELP: dict[str, str] = {
-    "dataset": "embedded dataset name (jsb_chorales) or path of a .npz / .pickle dataset",
+    "dataset": "embedded dataset name (bach_chorales) or path of a .npz / .pickle dataset",
     "cell": "recurrent cell",
     "hidden": "state size H of every layer",
     "layers": "number of stacked recurrent layers",

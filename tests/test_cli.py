@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _write_tiny_npz(path: Path, n: int = 4, max_len: int = 12) -> Path:
     """A small dataset in the shared .npz layout, cut from the embedded chorales."""
-    full = load_dataset("jsb_chorales")
+    full = load_dataset("bach_chorales")
     arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
     for name in ("train", "valid", "test"):
         split = full.split(name)
@@ -96,7 +96,7 @@ def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
         "--config FILE.toml",
         "--print-config",
         "(default: float64)",
-        "(default: jsb_chorales)",
+        "(default: bach_chorales)",
     ):
         assert piece in text, piece
     assert main(["--help"]) == 0
@@ -156,7 +156,7 @@ def test_print_config_toml_round_trips(tmp_path: Path, capsys: pytest.CaptureFix
 def test_print_config_resolves_out_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--print-config", "json", "--cell", "lstm", "--hidden", "36"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["out"] == "runs/jsb_chorales-lstm-h36-s0"
+    assert data["out"] == "runs/bach_chorales-lstm-h36-s0"
     assert data["epochs"] == TrainConfig().epochs
 
 

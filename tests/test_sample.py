@@ -164,7 +164,7 @@ def test_load_model_from_checkpoint_and_model_file(run_dir: Path, model: Sequenc
 @pytest.mark.parametrize(
     ("spec", "fragment"),
     [
-        ("jsb_chorales", "expected DATASET:SPLIT:INDEX:STEPS"),
+        ("bach_chorales", "expected DATASET:SPLIT:INDEX:STEPS"),
         ("test:0:4", "got 3 part(s)"),
         ("{tiny}:dev:0:4", "SPLIT 'dev' is not one of train, valid, test"),
         ("{tiny}:test:first:4", "INDEX 'first' is not an integer"),

@@ -44,7 +44,7 @@ def write_tiny_npz(
     path: Path, n_train: int = 6, n_valid: int = 3, n_test: int = 3, max_len: int = 20
 ) -> Path:
     """A small dataset in the shared .npz layout, cut from the embedded chorales."""
-    full = load_dataset("jsb_chorales")
+    full = load_dataset("bach_chorales")
     arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
     for name, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
         split = full.split(name)
@@ -227,7 +227,7 @@ def test_model_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="dtype"):
         SequenceModel(dtype=np.int32)
     m = SequenceModel(hidden_size=3)
-    b = next(batches(load_dataset("jsb_chorales").test.subset([0]), 1, dtype=np.float32))
+    b = next(batches(load_dataset("bach_chorales").test.subset([0]), 1, dtype=np.float32))
     with pytest.raises(ValueError, match=r"float32.*float64"):
         m.loss_and_grads(b)
 

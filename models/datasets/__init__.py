@@ -1,5 +1,5 @@
 """Datasets shipped with minigrad's models, read through :func:`models.data.load_dataset`.
 
-``jsb_chorales.npz`` is built by :mod:`models.datasets.build_chorales`; see
+``bach_chorales.npz`` is built by :mod:`models.datasets.build_chorales`; see
 ``README.md`` in this folder for its provenance and counts.
 """

@@ -47,7 +47,7 @@ from models.data import N_PITCHES, PITCH_LO, load_npz
 SPLITS: tuple[str, str, str] = ("train", "valid", "test")
 FORMAT_VERSION = 1
 PITCH_HI = PITCH_LO + N_PITCHES - 1
-DEFAULT_OUT = Path(__file__).resolve().parent / "jsb_chorales.npz"
+DEFAULT_OUT = Path(__file__).resolve().parent / "bach_chorales.npz"
 EXCLUDED = frozenset({"bwv846.mxl"})  # Well-Tempered Clavier prelude, not a chorale
 _EPS = 1e-6
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
