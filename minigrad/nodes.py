@@ -169,7 +169,7 @@ def _sigmoid_into(out: Array, x: Array) -> None:
     np.negative(x, out=out)
     np.exp(out, out=out)
     out += 1
-    np.reciprocal(out, out=out)
+    np.divide(1, out, out=out)
 
 
 def _same_dtype(node: Node, dtypes: Sequence[np.dtype[np.floating]]) -> np.dtype[np.floating]:
@@ -771,7 +771,7 @@ class Sigmoid(Node):
             (np.negative, (xs[0], out)),
             (np.exp, (out, out)),
             (np.add, (out, 1, out)),
-            (np.reciprocal, (out, out)),
+            (np.divide, (1, out, out)),
         ]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:

@@ -312,8 +312,10 @@ class Plan:
         states: Mapping[str, Array] | None = None,
         mask: Array | BoolArray | None = None,
     ) -> tuple[float, Gradients]:
-        """Forward then backward; returns ``(loss, gradients)``."""
-        run = self.forward(params, inputs, states, mask)
+        """Forward then backward; returns ``(loss, gradients)`` (no outputs are copied)."""
+        batch = self._batch_size(inputs, states)
+        ws = self._workspace(batch, mask is not None)
+        run = ws.forward(params, inputs, states or {}, mask, with_outputs=False)
         return run.loss, self.backward(run)
 
     def first_nonfinite(self, run: Run) -> tuple[str, int] | None:
@@ -1213,6 +1215,7 @@ class _Workspace:
         inputs: Mapping[str, Array],
         states: Mapping[str, Array],
         mask: Array | BoolArray | None,
+        with_outputs: bool = True,
     ) -> Run:
         self._load(params, inputs, states, mask)
         # exp() overflowing to inf inside a sigmoid is exact (1 / inf = 0): not worth a warning
@@ -1226,7 +1229,7 @@ class _Workspace:
             vals = self.bufs["op:" + name]
             loss += float(np.sum(vals * self.mask) if self.masked else np.sum(vals))
         outputs: dict[str, Array] = {}
-        for o, n in cell.outputs.items():
+        for o, n in cell.outputs.items() if with_outputs else ():
             arr = self.bufs[_buffer_of(cell, n)]
             if cell.kind(n) == "state":
                 arr = arr[: self.T]
