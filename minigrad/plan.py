@@ -711,12 +711,15 @@ class _Workspace:
         self._sliced = sliced
         self._skip_carry = skip_carry
         self._backward_bound = False
+        self._bindings: dict[bool, tuple[Any, ...]] = {}
         self.gbufs: dict[str, Array] = {}
         self.bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
 
-    def _bind_backward(self) -> None:
+    def _bind_backward(self, output_seeds: bool) -> None:
         """Gradient buffers and the backward instruction list, made at the first backward
-        pass (a workspace used only for forward passes never allocates them)."""
+        pass (a workspace used only for forward passes never allocates them). There are
+        two bindings: with gradients given for the outputs, and without (then nothing
+        needs to seed, and zero, the outputs' gradient regions)."""
         self._backward_bound = True
         plan = self.plan
         cell = plan.cell
@@ -1020,9 +1023,9 @@ class _Workspace:
             )
 
         # which writes assign and which add: simulate the pass on boolean shadows
-        seeds = [("op:" + n) for n in cell.losses] + [
-            _buffer_of(cell, n) for n in cell.outputs.values()
-        ]
+        seeds = [("op:" + n) for n in cell.losses]
+        if output_seeds:
+            seeds += [_buffer_of(cell, n) for n in cell.outputs.values()]
 
         def seed_view(b: Mapping[str, Any], key: str) -> Any:
             arr = b[key]
@@ -1248,8 +1251,19 @@ class _Workspace:
                 raise ValueError(
                     f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
                 )
-        if not self._backward_bound:
-            self._bind_backward()
+        with_outputs = bool(grad_outputs)
+        binding = self._bindings.get(with_outputs)
+        if binding is None:
+            self._bind_backward(with_outputs)
+            self._bindings[with_outputs] = (
+                self.gbufs,
+                self.factor_jobs,
+                self._zero,
+                self.seed_modes,
+                self.bwd,
+            )
+        else:
+            self.gbufs, self.factor_jobs, self._zero, self.seed_modes, self.bwd = binding
         for arr in self._zero:
             arr.fill(0)
         for name in cell.losses:
@@ -1264,7 +1278,7 @@ class _Workspace:
                 gl += loss_scale
             else:
                 gl.fill(loss_scale)
-        for o, n in cell.outputs.items():
+        for o, n in cell.outputs.items() if with_outputs else ():
             key = _buffer_of(cell, n)
             target = self.gbufs[key]
             if cell.kind(n) == "state":
