@@ -19,8 +19,16 @@ at step t reads and writes the views ``buffer[t]``. A plan is bound once per
 (batch size, masked or not) into a workspace: preallocated buffers and tuples
 of views, so running a batch does no networkx or dictionary work per node.
 
-Graph passes (``passes=``) rewrite the symbolic plan before it is bound; the
-instruction list and ``BufRef`` are the seam they work on.
+Graph passes (``passes=``, see ``minigrad.passes``) work at three levels:
+cell rewrites before unrolling (merged GEMMs, folded biases, fused siblings),
+schedules of the symbolic instruction list (``Instr`` over ``BufRef`` views:
+time batching, deferred weight gradients), and choices made when a workspace
+is bound (views, shared and reused buffers, precomputed Jacobians, flat
+ufunc calls). Whatever the passes, a backward pass does the same thing: it
+seeds the loss (and given output gradients), then runs the bound calls, in
+which the first write into each gradient region assigns and later ones add.
+``passes=()`` gives the plain plan, one instruction per node and step, which
+the tests use as the reference.
 
 Masks: with ``mask`` (T, B) given, a padded step (mask 0) carries each state
 unchanged, its loss terms count zero, its outputs come back as zeros and any
