@@ -48,6 +48,7 @@ from minigrad import nodes as N
 from minigrad.errors import DTypeError, GraphError, ShapeError
 from minigrad.init import Initializer, zeros
 from minigrad.types import BATCH, Array, FloatDType, Shape, SymShape
+from minigrad.types import format_shape as _fmt
 
 if TYPE_CHECKING:
     from minigrad.plan import Plan
@@ -80,10 +81,6 @@ __all__ = [
 
 Kind = Literal["input", "param", "state", "op"]
 _KIND_WORDS = {"input": "an input", "param": "a parameter", "state": "a state", "op": "a node"}
-
-
-def _fmt(shape: SymShape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _as_shape(shape: int | Iterable[int], what: str) -> Shape:
@@ -501,6 +498,9 @@ class Cell:
         order: the operations in a deterministic topological order.
         outputs: output name -> node name.
         losses: the nodes whose (B,) values are summed into the loss.
+        readers: name -> the ``(node, input slot)`` pairs that read it.
+        pinned: the outputs, loss terms and state updates (values that leave
+            the step, which graph passes must keep).
     """
 
     def __init__(
@@ -528,6 +528,15 @@ class Cell:
         self.outputs = outputs
         self.losses = losses
         self._kinds: dict[str, Kind] = {n: d["kind"] for n, d in graph.nodes(data=True)}
+        #: name -> the (node, input slot) pairs that read it, in topological order
+        self.readers: dict[str, list[tuple[str, int]]] = {}
+        for n in order:
+            for j, r in enumerate(ops[n].inputs):
+                self.readers.setdefault(r, []).append((n, j))
+        #: nodes whose values leave the step: outputs, loss terms and state updates
+        self.pinned: frozenset[str] = frozenset(
+            {*outputs.values(), *losses, *(st.update for st in states.values())}
+        )
         self._plans: dict[tuple[object, ...], Plan] = {}
 
     def __repr__(self) -> str:

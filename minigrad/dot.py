@@ -28,7 +28,7 @@ from pathlib import Path
 
 from minigrad.cell import Cell
 from minigrad.errors import MinigradError
-from minigrad.types import SymShape
+from minigrad.types import format_shape as _fmt
 from minigrad.unroll import SHARED, Key, unroll
 
 __all__ = [
@@ -109,10 +109,6 @@ def dot_quote(text: str) -> str:
 def _label(*lines: str) -> str:
     """A quoted DOT label with one line per argument."""
     return '"' + "\\n".join(_escape(line) for line in lines) + '"'
-
-
-def _fmt(shape: SymShape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _fresh(base: str, taken: set[str]) -> str:

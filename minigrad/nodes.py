@@ -33,6 +33,7 @@ import numpy as np
 
 from minigrad.errors import DTypeError, ShapeError
 from minigrad.types import BATCH, Array, Dim, SymShape
+from minigrad.types import format_shape as _fmt
 
 Call = tuple[Callable[..., Any], tuple[Any, ...]]
 """A bound numpy call ``(f, args)``, run as ``f(*args)``."""
@@ -64,10 +65,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 # helpers
-
-
-def _fmt(shape: SymShape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def broadcast_shapes(*shapes: SymShape) -> SymShape:

@@ -235,13 +235,7 @@ def merge_matmuls(cell: Cell) -> Cell:
 def reassociate_adds(cell: Cell) -> Cell:
     """Group the step-independent terms of Add trees (see the module docstring)."""
     phase = classify(cell)
-    uses: dict[str, int] = {}
-    for n in cell.order:
-        for r in cell.ops[n].inputs:
-            uses[r] = uses.get(r, 0) + 1
-    pinned = (
-        set(cell.outputs.values()) | set(cell.losses) | {s.update for s in cell.states.values()}
-    )
+    pinned = cell.pinned
 
     def is_add(n: str) -> bool:
         return n in cell.ops and type(cell.ops[n].op) is N.Add
@@ -261,7 +255,12 @@ def reassociate_adds(cell: Cell) -> Cell:
         stack = list(reversed(cell.ops[root].inputs))
         while stack:
             r = stack.pop()
-            if is_add(r) and uses.get(r, 0) == 1 and r not in pinned and phase[r] == phase[root]:
+            if (
+                is_add(r)
+                and len(cell.readers.get(r, ())) == 1
+                and r not in pinned
+                and phase[r] == phase[root]
+            ):
                 inner.append(r)
                 stack.extend(reversed(cell.ops[r].inputs))
             else:
@@ -293,18 +292,6 @@ def reassociate_adds(cell: Cell) -> Cell:
     return _rebuild(cell, ops) if changed else cell
 
 
-def _consumers(cell: Cell) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for n in cell.order:
-        for r in cell.ops[n].inputs:
-            out.setdefault(r, []).append(n)
-    return out
-
-
-def _pinned(cell: Cell) -> set[str]:
-    return set(cell.outputs.values()) | set(cell.losses) | {s.update for s in cell.states.values()}
-
-
 def _bias_of(cell: Cell, add: str, value: str) -> str | None:
     """If ``add`` is ``value + b`` (either order) with ``b`` a shared vector, return ``b``."""
     spec = cell.ops[add]
@@ -320,8 +307,8 @@ def _bias_of(cell: Cell, add: str, value: str) -> str | None:
 
 def fold_bias(cell: Cell) -> Cell:
     """Fold bias additions into their MatMul (see the module docstring)."""
-    uses = _consumers(cell)
-    pinned = _pinned(cell)
+    uses = {r: [n for n, _j in rs] for r, rs in cell.readers.items()}
+    pinned = cell.pinned
     ops = _ops(cell)
     changed = False
     for m in cell.order:
@@ -393,7 +380,7 @@ def fuse_siblings(cell: Cell) -> Cell:
 
 def _fuse_once(cell: Cell) -> Cell:
     phase = classify(cell)
-    pinned = _pinned(cell)
+    pinned = cell.pinned
     Ranges = tuple[tuple[int, int], ...]
     groups: dict[tuple[type, str, tuple[str, ...], Phase], list[tuple[Ranges, str]]] = {}
     for n in cell.order:
@@ -455,7 +442,7 @@ def _fuse_once(cell: Cell) -> Cell:
         return cell
     # drop the slices nobody reads any more
     while True:
-        used = {r for _op, ins in ops.values() for r in ins} | _pinned(cell)
+        used = {r for _op, ins in ops.values() for r in ins} | cell.pinned
         dead = [n for n, (op, _ins) in ops.items() if type(op) is N.Slice and n not in used]
         if not dead:
             break

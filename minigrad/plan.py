@@ -529,15 +529,6 @@ def compile_plan(
                 views[n] = (cell.ops[n].inputs[0], op.start, op.stop)
     shared_grads: dict[str, str] = {}
     if "share_add_grads" in names:
-        uses: dict[str, int] = {}
-        for n in cell.order:
-            for r in cell.ops[n].inputs:
-                uses[r] = uses.get(r, 0) + 1
-        pinned = (
-            set(cell.outputs.values())
-            | set(cell.losses)
-            | {st.update for st in cell.states.values()}
-        )
         for n in cell.order:
             spec = cell.ops[n]
             if type(spec.op) is not Add or spec.static:
@@ -548,8 +539,8 @@ def compile_plan(
                     and cell.kind(r) == "op"
                     and not cell.ops[r].static
                     and cell.spec_shape(r) == spec.shape
-                    and uses.get(r, 0) == 1
-                    and r not in pinned
+                    and len(cell.readers.get(r, ())) == 1
+                    and r not in cell.pinned
                 ):
                     shared_grads[r] = n
         # follow chains of Adds to the last one
@@ -626,11 +617,6 @@ class _Workspace:
         # values that no backward step reads may be overwritten by their only consumer
         self.inplace: dict[str, str] = {}
         if "reuse_buffers" in plan.passes:
-            uses: dict[str, int] = {}
-            for n in cell.order:
-                for r in cell.ops[n].inputs:
-                    uses[r] = uses.get(r, 0) + 1
-            pinned = set(cell.outputs.values()) | set(cell.losses) | set(updaters)
             for n in cell.order:
                 spec = cell.ops[n]
                 op = spec.op
@@ -642,8 +628,8 @@ class _Workspace:
                         cell.kind(r) == "op"
                         and not cell.ops[r].static
                         and r not in views
-                        and r not in pinned
-                        and uses.get(r, 0) == 1
+                        and r not in cell.pinned
+                        and len(cell.readers.get(r, ())) == 1
                         and cell.spec_shape(r) == spec.shape
                         and cell.ops[r].dtype == spec.dtype
                         and not op.uses_input(slot)
@@ -887,15 +873,8 @@ class _Workspace:
         for ins in plan.backward_instrs:
             if ins.kind == "op" and ins.step >= 0 and ins.name not in loop_instr:
                 loop_instr[ins.name] = ins
-        readers: dict[str, list[tuple[str, int]]] = {}
-        for n in cell.order:
-            for j, r in enumerate(cell.ops[n].inputs):
-                readers.setdefault(r, []).append((n, j))
-        pinned_names = (
-            set(cell.outputs.values())
-            | set(cell.losses)
-            | {st.update for st in cell.states.values()}
-        )
+        readers = cell.readers
+        pinned_names = cell.pinned
         Use = tuple[str, int, tuple[int, int] | None]
         chains: dict[str, list[Use]] = {}
         if "chain_factors" in plan.passes and use_factors:

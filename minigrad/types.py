@@ -32,6 +32,12 @@ DTypeLike: TypeAlias = npt.DTypeLike
 
 BATCH: BatchDim = "B"
 
+
+def format_shape(shape: tuple[object, ...]) -> str:
+    """A shape as Python writes a tuple: ``(B, 4)``, ``(4,)``, ``()``."""
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 __all__ = [
     "BATCH",
     "AnyArray",
@@ -44,4 +50,5 @@ __all__ = [
     "IntArray",
     "Shape",
     "SymShape",
+    "format_shape",
 ]

@@ -26,14 +26,10 @@ import numpy as np
 from minigrad.cell import Cell, CellBuilder, l2_loss
 from minigrad.errors import ShapeError
 from minigrad.plan import Plan
-from minigrad.types import Array, FloatDType
+from minigrad.types import Array, FloatDType, format_shape
 from models.cells import CELLS, INITS, layer_prefix, lstm, stack
 
 __all__ = ["RecurrentModel", "check_array"]
-
-
-def _shape_text(shape: tuple[Any, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_array(
@@ -61,7 +57,7 @@ def check_array(
         ShapeError: wrong number of dimensions or sizes (a ``ValueError``).
         ValueError: not a numpy array, or another dtype (no silent casting).
     """
-    expected = _shape_text(shape) + (f" = {dims}" if dims else "")
+    expected = format_shape(shape) + (f" = {dims}" if dims else "")
     if not isinstance(arr, np.ndarray):
         raise ValueError(
             f"{what} must be a numpy array of shape {expected} and dtype {dtype.name}, "
