@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from npz_layout import write_npz_dataset
 
 import models.train as train_mod
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.cli import build_parser, config_to_toml, main
-from models.data import PITCH_LO, load_dataset
+from models.data import load_dataset
 from models.train import ConsoleReporter, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,22 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def _write_tiny_npz(path: Path, n: int = 4, max_len: int = 12) -> Path:
     """A small dataset in the shared .npz layout, cut from the embedded chorales."""
     full = load_dataset("bach_chorales")
-    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
-    for name in ("train", "valid", "test"):
-        split = full.split(name)
-        notes: list[int] = []
-        steps, seqs = [0], [0]
-        for i in range(n):
-            seq = split.sequence(i)[:max_len]
-            for frame in seq:
-                notes.extend(int(k) + PITCH_LO for k in np.flatnonzero(frame))
-                steps.append(len(notes))
-            seqs.append(seqs[-1] + len(seq))
-        arrays[f"{name}_notes"] = np.asarray(notes, dtype=np.int16)
-        arrays[f"{name}_step_offsets"] = np.asarray(steps, dtype=np.int32)
-        arrays[f"{name}_seq_offsets"] = np.asarray(seqs, dtype=np.int32)
-    np.savez(path, **arrays)
-    return path
+    splits = {
+        name: [full.split(name).sequence(i)[:max_len] for i in range(n)]
+        for name in ("train", "valid", "test")
+    }
+    return write_npz_dataset(path, splits)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from npz_layout import write_npz_dataset
 
 import models.sample  # noqa: F401  (registers ``minigrad sample``)
 from models.cli import main
@@ -23,27 +24,11 @@ SVG = "{http://www.w3.org/2000/svg}"
 # --------------------------------------------------------------------------- fixtures
 
 
-def _split_arrays(seqs: list[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    notes: list[int] = []
-    step_offsets = [0]
-    seq_offsets = [0]
-    for seq in seqs:
-        for frame in seq:
-            notes.extend(int(k) + PITCH_LO for k in np.flatnonzero(frame))
-            step_offsets.append(len(notes))
-        seq_offsets.append(seq_offsets[-1] + len(seq))
-    return {
-        f"{prefix}_notes": np.asarray(notes, dtype=np.int16),
-        f"{prefix}_step_offsets": np.asarray(step_offsets, dtype=np.int32),
-        f"{prefix}_seq_offsets": np.asarray(seq_offsets, dtype=np.int32),
-    }
-
-
 def write_tiny_dataset(path: Path, seed: int = 0) -> Path:
     """A small synthetic dataset in the shared .npz layout: 4 sequences of 12..20
     steps per split, three or four notes per step between C3 and C5."""
     rng = np.random.default_rng(seed)
-    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
+    splits: dict[str, list[np.ndarray]] = {}
     for name in ("train", "valid", "test"):
         seqs = []
         for _ in range(4):
@@ -51,9 +36,8 @@ def write_tiny_dataset(path: Path, seed: int = 0) -> Path:
             for frame in roll:
                 frame[rng.choice(np.arange(48, 73) - PITCH_LO, int(rng.integers(3, 5)))] = 1
             seqs.append(roll)
-        arrays.update(_split_arrays(seqs, name))
-    np.savez(path, **arrays)
-    return path
+        splits[name] = seqs
+    return write_npz_dataset(path, splits)
 
 
 @pytest.fixture(scope="module")

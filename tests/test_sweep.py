@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from npz_layout import write_npz_dataset
 
 import models.sweep  # also registers ``minigrad sweep``
 from models.cli import main
@@ -38,27 +39,11 @@ from models.sweep import (
 # --------------------------------------------------------------------------- fixtures
 
 
-def _split_arrays(seqs: list[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    notes: list[int] = []
-    step_offsets = [0]
-    seq_offsets = [0]
-    for seq in seqs:
-        for frame in seq:
-            notes.extend(int(k) + PITCH_LO for k in np.flatnonzero(frame))
-            step_offsets.append(len(notes))
-        seq_offsets.append(seq_offsets[-1] + len(seq))
-    return {
-        f"{prefix}_notes": np.asarray(notes, dtype=np.int16),
-        f"{prefix}_step_offsets": np.asarray(step_offsets, dtype=np.int32),
-        f"{prefix}_seq_offsets": np.asarray(seq_offsets, dtype=np.int32),
-    }
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset in the shared .npz layout: 4 short sequences per split."""
     rng = np.random.default_rng(1)
-    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
+    splits: dict[str, list[np.ndarray]] = {}
     for name in ("train", "valid", "test"):
         seqs = []
         for _ in range(4):
@@ -66,10 +51,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for frame in roll:
                 frame[rng.choice(np.arange(55, 70) - PITCH_LO, 3)] = 1
             seqs.append(roll)
-        arrays.update(_split_arrays(seqs, name))
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, **arrays)
-    return path
+        splits[name] = seqs
+    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", splits)
 
 
 TRAIN_OPTIONS = {"epochs": 2, "batch_size": 2, "patience": 0, "eval_batch_size": 4}

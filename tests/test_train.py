@@ -12,32 +12,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from npz_layout import write_npz_dataset
 
 import models.train as train_mod
 from minigrad.errors import NonFiniteError
 from models.checkpoint import load_checkpoint
 from models.cli import main
-from models.data import PITCH_LO, Batch, Split, batches, load_dataset, load_npz
+from models.data import Batch, Split, batches, load_dataset, load_npz
 from models.sequence import SequenceModel, frame_counts, pad_batch
 from models.train import Reporter, TrainConfig, TrainingInterrupted, load_model, train
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _split_arrays(seqs: list[np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    notes: list[int] = []
-    step_offsets = [0]
-    seq_offsets = [0]
-    for seq in seqs:
-        for frame in seq:
-            notes.extend(int(k) + PITCH_LO for k in np.flatnonzero(frame))
-            step_offsets.append(len(notes))
-        seq_offsets.append(seq_offsets[-1] + len(seq))
-    return {
-        f"{prefix}_notes": np.asarray(notes, dtype=np.int16),
-        f"{prefix}_step_offsets": np.asarray(step_offsets, dtype=np.int32),
-        f"{prefix}_seq_offsets": np.asarray(seq_offsets, dtype=np.int32),
-    }
 
 
 def write_tiny_npz(
@@ -45,13 +30,11 @@ def write_tiny_npz(
 ) -> Path:
     """A small dataset in the shared .npz layout, cut from the embedded chorales."""
     full = load_dataset("bach_chorales")
-    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
-    for name, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
-        split = full.split(name)
-        seqs = [split.sequence(i)[: max_len - (i % 4)] for i in range(n)]
-        arrays.update(_split_arrays(seqs, name))
-    np.savez(path, **arrays)
-    return path
+    splits = {
+        name: [full.split(name).sequence(i)[: max_len - (i % 4)] for i in range(n)]
+        for name, n in (("train", n_train), ("valid", n_valid), ("test", n_test))
+    }
+    return write_npz_dataset(path, splits)
 
 
 @pytest.fixture(scope="module")
