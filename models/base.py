@@ -29,7 +29,7 @@ from minigrad.plan import Plan
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells import CELLS, INITS, layer_prefix, lstm, stack
 
-__all__ = ["RecurrentModel", "check_array"]
+__all__ = ["RecurrentModel", "check_array", "check_state_dict"]
 
 
 def check_array(
@@ -88,6 +88,56 @@ def _model_dtype(dtype: object) -> np.dtype[np.floating]:
         except TypeError:
             break
     raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+
+
+def check_state_dict(
+    current: Mapping[str, Array], d: object, *, where: str = "", what: str = "the model"
+) -> dict[str, Array]:
+    """Check a state dict against a model's parameters, changing nothing.
+
+    Args:
+        current: the model's parameters, ``{name: array}``.
+        d: the state dict given, which must have exactly the names, shapes and
+            dtypes of ``current``.
+        where: optional prefix for messages (a file name).
+        what: how messages name the model (``"a 'gru' model with hidden size 46"``).
+
+    Returns:
+        Copies of the arrays, in the order of ``current``.
+
+    Raises:
+        ValueError: naming the key at fault (missing, unexpected, not an array,
+            wrong shape, wrong dtype).
+    """
+    pre = f"{where}: " if where else ""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{pre}a state dict must be a mapping, got {type(d).__name__}")
+    missing = [k for k in current if k not in d]
+    if missing:
+        raise ValueError(f"{pre}state dict: key(s) {missing} of {what} are missing; got {list(d)}")
+    unexpected = [k for k in d if k not in current]
+    if unexpected:
+        raise ValueError(
+            f"{pre}state dict: unexpected key(s) {unexpected} for {what}; expected {list(current)}"
+        )
+    out: dict[str, Array] = {}
+    for k, cur in current.items():
+        v = d[k]
+        if not isinstance(v, np.ndarray):
+            raise ValueError(
+                f"{pre}state dict: key '{k}' must be a numpy array, got {type(v).__name__}"
+            )
+        if v.shape != cur.shape:
+            raise ValueError(
+                f"{pre}state dict: key '{k}' has shape {v.shape}, but {what} needs {cur.shape}"
+            )
+        if v.dtype != cur.dtype:
+            raise ValueError(
+                f"{pre}state dict: key '{k}' is {v.dtype}, but {what} is {cur.dtype} "
+                "(convert it explicitly; arrays are never cast silently)"
+            )
+        out[k] = np.array(v, copy=True)
+    return out
 
 
 class RecurrentModel:
@@ -182,45 +232,9 @@ class RecurrentModel:
         return {k: v.copy() for k, v in self.params.items()}
 
     def validate_state_dict(self, d: Mapping[str, object]) -> dict[str, Array]:
-        """Check a state dict against the model without changing the model.
-
-        Args:
-            d: ``{name: array}`` with exactly the model's parameter names,
-                shapes and dtype.
-
-        Returns:
-            Copies of the arrays, in the model's parameter order.
-
-        Raises:
-            ValueError: naming the key at fault (missing, unexpected, not an
-                array, wrong shape, wrong dtype).
-        """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"a state dict must be a mapping, got {type(d).__name__}")
-        missing = [k for k in self.params if k not in d]
-        if missing:
-            raise ValueError(f"state dict: missing key(s) {missing}; expected {list(self.params)}")
-        unexpected = [k for k in d if k not in self.params]
-        if unexpected:
-            raise ValueError(
-                f"state dict: unexpected key(s) {unexpected}; expected {list(self.params)}"
-            )
-        out: dict[str, Array] = {}
-        for k, cur in self.params.items():
-            v = d[k]
-            if not isinstance(v, np.ndarray):
-                raise ValueError(
-                    f"state dict: key '{k}' must be a numpy array, got {type(v).__name__}"
-                )
-            if v.shape != cur.shape:
-                raise ValueError(f"state dict: key '{k}' has shape {v.shape}, expected {cur.shape}")
-            if v.dtype != cur.dtype:
-                raise ValueError(
-                    f"state dict: key '{k}' has dtype {v.dtype}, expected {cur.dtype} "
-                    "(convert it explicitly; arrays are never cast silently)"
-                )
-            out[k] = np.array(v, copy=True)
-        return out
+        """Check a state dict against the model without changing the model
+        (``check_state_dict`` against ``self.params``)."""
+        return check_state_dict(self.params, d)
 
     def load_state_dict(self, d: Mapping[str, object]) -> None:
         """Replace every parameter by a copy of ``d[name]``.

@@ -43,6 +43,7 @@ from minigrad.errors import NonFiniteError
 from minigrad.init import pytorch_uniform
 from minigrad.plan import Plan, Run
 from minigrad.types import Array, FloatDType
+from models.base import check_state_dict
 from models.cells import CELLS, INITS, stack, state_names
 from models.data import N_PITCHES, Batch, Split, batches
 
@@ -243,39 +244,8 @@ class SequenceModel:
             ValueError: naming the key at fault (missing, unexpected, not an
                 array, wrong shape or dtype).
         """
-        pre = f"{where}: " if where else ""
         what = f"a {self.cell_type!r} model with hidden size {self.hidden_size}"
-        if not isinstance(d, Mapping):
-            raise ValueError(f"{pre}a state dict must be a mapping, got {type(d).__name__}")
-        missing = [k for k in self.params if k not in d]
-        if missing:
-            raise ValueError(
-                f"{pre}parameter(s) {missing} of {what} are missing; the file holds {list(d)}"
-            )
-        unexpected = [k for k in d if k not in self.params]
-        if unexpected:
-            raise ValueError(
-                f"{pre}unexpected parameter(s) {unexpected} for {what}; expected "
-                f"{list(self.params)}"
-            )
-        out: dict[str, Array] = {}
-        for k, cur in self.params.items():
-            v = d[k]
-            if not isinstance(v, np.ndarray):
-                raise ValueError(
-                    f"{pre}parameter '{k}' must be a numpy array, got {type(v).__name__}"
-                )
-            if v.shape != cur.shape:
-                raise ValueError(
-                    f"{pre}parameter '{k}' has shape {v.shape}, but {what} needs {cur.shape}"
-                )
-            if v.dtype != cur.dtype:
-                raise ValueError(
-                    f"{pre}parameter '{k}' is {v.dtype}, but the model is {cur.dtype} "
-                    "(arrays are never cast silently)"
-                )
-            out[k] = np.array(v, copy=True)
-        return out
+        return check_state_dict(self.params, d, where=where, what=what)
 
     def load_state_dict(self, d: Mapping[str, object], *, where: str = "") -> None:
         """Replace every parameter by a copy of ``d[name]``; on any error the model is unchanged.

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from minigrad.types import Array, FloatDType
-from models.base import RecurrentModel, check_array
+from models.base import RecurrentModel, check_array, check_state_dict
 
 __all__ = ["Bidirectional", "Stacked"]
 
@@ -211,22 +211,16 @@ class Bidirectional:
             d: ``{"fwd.<name>": array, "bwd.<name>": array}``, exactly the keys,
                 shapes and dtype of ``state_dict()``.
         """
-        if not isinstance(d, Mapping):
-            raise ValueError(f"a state dict must be a mapping, got {type(d).__name__}")
-        expected = list(self.state_dict())
-        unexpected = [k for k in d if k not in expected]
-        if unexpected:
-            raise ValueError(f"state dict: unexpected key(s) {unexpected}; expected {expected}")
-        missing = [k for k in expected if k not in d]
-        if missing:
-            raise ValueError(f"state dict: missing key(s) {missing}; expected {expected}")
-        parts: list[dict[str, Array]] = []
-        for tag, model in (("fwd.", self.fwd), ("bwd.", self.bwd)):
-            sub = {k[len(tag) :]: v for k, v in d.items() if k.startswith(tag)}
-            try:
-                parts.append(model.validate_state_dict(sub))
-            except ValueError as e:
-                raise ValueError(str(e).replace("key '", f"key '{tag}")) from None
+        current = {
+            f"{tag}{k}": v
+            for tag, m in (("fwd.", self.fwd), ("bwd.", self.bwd))
+            for k, v in m.params.items()
+        }
+        new = check_state_dict(current, d)
+        parts = [
+            {k[len(tag) :]: v for k, v in new.items() if k.startswith(tag)}
+            for tag in ("fwd.", "bwd.")
+        ]
         self.fwd.params, self.bwd.params = parts
 
     # -- running ------------------------------------------------------------------
