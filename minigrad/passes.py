@@ -96,7 +96,7 @@ Plan schedules (applied while compiling):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from minigrad import nodes as N
@@ -130,7 +130,6 @@ ALL_PASSES = (
     "chain_factors",
 )
 DEFAULT_PASSES = ALL_PASSES
-CELL_PASSES = ("merge_matmuls", "reassociate_adds", "fold_bias", "fuse_siblings")
 
 Phase = Literal["static", "pre", "rec", "post"]
 
@@ -451,18 +450,22 @@ def _fuse_once(cell: Cell) -> Cell:
     return _rebuild(cell, ops)
 
 
+#: the cell rewrites, in the order they are applied
+CELL_PASSES: dict[str, Callable[[Cell], Cell]] = {
+    "merge_matmuls": merge_matmuls,
+    "reassociate_adds": reassociate_adds,
+    "fold_bias": fold_bias,
+    "fuse_siblings": fuse_siblings,
+}
+
+
 def rewrite(cell: Cell, passes: Iterable[str]) -> Cell:
     """Apply the cell rewrites among ``passes`` (in the order of ``CELL_PASSES``)."""
     names = set(passes)
     unknown = names - set(ALL_PASSES)
     if unknown:
         raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(ALL_PASSES)}")
-    if "merge_matmuls" in names:
-        cell = merge_matmuls(cell)
-    if "reassociate_adds" in names:
-        cell = reassociate_adds(cell)
-    if "fold_bias" in names:
-        cell = fold_bias(cell)
-    if "fuse_siblings" in names:
-        cell = fuse_siblings(cell)
+    for name, apply in CELL_PASSES.items():
+        if name in names:
+            cell = apply(cell)
     return cell

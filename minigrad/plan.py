@@ -570,7 +570,6 @@ def compile_plan(
 
 _FwdFn = Callable[..., None]
 _IntoFn = Callable[..., None]
-_BwdFn = Callable[..., tuple[Array, ...]]
 
 
 class _Workspace:
@@ -704,7 +703,6 @@ class _Workspace:
 
         self._sliced = sliced
         self._skip_carry = skip_carry
-        self._backward_bound = False
         self._bindings: dict[bool, tuple[Any, ...]] = {}
         self.gbufs: dict[str, Array] = {}
         self.bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
@@ -714,7 +712,6 @@ class _Workspace:
         pass (a workspace used only for forward passes never allocates them). There are
         two bindings: with gradients given for the outputs, and without (then nothing
         needs to seed, and zero, the outputs' gradient regions)."""
-        self._backward_bound = True
         plan = self.plan
         cell = plan.cell
         T = self.T
