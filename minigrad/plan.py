@@ -792,6 +792,9 @@ class _Workspace:
             tuple[Callable[..., Any], tuple[Array, ...], Array, tuple[Array, ...]]
         ] = []
         factor_arrays: dict[str, tuple[Array, ...] | None] = {}
+        # the arrays each node's factor job allocated (its own to overwrite, unlike a
+        # factor that is a view of a forward value)
+        owned: dict[str, tuple[Array, ...]] = {}
         use_factors = "factor_elementwise" in plan.passes
 
         def factors_for(ins: Instr) -> tuple[Array, ...] | None:
@@ -814,6 +817,7 @@ class _Workspace:
                         result = op.factors_into(scratch_f, y_all, *xs_all)
                     if result is not None:
                         self.factor_jobs.append((op.factors_into, scratch_f, y_all, xs_all))
+                        owned[ins.name] = scratch_f
             factor_arrays[ins.name] = result
             return result
 
@@ -909,14 +913,31 @@ class _Workspace:
                 if any(u in chains for u, _uk, _r in chains[w]):
                     del chains[w]
         composite: dict[tuple[str, int], tuple[Array, str, tuple[int, int] | None]] = {}
+
+        def own(name: str, arr: Array) -> bool:
+            return any(arr is a for a in owned.get(name, ()))
+
         for w, uses in chains.items():
             fw = factors_for(loop_instr[w])
             assert fw is not None
-            for u, uk, rng in uses:
+            # the product overwrites a factor that nothing else reads (the reader's factor
+            # for this slot, or the part of w's factor that only this use covers), so the
+            # chain costs no extra buffer; otherwise it gets its own
+            spans = [(0, fw[0].shape[-1]) if rng is None else rng for _u, _uk, rng in uses]
+            for k, (u, uk, rng) in enumerate(uses):
                 fu = factors_for(loop_instr[u])
                 assert fu is not None
                 fw_part = fw[0] if rng is None else fw[0][..., rng[0] : rng[1]]
-                comp = np.empty(fu[uk].shape, dtype=fu[uk].dtype)
+                lo, hi = spans[k]
+                alone = all(
+                    b <= lo or a >= hi for j, (a, b) in enumerate(spans) if j != k
+                )
+                if own(u, fu[uk]):
+                    comp = fu[uk]
+                elif own(w, fw[0]) and alone and fw_part.shape == fu[uk].shape:
+                    comp = fw_part
+                else:
+                    comp = np.empty(fu[uk].shape, dtype=fu[uk].dtype)
                 self.factor_jobs.append((_product_job, (comp,), fu[uk], (fw_part,)))
                 composite[u, uk] = (comp, w, rng)
         self._chained = set(chains)

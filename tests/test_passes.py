@@ -139,3 +139,29 @@ def test_unknown_pass_is_rejected() -> None:
 
 def test_every_cell_is_covered() -> None:
     assert {c for c in CELLS if c != "gru"} == set(CELL_NAMES)
+
+
+def test_chained_factors_shared_by_two_readers_stay_intact() -> None:
+    """A sigmoid read by two products hands its Jacobian to both: the chain products
+    may overwrite a factor only where no other reader needs it."""
+    b = CellBuilder("shared_gate")
+    x = b.input("x", D)
+    y = b.input("y", H)
+    h = b.state("h", H)
+    W = b.param("W", (D, H), init=init.uniform(0.5))
+    V = b.param("V", (D, H), init=init.uniform(0.5))
+    U = b.param("U", (H, H), init=init.uniform(0.5))
+    s = mg.sigmoid(mg.add(mg.matmul(x, W), mg.matmul(h, U)), name="s")
+    t = mg.tanh(mg.add(mg.matmul(x, V), mg.matmul(h, U)), name="t")
+    a = mg.mul(s, t, name="a")
+    c = mg.mul(s, h, name="c")
+    h_next = mg.add(a, c, name="h_next")
+    b.update("h", h_next)
+    b.output("h", h_next)
+    b.loss(mg.l2_loss(h_next, y, name="l2"))
+    cell = b.build()
+    params = cell.init_params(0)
+    inputs = _data(cell, 6, 3, 1)
+    plain = _run(cell, (), params, inputs, None)
+    assert min(float(np.abs(g).max()) for g in plain[2].values()) > 1e-3
+    _assert_same(_run(cell, None, params, inputs, None), plain, "shared sigmoid")
