@@ -924,14 +924,12 @@ class _Workspace:
             # for this slot, or the part of w's factor that only this use covers), so the
             # chain costs no extra buffer; otherwise it gets its own
             spans = [(0, fw[0].shape[-1]) if rng is None else rng for _u, _uk, rng in uses]
-            for k, (u, uk, rng) in enumerate(uses):
+            for n_use, (u, uk, rng) in enumerate(uses):
                 fu = factors_for(loop_instr[u])
                 assert fu is not None
                 fw_part = fw[0] if rng is None else fw[0][..., rng[0] : rng[1]]
-                lo, hi = spans[k]
-                alone = all(
-                    b <= lo or a >= hi for j, (a, b) in enumerate(spans) if j != k
-                )
+                lo, hi = spans[n_use]
+                alone = all(b <= lo or a >= hi for j, (a, b) in enumerate(spans) if j != n_use)
                 if own(u, fu[uk]):
                     comp = fu[uk]
                 elif own(w, fw[0]) and alone and fw_part.shape == fu[uk].shape:
