@@ -68,6 +68,7 @@ __all__ = [
     "l2_loss",
     "matmul",
     "mul",
+    "neg_sigmoid",
     "one_minus",
     "relu",
     "scale",
@@ -698,6 +699,11 @@ def scale(x: Ref | str, c: float, *, name: str | None = None) -> Ref:
 def sigmoid(x: Ref | str, *, name: str | None = None) -> Ref:
     """Logistic sigmoid (no overflow)."""
     return _b(x).node(name, N.Sigmoid(), x)
+
+
+def neg_sigmoid(x: Ref | str, *, name: str | None = None) -> Ref:
+    """``sigmoid(-x)``, i.e. ``1 - sigmoid(x)`` without cancellation."""
+    return _b(x).node(name, N.NegSigmoid(), x)
 
 
 def tanh(x: Ref | str, *, name: str | None = None) -> Ref:

@@ -47,6 +47,7 @@ __all__ = [
     "L2Loss",
     "MatMul",
     "Mul",
+    "NegSigmoid",
     "Node",
     "OneMinus",
     "ReLU",
@@ -786,6 +787,59 @@ class Sigmoid(Node):
     ) -> tuple[Array, ...] | None:
         (f,) = outs
         np.subtract(1, y, out=f)
+        f *= y
+        return (f,)
+
+
+class NegSigmoid(Node):
+    """Logistic of the negated input, ``y = sigmoid(-x) = 1 / (1 + exp(x))``.
+
+    The same value as ``1 - sigmoid(x)`` without its cancellation (accurate to
+    rounding for any finite x), in three numpy calls where ``Sigmoid`` needs
+    four. The ``negate_sigmoid_inputs`` pass uses it: a sigmoid whose
+    pre-activation can be produced negated for free (by negating weight
+    columns once per sequence) becomes a ``NegSigmoid`` of that negation.
+    """
+
+    formula = "y = sigmoid(-x)"
+    derivatives = ("dL/dx = -g * y * (1 - y)",)
+    verified = True
+    backward_uses_inputs = (False,)
+    inplace_slots = (0,)
+
+    def forward(self, *xs: Array) -> Array:
+        out = np.empty_like(xs[0])
+        with np.errstate(over="ignore"):
+            self.forward_into(out, xs[0])
+        return out
+
+    def forward_into(self, out: Array, *xs: Array) -> None:
+        np.exp(xs[0], out=out)
+        out += 1
+        np.divide(1, out, out=out)
+
+    def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
+        return [
+            (np.exp, (xs[0], out)),
+            (np.add, (out, 1, out)),
+            (np.divide, (1, out, out)),
+        ]
+
+    def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+        return (g * y * (y - 1),)
+
+    def vjp_into(self, outs: tuple[Array | None, ...], g: Array, y: Array, *xs: Array) -> None:
+        (o,) = outs
+        if o is not None:
+            np.subtract(y, 1, out=o)
+            o *= y
+            o *= g
+
+    def factors_into(
+        self, outs: tuple[Array, ...], y: Array, *xs: Array
+    ) -> tuple[Array, ...] | None:
+        (f,) = outs
+        np.subtract(y, 1, out=f)
         f *= y
         return (f,)
 

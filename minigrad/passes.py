@@ -37,6 +37,19 @@ nodes wherever they survive):
     until nothing changes, so an ``Add`` fused this way lets the ``Sigmoid``
     after it fuse too.
 
+``negate_sigmoid_inputs``
+    ``sigmoid(p)`` costs four numpy calls (negate, exp, add, divide);
+    ``neg_sigmoid(u) = 1 / (1 + exp(u))`` costs three. Where ``-p`` comes for
+    free, the sigmoid becomes ``neg_sigmoid(-p)``: the negation is pushed up
+    through sums, scalings, products, slices and concatenations into the
+    weight columns and biases that produce ``p``, which are negated once per
+    sequence by new parameter-only ``Scale(-1)`` nodes (a GRU's
+    ``x [Wr|Wz] + h [Wrecr|Wrecz] + [br|bz]`` becomes
+    ``x [-Wr|-Wz] + h [-Wrecr|-Wrecz] + [-br|-bz]``). A value is negated only
+    where no other reader sees the negated columns. Negation is exact in IEEE
+    arithmetic and rounding is symmetric, so results do not change by a single
+    bit.
+
 Plan schedules (applied while compiling):
 
 ``time_batch``
@@ -110,6 +123,7 @@ __all__ = [
     "fold_bias",
     "fuse_siblings",
     "merge_matmuls",
+    "negate_sigmoid_inputs",
     "reassociate_adds",
     "rewrite",
 ]
@@ -128,6 +142,7 @@ ALL_PASSES = (
     "reuse_buffers",
     "flat_calls",
     "chain_factors",
+    "negate_sigmoid_inputs",
 )
 DEFAULT_PASSES = ALL_PASSES
 
@@ -450,12 +465,158 @@ def _fuse_once(cell: Cell) -> Cell:
     return _rebuild(cell, ops)
 
 
+def negate_sigmoid_inputs(cell: Cell) -> Cell:
+    """Turn ``sigmoid(p)`` into ``neg_sigmoid(-p)`` where ``-p`` comes for free
+    (see the module docstring)."""
+    for s in cell.order:
+        spec = cell.ops[s]
+        if type(spec.op) is not N.Sigmoid or spec.static:
+            continue
+        (p,) = spec.inputs
+        width = cell.spec_shape(p)[-1] if cell.spec_shape(p) else None
+        if not isinstance(width, int):
+            continue
+        wraps = _negation(cell, p, 0, width, s)
+        if wraps is None:
+            continue
+        ops = _ops(cell)
+        made: dict[tuple[str, int, int], str] = {}
+        for via, slot, v, lo, hi in wraps:
+            ins = list(ops[via][1])
+            ins[slot] = _negated_columns(cell, ops, made, v, lo, hi)
+            ops[via] = (ops[via][0], tuple(ins))
+        ops[s] = (N.NegSigmoid(), (p,))
+        cell = _rebuild(cell, ops)
+    return cell
+
+
+#: (reader, its input slot, value, first column, end column): the reader is to read
+#: the value with those columns negated, from a new parameter-only node
+_Wrap = tuple[str, int, str, int, int]
+
+
+def _negation(cell: Cell, v: str, lo: int, hi: int, via: str) -> list[_Wrap] | None:
+    """How to make ``via`` see ``v`` with columns ``lo:hi`` negated, exactly: the
+    parameter-only values to replace, or None if that would change anything else."""
+    slots = [j for j, r in enumerate(cell.ops[via].inputs) if r == v]
+    if len(slots) != 1:
+        return None
+    if not cell.spec_shape(v):
+        return None
+    inner = _negation_inside(cell, v, lo, hi, via)
+    if inner is not None:
+        return inner
+    if cell.shared(v):
+        return [(via, slots[0], v, lo, hi)]
+    return None
+
+
+def _negation_inside(cell: Cell, v: str, lo: int, hi: int, via: str) -> list[_Wrap] | None:
+    """Negate columns ``lo:hi`` of op ``v`` itself by negating its inputs, when no
+    reader but ``via`` sees those columns."""
+    if cell.kind(v) != "op" or v in cell.pinned:
+        return None
+    for c, _j in cell.readers.get(v, []):
+        if c == via:
+            continue
+        cop = cell.ops[c].op
+        if not (isinstance(cop, N.Slice) and (cop.stop <= lo or cop.start >= hi)):
+            return None
+    spec = cell.ops[v]
+    op = spec.op
+    width = cell.spec_shape(v)[-1]
+    requests: list[tuple[str, int, int]] = []
+    if type(op) in (N.Add, N.Sub):
+        for r in spec.inputs:
+            rs = cell.spec_shape(r)
+            if not rs or rs[-1] != width:
+                return None
+            requests.append((r, lo, hi))
+    elif type(op) is N.Scale:
+        requests.append((spec.inputs[0], lo, hi))
+    elif type(op) is N.Mul:
+        # negating either factor will do: the first that can be
+        for r in spec.inputs:
+            rs = cell.spec_shape(r)
+            if rs and rs[-1] == width and (sub := _negation(cell, r, lo, hi, v)) is not None:
+                return sub
+        return None
+    elif type(op) is N.MatMul and not op.transpose_b:
+        requests.append((spec.inputs[1], lo, hi))
+    elif type(op) is N.Affine:
+        requests += [(spec.inputs[1], lo, hi), (spec.inputs[2], lo, hi)]
+    elif isinstance(op, N.Slice):
+        requests.append((spec.inputs[0], op.start + lo, op.start + hi))
+    elif type(op) is N.Concat:
+        start = 0
+        for r in spec.inputs:
+            w = cell.spec_shape(r)[-1]
+            assert isinstance(w, int)
+            a, b = max(lo, start), min(hi, start + w)
+            if a < b:
+                requests.append((r, a - start, b - start))
+            start += w
+    else:
+        return None
+    out: list[_Wrap] = []
+    for r, a, b in requests:
+        sub = _negation(cell, r, a, b, v)
+        if sub is None:
+            return None
+        out += sub
+    return out
+
+
+def _negated_columns(
+    cell: Cell,
+    ops: dict[str, tuple[N.Node, tuple[str, ...]]],
+    made: dict[tuple[str, int, int], str],
+    v: str,
+    lo: int,
+    hi: int,
+) -> str:
+    """A parameter-only node: ``v`` with columns ``lo:hi`` negated (one per request)."""
+    if (v, lo, hi) in made:
+        return made[v, lo, hi]
+    width = cell.spec_shape(v)[-1]
+    assert isinstance(width, int)
+
+    def fresh(name: str) -> str:
+        k = 1
+        base = name
+        while name in ops or name in cell.graph:
+            k += 1
+            name = f"{base}#{k}"
+        return name
+
+    if lo == 0 and hi == width:
+        name = fresh(f"neg[{v}]")
+        ops[name] = (N.Scale(-1.0), (v,))
+    else:
+        parts: list[str] = []
+        for a, b, negate in ((0, lo, False), (lo, hi, True), (hi, width, False)):
+            if a == b:
+                continue
+            piece = fresh(f"{v}[{a}:{b}]")
+            ops[piece] = (N.Slice(a, b), (v,))
+            if negate:
+                neg = fresh(f"neg[{piece}]")
+                ops[neg] = (N.Scale(-1.0), (piece,))
+                piece = neg
+            parts.append(piece)
+        name = fresh(f"neg[{v}][{lo}:{hi}]")
+        ops[name] = (N.Concat(), tuple(parts))
+    made[v, lo, hi] = name
+    return name
+
+
 #: the cell rewrites, in the order they are applied
 CELL_PASSES: dict[str, Callable[[Cell], Cell]] = {
     "merge_matmuls": merge_matmuls,
     "reassociate_adds": reassociate_adds,
     "fold_bias": fold_bias,
     "fuse_siblings": fuse_siblings,
+    "negate_sigmoid_inputs": negate_sigmoid_inputs,
 }
 
 

@@ -95,6 +95,7 @@ CASES = [
         lambda z, a, b: (1 - z) * a + z * b,
     ),
     Case("Sigmoid", N.Sigmoid, [(B, H)], [("B", H)], ("B", H), _sig),
+    Case("NegSigmoid", N.NegSigmoid, [(B, H)], [("B", H)], ("B", H), lambda x: _sig(-x)),
     Case("Tanh", N.Tanh, [(B, H)], [("B", H)], ("B", H), np.tanh),
     Case(
         "ReLU", N.ReLU, [(B, H)], [("B", H)], ("B", H), lambda x: np.maximum(x, 0), _away_from_zero

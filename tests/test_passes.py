@@ -112,7 +112,8 @@ def test_truncated_plans_agree() -> None:
 
 def test_gru_rewrites_into_the_hand_fused_shape() -> None:
     """One GEMM for the three input projections with the biases folded in, one for both
-    recurrent sigmoid gates, one Add and one Sigmoid for z and r together."""
+    recurrent sigmoid gates, one Add and one sigmoid for z and r together (a NegSigmoid
+    of negated pre-activations)."""
     cell = rewrite(l2_cell("gru_chung"), mg.DEFAULT_PASSES)
     phase = classify(cell)
     ops = {n: s for n, s in cell.ops.items() if type(s.op) is not mg.Slice}
@@ -120,8 +121,9 @@ def test_gru_rewrites_into_the_hand_fused_shape() -> None:
     assert sorted(phase[n] for n in gemms) == ["pre", "rec", "rec"]
     (pre,) = [n for n in gemms if phase[n] == "pre"]
     assert type(cell.ops[pre].op) is mg.Affine
-    assert [type(ops[n].op).__name__ for n in ops if phase[n] == "rec" and type(ops[n].op) is mg.Sigmoid] == ["Sigmoid"]
-    assert cell.spec_shape(next(n for n in ops if type(ops[n].op) is mg.Sigmoid)) == ("B", 2 * H)
+    gates = [n for n in ops if type(ops[n].op) in (mg.Sigmoid, mg.NegSigmoid)]
+    assert [(phase[n], type(ops[n].op).__name__) for n in gates] == [("rec", "NegSigmoid")]
+    assert cell.spec_shape(gates[0]) == ("B", 2 * H)
 
 
 def test_merge_matmuls_keeps_names_and_parameters() -> None:
@@ -165,3 +167,43 @@ def test_chained_factors_shared_by_two_readers_stay_intact() -> None:
     plain = _run(cell, (), params, inputs, None)
     assert min(float(np.abs(g).max()) for g in plain[2].values()) > 1e-3
     _assert_same(_run(cell, None, params, inputs, None), plain, "shared sigmoid")
+
+
+@pytest.mark.parametrize("model", ["GRU", "LSTM", "MGU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_negated_sigmoid_inputs_change_no_bit(model: str, dtype: type) -> None:
+    """Negating weight columns and a sum is exact in IEEE arithmetic, and so is
+    1 / (1 + exp(-p)) computed as 1 / (1 + exp(u)) with u = -p: the pass changes
+    no bit of the loss or of any gradient."""
+    import models
+
+    m = getattr(models, model)(input_size=4, hidden_size=6, dtype=dtype, seed=0)
+    rewritten = rewrite(m.cell, mg.DEFAULT_PASSES)
+    assert any(type(s.op) is mg.NegSigmoid for s in rewritten.ops.values())
+    assert not any(type(s.op) is mg.Sigmoid for s in rewritten.ops.values())
+    rng = np.random.default_rng(3)
+    inputs = {"x": rng.standard_normal((9, 5, 4)).astype(dtype),
+              "y": rng.standard_normal((9, 5, 6)).astype(dtype)}
+    without = tuple(p for p in mg.ALL_PASSES if p != "negate_sigmoid_inputs")
+    loss_a, ga = m.cell.plan(9).loss_and_grads(m.params, inputs)
+    loss_b, gb = m.cell.plan(9, passes=without).loss_and_grads(m.params, inputs)
+    assert loss_a == loss_b
+    for k, v in ga.flat().items():
+        assert np.array_equal(v, gb.flat()[k]), k
+
+
+def test_negation_stops_where_another_reader_sees_the_value() -> None:
+    """A pre-activation that is also an output keeps its sign: the sigmoid stays."""
+    b = CellBuilder("visible_gate")
+    x = b.input("x", D)
+    y = b.input("y", H)
+    h = b.state("h", H)
+    W = b.param("W", (D, H), init=init.uniform(0.5))
+    U = b.param("U", (H, H), init=init.uniform(0.5))
+    pre = mg.add(mg.matmul(x, W), mg.matmul(h, U), name="pre")
+    h_next = mg.mul(mg.sigmoid(pre, name="s"), mg.tanh(pre, name="t"), name="h_next")
+    b.update("h", h_next)
+    b.output("h", h_next)
+    b.loss(mg.l2_loss(h_next, y, name="l2"))
+    cell = b.build()
+    assert type(rewrite(cell, mg.DEFAULT_PASSES).ops["s"].op) is mg.Sigmoid
