@@ -42,6 +42,7 @@ windows of k steps, the forward pass unchanged).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -49,6 +50,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 import numpy as np
 
+from minigrad.arena import Arena
 from minigrad.cell import Cell
 from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
 from minigrad.nodes import Add, Node, Slice
@@ -587,13 +589,23 @@ class _Workspace:
         def feat(name: str) -> Shape:
             return tuple(int(d) for d in cell.spec_shape(name)[1:])
 
+        # every buffer of the workspace comes from one arena; values, gradients and
+        # Jacobian factors together take about three times the values' bytes
+        def nbytes(name: str) -> int:
+            shape = cell.spec_shape(name)
+            if cell.shared(name):
+                return math.prod(int(d) for d in shape) * cell.dtype.itemsize
+            return (T + 1) * batch * math.prod(int(d) for d in shape[1:]) * cell.dtype.itemsize
+
+        self.arena = Arena(3 * sum(nbytes(n) for n in cell.graph))
+        arena = self.arena
         bufs: dict[str, Array] = {}
         for p, pspec in cell.params.items():
-            bufs["param:" + p] = np.empty(pspec.shape, dtype=pspec.dtype)
+            bufs["param:" + p] = arena.empty(pspec.shape, pspec.dtype)
         for i, ispec in cell.inputs.items():
-            bufs["in:" + i] = np.empty((T, batch, *feat(i)), dtype=ispec.dtype)
+            bufs["in:" + i] = arena.empty((T, batch, *feat(i)), ispec.dtype)
         for s, sspec in cell.states.items():
-            bufs["state:" + s] = np.empty((T + 1, batch, *feat(s)), dtype=sspec.dtype)
+            bufs["state:" + s] = arena.empty((T + 1, batch, *feat(s)), sspec.dtype)
         # unmasked, untruncated: a state's update node writes straight into the state buffer
         updaters: dict[str, list[str]] = {}
         for s, sspec in cell.states.items():
@@ -645,11 +657,11 @@ class _Workspace:
             elif n in views:
                 bufs["op:" + n] = sliced(bufs, n)
             elif ospec.static:
-                bufs["op:" + n] = np.empty(tuple(int(d) for d in ospec.shape), dtype=ospec.dtype)
+                bufs["op:" + n] = arena.empty(tuple(int(d) for d in ospec.shape), ospec.dtype)
             elif n in self.aliased:
                 bufs["op:" + n] = bufs["state:" + self.aliased[n]][1:]
             else:
-                bufs["op:" + n] = np.empty((T, batch, *feat(n)), dtype=ospec.dtype)
+                bufs["op:" + n] = arena.empty((T, batch, *feat(n)), ospec.dtype)
         self.bufs = bufs
         self.mask = np.ones((T, batch), dtype=cell.dtype)
         extra = max((len(cell.spec_shape(s)) - 1 for s in cell.states), default=1)
@@ -782,7 +794,7 @@ class _Workspace:
                 pending = left
             return g, base
 
-        gbufs, gbase = build(np.zeros)
+        gbufs, gbase = build(self.arena.zeros)
         shadow, _ = build(lambda shape, _dt: np.zeros(shape, dtype=bool))
         self.gbufs = gbufs
 
@@ -812,7 +824,7 @@ class _Workspace:
                     for r in ins.ins
                 )
                 if all(x.shape == y_all.shape for x in xs_all):
-                    scratch_f = tuple(np.empty_like(y_all) for _ in xs_all)
+                    scratch_f = tuple(self.arena.empty(y_all.shape, y_all.dtype) for _ in xs_all)
                     with np.errstate(all="ignore"):
                         result = op.factors_into(scratch_f, y_all, *xs_all)
                     if result is not None:
@@ -839,7 +851,7 @@ class _Workspace:
             m = op.right_jacobian(i, *xs_any)
             if m is None:
                 return None
-            buf = np.empty(m.shape, dtype=m.dtype)
+            buf = self.arena.empty(m.shape, m.dtype)
 
             def refresh(
                 _outs: tuple[Array, ...],
@@ -935,7 +947,7 @@ class _Workspace:
                 elif own(w, fw[0]) and alone and fw_part.shape == fu[uk].shape:
                     comp = fw_part
                 else:
-                    comp = np.empty(fu[uk].shape, dtype=fu[uk].dtype)
+                    comp = self.arena.empty(fu[uk].shape, fu[uk].dtype)
                 self.factor_jobs.append((_product_job, (comp,), fu[uk], (fw_part,)))
                 composite[u, uk] = (comp, w, rng)
         self._chained = set(chains)
@@ -1101,7 +1113,7 @@ class _Workspace:
                     skey = (tgt.shape, tgt.dtype.str, j)
                     scr = scratch.get(skey)
                     if scr is None:
-                        scr = scratch[skey] = np.empty(tgt.shape, dtype=tgt.dtype)
+                        scr = scratch[skey] = self.arena.empty(tgt.shape, tgt.dtype)
                     outs[j] = scr
                     adds.append((tgt, scr))
                 else:
