@@ -207,3 +207,18 @@ def test_negation_stops_where_another_reader_sees_the_value() -> None:
     b.loss(mg.l2_loss(h_next, y, name="l2"))
     cell = b.build()
     assert type(rewrite(cell, mg.DEFAULT_PASSES).ops["s"].op) is mg.Sigmoid
+
+
+def test_bound_calls_take_typed_constants() -> None:
+    """Python numbers in the bound ufunc calls become 0-d arrays of the cell's dtype
+    (numpy would convert them again on every call)."""
+    import models
+
+    m = models.GRU(input_size=3, hidden_size=4, dtype=np.float32, seed=0)
+    rng = np.random.default_rng(0)
+    m.loss_and_grads(rng.standard_normal((4, 2, 3)).astype(np.float32),
+                     rng.standard_normal((4, 2, 4)).astype(np.float32))
+    ws = next(iter(m._plan(4)._workspaces.values()))
+    consts = [a for fn, args in ws.fwd if isinstance(fn, np.ufunc) for a in args
+              if not isinstance(a, np.ndarray) or a.ndim == 0]
+    assert consts and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in consts)
