@@ -165,9 +165,13 @@ def stable_sigmoid(x: Array, out: Array | None = None) -> Array:
 
 def _sigmoid_into(out: Array, x: Array) -> None:
     np.negative(x, out=out)
-    np.exp(out, out=out)
-    out += 1
-    np.divide(1, out, out=out)
+    for fn, args in _neg_sigmoid_calls(out, out):
+        fn(*args)
+
+
+def _neg_sigmoid_calls(out: Array, x: Array) -> list[Call]:
+    """``out = 1 / (1 + exp(x))`` as three ufunc calls (``x`` may be ``out``)."""
+    return [(np.exp, (x, out)), (np.add, (out, 1, out)), (np.divide, (1, out, out))]
 
 
 def _same_dtype(node: Node, dtypes: Sequence[np.dtype[np.floating]]) -> np.dtype[np.floating]:
@@ -765,12 +769,7 @@ class Sigmoid(Node):
         _sigmoid_into(out, xs[0])
 
     def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
-        return [
-            (np.negative, (xs[0], out)),
-            (np.exp, (out, out)),
-            (np.add, (out, 1, out)),
-            (np.divide, (1, out, out)),
-        ]
+        return [(np.negative, (xs[0], out)), *_neg_sigmoid_calls(out, out)]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * y * (1 - y),)
@@ -814,16 +813,11 @@ class NegSigmoid(Node):
         return out
 
     def forward_into(self, out: Array, *xs: Array) -> None:
-        np.exp(xs[0], out=out)
-        out += 1
-        np.divide(1, out, out=out)
+        for fn, args in _neg_sigmoid_calls(out, xs[0]):
+            fn(*args)
 
     def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
-        return [
-            (np.exp, (xs[0], out)),
-            (np.add, (out, 1, out)),
-            (np.divide, (1, out, out)),
-        ]
+        return _neg_sigmoid_calls(out, xs[0])
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * y * (y - 1),)

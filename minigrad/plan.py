@@ -54,7 +54,7 @@ import numpy as np
 from minigrad.arena import Arena
 from minigrad.cell import Cell
 from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
-from minigrad.nodes import Add, Node, Slice
+from minigrad.nodes import Add, Call, Node, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 from minigrad.unroll import SHARED, Key, reachable, unroll
@@ -69,8 +69,7 @@ __all__ = [
 ]
 
 Index = int | tuple[int, int] | None
-_Call = tuple[Callable[..., Any], tuple[Any, ...]]
-"""One bound call of a time loop: ``fn(*args)``."""
+
 
 ALL_STEPS = -2
 """The ``step`` of an instruction that runs over all steps at once."""
@@ -1372,7 +1371,7 @@ def _buffer_of(cell: Cell, name: str) -> str:
     return _PREFIX[cell.kind(name)] + name
 
 
-def _packed(calls: list[_Call]) -> list[_Call]:
+def _packed(calls: list[Call]) -> list[Call]:
     """The same calls on fresh array views and tuples, made one after the other.
 
     A bound list holds a few thousand small Python objects (argument tuples and
@@ -1394,7 +1393,7 @@ def _packed(calls: list[_Call]) -> list[_Call]:
     return [(fn, tuple(fresh(a) for a in args)) for fn, args in calls]
 
 
-def _typed_constants(calls: list[_Call], dtype: np.dtype[Any]) -> list[_Call]:
+def _typed_constants(calls: list[Call], dtype: np.dtype[Any]) -> list[Call]:
     """The calls with each Python number operand of a ufunc made a 0-d array of ``dtype``.
 
     numpy converts a Python scalar on every call (about 0.4 us, as much as the

@@ -10,11 +10,13 @@ mask, and with two layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 import minigrad as mg
-from minigrad import CellBuilder, init
+from minigrad import CellBuilder, Ref, init
 from minigrad.passes import classify, fuse_siblings, merge_matmuls, rewrite
 from minigrad.types import Array
 from models.cells import CELLS, stack
@@ -143,25 +145,35 @@ def test_every_cell_is_covered() -> None:
     assert {c for c in CELLS if c != "gru"} == set(CELL_NAMES)
 
 
-def test_chained_factors_shared_by_two_readers_stay_intact() -> None:
-    """A sigmoid read by two products hands its Jacobian to both: the chain products
-    may overwrite a factor only where no other reader needs it."""
-    b = CellBuilder("shared_gate")
+def _one_state_cell(name: str, body: Callable[[CellBuilder, Ref, Ref], Ref]) -> mg.Cell:
+    """A cell with input x (D), state h (H), ``h_next = body(b, x, h)`` and an L2 loss."""
+    b = CellBuilder(name)
     x = b.input("x", D)
     y = b.input("y", H)
     h = b.state("h", H)
-    W = b.param("W", (D, H), init=init.uniform(0.5))
-    V = b.param("V", (D, H), init=init.uniform(0.5))
-    U = b.param("U", (H, H), init=init.uniform(0.5))
-    s = mg.sigmoid(mg.add(mg.matmul(x, W), mg.matmul(h, U)), name="s")
-    t = mg.tanh(mg.add(mg.matmul(x, V), mg.matmul(h, U)), name="t")
-    a = mg.mul(s, t, name="a")
-    c = mg.mul(s, h, name="c")
-    h_next = mg.add(a, c, name="h_next")
+    h_next = body(b, x, h)
     b.update("h", h_next)
     b.output("h", h_next)
     b.loss(mg.l2_loss(h_next, y, name="l2"))
-    cell = b.build()
+    return b.build()
+
+
+def _pre(b: CellBuilder, x: Ref, h: Ref, w: str, u: str) -> Ref:
+    W = b.param(w, (D, H), init=init.uniform(0.5))
+    U = b.param(u, (H, H), init=init.uniform(0.5))
+    return mg.add(mg.matmul(x, W), mg.matmul(h, U))
+
+
+def test_chained_factors_shared_by_two_readers_stay_intact() -> None:
+    """A sigmoid read by two products hands its Jacobian to both: the chain products
+    may overwrite a factor only where no other reader needs it."""
+
+    def body(b: CellBuilder, x: Ref, h: Ref) -> Ref:
+        s = mg.sigmoid(_pre(b, x, h, "W", "U"), name="s")
+        t = mg.tanh(_pre(b, x, h, "V", "R"), name="t")
+        return mg.add(mg.mul(s, t, name="a"), mg.mul(s, h, name="c"), name="h_next")
+
+    cell = _one_state_cell("shared_gate", body)
     params = cell.init_params(0)
     inputs = _data(cell, 6, 3, 1)
     plain = _run(cell, (), params, inputs, None)
@@ -193,19 +205,13 @@ def test_negated_sigmoid_inputs_change_no_bit(model: str, dtype: type) -> None:
 
 
 def test_negation_stops_where_another_reader_sees_the_value() -> None:
-    """A pre-activation that is also an output keeps its sign: the sigmoid stays."""
-    b = CellBuilder("visible_gate")
-    x = b.input("x", D)
-    y = b.input("y", H)
-    h = b.state("h", H)
-    W = b.param("W", (D, H), init=init.uniform(0.5))
-    U = b.param("U", (H, H), init=init.uniform(0.5))
-    pre = mg.add(mg.matmul(x, W), mg.matmul(h, U), name="pre")
-    h_next = mg.mul(mg.sigmoid(pre, name="s"), mg.tanh(pre, name="t"), name="h_next")
-    b.update("h", h_next)
-    b.output("h", h_next)
-    b.loss(mg.l2_loss(h_next, y, name="l2"))
-    cell = b.build()
+    """A pre-activation that a tanh reads too keeps its sign: the sigmoid stays."""
+
+    def body(b: CellBuilder, x: Ref, h: Ref) -> Ref:
+        pre = _pre(b, x, h, "W", "U")
+        return mg.mul(mg.sigmoid(pre, name="s"), mg.tanh(pre, name="t"), name="h_next")
+
+    cell = _one_state_cell("visible_gate", body)
     assert type(rewrite(cell, mg.DEFAULT_PASSES).ops["s"].op) is mg.Sigmoid
 
 
