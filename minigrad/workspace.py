@@ -790,28 +790,22 @@ class Workspace:
         cell = self.plan.cell
         cname = cell.name
         T, B = self.T, self.batch
-        for p, _spec in cell.params.items():
-            if p not in params:
+        declared: tuple[tuple[str, Mapping[str, Array], Mapping[str, Any], str], ...] = (
+            ("parameter", params, cell.params, "param:"),
+            ("input", inputs, cell.inputs, "in:"),
+        )
+        for what, given, names, prefix in declared:
+            for n in names:
+                if n not in given:
+                    raise ValueError(
+                        f"cell '{cname}': {what} '{n}' is missing; expected {list(names)}"
+                    )
+                _put(self.bufs[prefix + n], given[n], f"cell '{cname}': {what} '{n}'")
+            extra = sorted(set(given) - set(names))
+            if extra:
                 raise ValueError(
-                    f"cell '{cname}': parameter '{p}' is missing; expected {list(cell.params)}"
+                    f"cell '{cname}': unknown {what}(s) {extra}; expected {list(names)}"
                 )
-            _put(self.bufs["param:" + p], params[p], f"cell '{cname}': parameter '{p}'")
-        extra = sorted(set(params) - set(cell.params))
-        if extra:
-            raise ValueError(
-                f"cell '{cname}': unknown parameter(s) {extra}; expected {list(cell.params)}"
-            )
-        for i in cell.inputs:
-            if i not in inputs:
-                raise ValueError(
-                    f"cell '{cname}': input '{i}' is missing; expected {list(cell.inputs)}"
-                )
-            _put(self.bufs["in:" + i], inputs[i], f"cell '{cname}': input '{i}'")
-        extra = sorted(set(inputs) - set(cell.inputs))
-        if extra:
-            raise ValueError(
-                f"cell '{cname}': unknown input(s) {extra}; expected {list(cell.inputs)}"
-            )
         for s, sspec in cell.states.items():
             buf0 = self.bufs["state:" + s][0]
             if s in states and states[s] is not None:
