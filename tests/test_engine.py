@@ -300,6 +300,12 @@ def test_runtime_arrays_of_the_wrong_dtype_or_shape_are_refused() -> None:
     del bad["Wz"]
     with pytest.raises(ValueError, match="parameter 'Wz' is missing"):
         plan.forward(bad, {"x": x, "y": y})
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['Wq'\]"):
+        plan.forward({**params, "Wq": params["Wz"]}, {"x": x, "y": y})
+    with pytest.raises(ValueError, match="input 'y' is missing"):
+        plan.forward(params, {"x": x})
+    with pytest.raises(ValueError, match=r"unknown input\(s\) \['z'\]"):
+        plan.forward(params, {"x": x, "y": y, "z": y})
     with pytest.raises(mg.ShapeError, match="initial state 'h'"):
         plan.forward(params, {"x": x, "y": y}, {"h": np.zeros((3, H))})
 
