@@ -13,8 +13,8 @@ where ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise`` or
 benchmark machine this makes a GRU training step about 2 % faster; elsewhere
 it costs nothing.
 
-Small workspaces stay small: the first block is sized from the expected
-total, and a block is only as large as the workspace needs.
+Small workspaces stay small: blocks are sized from the expected total, and
+no more than one block's worth (64 MiB at most) is reserved and left unused.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ __all__ = ["Arena"]
 ALIGN = 64
 #: no block is smaller than this
 MIN_BLOCK = 1 << 16
+#: nor larger, unless one array needs more: at most this much is reserved and unused
+MAX_BLOCK = 1 << 26
 
 
 class Arena:
@@ -42,12 +44,12 @@ class Arena:
 
     Args:
         expected: the number of bytes the caller expects to allocate in all;
-            the first block is that large (at least ``MIN_BLOCK``), later
-            blocks as large as the first or the request, whichever is larger.
+            blocks are that large, clipped to ``MIN_BLOCK``..``MAX_BLOCK`` (64
+            MiB), or as large as one request that does not fit otherwise.
     """
 
     def __init__(self, expected: int) -> None:
-        self._size = max(int(expected), MIN_BLOCK)
+        self._size = min(max(int(expected), MIN_BLOCK), MAX_BLOCK)
         self._block: AnyArray | None = None
         self._used = 0
         self.allocated = 0

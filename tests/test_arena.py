@@ -58,3 +58,13 @@ def test_a_plan_workspace_lives_in_its_arena() -> None:
 
     buffers = [*ws.bufs.values(), *ws.gbufs.values()]
     assert buffers and all(block(a).dtype == np.uint8 and block(a).ndim == 1 for a in buffers)
+
+
+def test_blocks_are_clipped_but_large_requests_fit() -> None:
+    from minigrad.arena import MAX_BLOCK
+
+    arena = Arena(10 * MAX_BLOCK)
+    a = arena.empty((16,), np.float64)
+    assert a.base is not None and a.base.size <= MAX_BLOCK + 64
+    huge = arena.empty((MAX_BLOCK // 8 + 1,), np.float64)
+    assert huge.nbytes > MAX_BLOCK
