@@ -181,6 +181,19 @@ def test_chained_factors_shared_by_two_readers_stay_intact() -> None:
     _assert_same(_run(cell, None, params, inputs, None), plain, "shared sigmoid")
 
 
+def _assert_no_bit_changes_without(
+    cell: mg.Cell, left_out: str, params: dict[str, Array], inputs: dict[str, Array]
+) -> None:
+    """Loss and every gradient are the same to the bit with and without one pass."""
+    T = next(iter(inputs.values())).shape[0]
+    without = tuple(p for p in mg.ALL_PASSES if p != left_out)
+    loss_a, ga = cell.plan(T).loss_and_grads(params, inputs)
+    loss_b, gb = cell.plan(T, passes=without).loss_and_grads(params, inputs)
+    assert loss_a == loss_b
+    for k, v in ga.flat().items():
+        assert np.array_equal(v, gb.flat()[k]), k
+
+
 @pytest.mark.parametrize("model", ["GRU", "LSTM", "MGU"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_negated_sigmoid_inputs_change_no_bit(model: str, dtype: type) -> None:
@@ -196,12 +209,7 @@ def test_negated_sigmoid_inputs_change_no_bit(model: str, dtype: type) -> None:
     rng = np.random.default_rng(3)
     inputs = {"x": rng.standard_normal((9, 5, 4)).astype(dtype),
               "y": rng.standard_normal((9, 5, 6)).astype(dtype)}
-    without = tuple(p for p in mg.ALL_PASSES if p != "negate_sigmoid_inputs")
-    loss_a, ga = m.cell.plan(9).loss_and_grads(m.params, inputs)
-    loss_b, gb = m.cell.plan(9, passes=without).loss_and_grads(m.params, inputs)
-    assert loss_a == loss_b
-    for k, v in ga.flat().items():
-        assert np.array_equal(v, gb.flat()[k]), k
+    _assert_no_bit_changes_without(m.cell, "negate_sigmoid_inputs", m.params, inputs)
 
 
 def test_negation_stops_where_another_reader_sees_the_value() -> None:
@@ -228,3 +236,24 @@ def test_bound_calls_take_typed_constants() -> None:
     consts = [a for fn, args in ws.fwd if isinstance(fn, np.ufunc) for a in args
               if not isinstance(a, np.ndarray) or a.ndim == 0]
     assert consts and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in consts)
+
+
+def test_negation_of_some_columns_of_one_weight() -> None:
+    """A sigmoid and a tanh read column blocks of one product x W: only W's sigmoid
+    columns are negated (a parameter-only Slice / Scale / Concat), bit for bit."""
+
+    def body(b: CellBuilder, x: Ref, h: Ref) -> Ref:
+        W = b.param("W", (D, 2 * H), init=init.uniform(0.5))
+        U = b.param("U", (H, H), init=init.uniform(0.5))
+        both = mg.matmul(x, W, name="xW")
+        gate = mg.sigmoid(mg.add(mg.slice_(both, 0, H), mg.matmul(h, U)), name="s")
+        cand = mg.tanh(mg.slice_(both, H, 2 * H), name="t")
+        return mg.gru_update(gate, h, cand, name="h_next")
+
+    cell = _one_state_cell("one_weight", body)
+    rewritten = rewrite(cell, mg.DEFAULT_PASSES)
+    assert type(rewritten.ops["s"].op) is mg.NegSigmoid
+    assert "neg[W][0:5]" in rewritten.ops
+    params = cell.init_params(0)
+    inputs = _data(cell, 6, 3, 2)
+    _assert_no_bit_changes_without(cell, "negate_sigmoid_inputs", params, inputs)
