@@ -237,6 +237,27 @@ def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     }
 
 
+def _view_owns_region(cell: Cell, views: Mapping[str, tuple[str, int, int]], name: str) -> bool:
+    """Whether the gradient region of the view ``name`` (a column range of its source's
+    gradient) receives nothing but ``name``'s own gradient: the source is a per-step
+    operation that leaves the step nowhere (no output, loss or state update, so no seed
+    and no carry adds into it) and every other reader of the source is a view of a
+    disjoint column range. Only then can an Add share that region with its other inputs;
+    otherwise they would pick up the other readers' gradients."""
+    src, start, stop = views[name]
+    if cell.kind(src) != "op" or cell.ops[src].static or src in cell.pinned or src in views:
+        return False
+    for reader, _slot in cell.readers.get(src, ()):
+        if reader == name:
+            continue
+        if reader not in views:
+            return False
+        _s, a, b = views[reader]
+        if a < stop and start < b:
+            return False
+    return True
+
+
 def compile_plan(
     cell: Cell,
     steps: int,
@@ -409,6 +430,7 @@ def compile_plan(
                     and cell.spec_shape(r) == spec.shape
                     and len(cell.readers.get(r, ())) == 1
                     and r not in cell.pinned
+                    and (r not in views or _view_owns_region(cell, views, r))
                 ):
                     shared_grads[r] = n
         # follow chains of Adds to the last one
