@@ -303,12 +303,24 @@ def compile_plan(
             starts.append((name, 0))
     sinks = [(n, t) for n in (*cell.losses, *cell.outputs.values()) for t in range(steps)]
     sinks = [k for k in sinks if k in g]
-    down = reachable(g, starts, forward=True)
+    # a padded step keeps the old state: (s, t - 1) -> (s, t) is an edge of the computation
+    # when a mask is given, although the unrolled graph (one step of the cell) has none
+    g_rel = g
+    if cell.states:
+        g_rel = g.copy()
+        for sname in cell.states:
+            for t in range(1, steps + 1):
+                if not g_rel.has_edge((sname, t - 1), (sname, t)):
+                    cut = truncate is not None and t % truncate == 0 and t < steps
+                    g_rel.add_edge((sname, t - 1), (sname, t), hold=True, truncated=cut)
+    down = reachable(g_rel, starts, forward=True)
     # truncated state edges carry no gradient: walk back without them
-    g_back = g
+    g_back = g_rel
     if truncate is not None:
-        g_back = g.copy()
-        g_back.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("truncated")])
+        g_back = g_rel.copy()
+        g_back.remove_edges_from(
+            [(u, v) for u, v, d in g_rel.edges(data=True) if d.get("truncated")]
+        )
     up = reachable(g_back, sinks, forward=False)
     relevant = down & up
 
