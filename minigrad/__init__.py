@@ -91,6 +91,7 @@ from minigrad.nodes import (
 )
 from minigrad.passes import ALL_PASSES, DEFAULT_PASSES, classify
 from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
+from minigrad.program import MODES, Program, compile
 from minigrad.unroll import SHARED, unroll
 
 __version__ = "0.1.0"
@@ -98,6 +99,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL_PASSES",
     "DEFAULT_PASSES",
+    "MODES",
     "SHARED",
     "Add",
     "Affine",
@@ -128,6 +130,7 @@ __all__ = [
     "OpSpec",
     "ParamSpec",
     "Plan",
+    "Program",
     "ReLU",
     "Ref",
     "Run",
@@ -146,6 +149,7 @@ __all__ = [
     "cell_to_dot",
     "check_grads",
     "classify",
+    "compile",
     "compile_plan",
     "concat",
     "explain",

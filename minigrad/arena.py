@@ -54,6 +54,8 @@ class Arena:
         self._used = 0
         self.allocated = 0
         """Bytes handed out so far."""
+        self.arrays: list[AnyArray] = []
+        """Every array handed out, in order (a loop program re-lays them out per step)."""
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> AnyArray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""
@@ -67,6 +69,7 @@ class Arena:
         self._used = start + nbytes
         self.allocated += nbytes
         out: AnyArray = block[start : start + nbytes].view(dt).reshape(shape)
+        self.arrays.append(out)
         return out
 
     @staticmethod

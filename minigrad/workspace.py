@@ -292,7 +292,10 @@ class Workspace:
         # as ufunc calls, else the node's forward_into
         fwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         skip_carry = {self.aliased[u] for u in self.aliased}
+        # which calls each instruction produced: (instr, first, stop) into the list
+        self.fwd_spans: list[tuple[Instr, int, int]] = []
         for ins in plan.forward_instrs:
+            self.fwd_spans.append((ins, len(fwd), len(fwd)))
             if ins.name in views and ins.kind != "carry":
                 continue
             if ins.kind == "carry":
@@ -318,6 +321,7 @@ class Workspace:
                 fwd.append((ins.op.forward_into, (out, *args)))
             else:
                 fwd.extend(_typed_constants(calls, out.dtype))
+        self.fwd_spans = _closed(self.fwd_spans, len(fwd))
         self.fwd = _packed(fwd)
 
         self._sliced = sliced
@@ -559,11 +563,17 @@ class Workspace:
                 composite[u, uk] = (comp, w, rng)
         self._chained = set(chains)
 
+        entry_instrs: list[Instr] = []
+        prev_ins = plan.backward_instrs[0] if plan.backward_instrs else None
         for ins in plan.backward_instrs:
             if ins.name in views and ins.kind != "carry":
                 continue
             if ins.kind == "op" and ins.step >= 0 and ins.name in chains:
                 continue
+            while len(entry_instrs) < len(pre_entries):
+                assert prev_ins is not None
+                entry_instrs.append(prev_ins)
+            prev_ins = ins
             if ins.kind == "carry":
                 if ins.name in skip_carry:
                     continue
@@ -711,7 +721,14 @@ class Workspace:
         flat = "flat_calls" in plan.passes
         # a flat list of calls f(*args), as in the forward pass
         bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        for (fn_into, g_, y_, args, tg), mode in zip(pre_entries, modes, strict=True):
+        while len(entry_instrs) < len(pre_entries):
+            assert prev_ins is not None
+            entry_instrs.append(prev_ins)
+        self.bwd_spans: list[tuple[Instr, int, int]] = []
+        for (fn_into, g_, y_, args, tg), mode, e_ins in zip(
+            pre_entries, modes, entry_instrs, strict=True
+        ):
+            self.bwd_spans.append((e_ins, len(bwd), len(bwd)))
             nslots = len(args)
             outs: list[Array | None] = [None] * nslots
             adds: list[tuple[Array, Array]] = []
@@ -739,6 +756,7 @@ class Workspace:
                 bwd.append((fn_into, (tuple(outs), g_, y_, *args)))
             for tgt, scr in adds:
                 bwd.append((np.add, (tgt, scr, tgt)))
+        self.bwd_spans = _closed(self.bwd_spans, len(bwd))
         self.bwd = _packed(bwd)
 
     def _reads(
@@ -839,8 +857,7 @@ class Workspace:
         self._load(params, inputs, states, mask)
         # exp() overflowing to inf inside a sigmoid is exact (1 / inf = 0): not worth a warning
         with np.errstate(over="ignore"):
-            for fn, args in self.fwd:
-                fn(*args)
+            self._execute_forward()
         self.generation += 1
         cell = self.plan.cell
         loss = 0.0
@@ -867,19 +884,8 @@ class Workspace:
                 raise ValueError(
                     f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
                 )
+        self._use_binding(bool(grad_outputs))
         with_outputs = bool(grad_outputs)
-        binding = self._bindings.get(with_outputs)
-        if binding is None:
-            self._bind_backward(with_outputs)
-            self._bindings[with_outputs] = (
-                self.gbufs,
-                self.factor_jobs,
-                self._zero,
-                self.seed_modes,
-                self.bwd,
-            )
-        else:
-            self.gbufs, self.factor_jobs, self._zero, self.seed_modes, self.bwd = binding
         for arr in self._zero:
             arr.fill(0)
         for name in cell.losses:
@@ -918,8 +924,7 @@ class Workspace:
                 np.copyto(target, go)
         for ffn, fouts, y_all, xs_all in self.factor_jobs:
             ffn(fouts, y_all, *xs_all)
-        for fn, args in self.bwd:
-            fn(*args)
+        self._execute_backward()
         out = Gradients()
         for name in sorted(self.plan.wrt):
             kind = cell.kind(name)
@@ -931,6 +936,29 @@ class Workspace:
                 out.states[name] = self.gbufs["state:" + name][0].copy()
         out.params = {p: out.params[p] for p in cell.params if p in out.params}
         return out
+
+    def _use_binding(self, with_outputs: bool) -> None:
+        """Make the backward binding (with or without output seeds) the current one."""
+        binding = self._bindings.get(with_outputs)
+        if binding is None:
+            self._bind_backward(with_outputs)
+            self._bindings[with_outputs] = (
+                self.gbufs,
+                self.factor_jobs,
+                self._zero,
+                self.seed_modes,
+                self.bwd,
+            )
+        else:
+            self.gbufs, self.factor_jobs, self._zero, self.seed_modes, self.bwd = binding
+
+    def _execute_forward(self) -> None:
+        for fn, args in self.fwd:
+            fn(*args)
+
+    def _execute_backward(self) -> None:
+        for fn, args in self.bwd:
+            fn(*args)
 
     def first_nonfinite(self) -> tuple[str, int] | None:
         """The first (node, step) of the unrolled order whose value is not finite.
@@ -968,6 +996,12 @@ class Workspace:
 
 def _buffer_of(cell: Cell, name: str) -> str:
     return _PREFIX[cell.kind(name)] + name
+
+
+def _closed(spans: list[tuple[Instr, int, int]], end: int) -> list[tuple[Instr, int, int]]:
+    """Spans recorded by their first call: each ends where the next one starts."""
+    starts = [lo for _i, lo, _hi in spans[1:]] + [end]
+    return [(ins, lo, hi) for (ins, lo, _), hi in zip(spans, starts, strict=True)]
 
 
 def _packed(calls: list[Call]) -> list[Call]:

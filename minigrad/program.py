@@ -1,0 +1,219 @@
+"""``minigrad.compile``: a cell compiled once into a program that runs for any T.
+
+``compile(cell, wrt=..., truncate=..., passes=...)`` returns a ``Program``.
+Its ``forward`` reads T from the inputs. In the default ``mode="loop"`` the
+program runs one compiled step per time step (``minigrad.loop``): nothing is
+compiled per sequence length, and the per-step buffers follow the longest T
+seen. ``mode="unrolled"`` runs the plan of the full networkx unroll of each T
+(``minigrad.plan``), the reference the tests compare the loop with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from minigrad.cell import Cell
+from minigrad.errors import GraphError, ShapeError
+from minigrad.loop import LoopWorkspace, template_steps
+from minigrad.plan import Plan, compile_plan
+from minigrad.types import Array, BoolArray
+from minigrad.workspace import Gradients, Run
+
+__all__ = ["MODES", "Program", "compile"]
+
+MODES = ("loop", "unrolled")
+"""The ways a program runs: one compiled step in a loop, or the full unroll."""
+
+
+class Program:
+    """A cell compiled for one choice of ``wrt``, ``truncate`` and ``passes``.
+
+    Build it with ``minigrad.compile``. ``forward``/``backward``/``loss_and_grads``
+    take and return the same things as a ``Plan``'s; T is the inputs' leading size.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        *,
+        wrt: Iterable[str] | None = None,
+        truncate: int | None = None,
+        passes: Sequence[str] | None = None,
+        mode: str = "loop",
+    ) -> None:
+        if mode not in MODES:
+            raise GraphError(f"cell '{cell.name}': mode must be one of {MODES}, got {mode!r}")
+        self.cell = cell
+        self.wrt = None if wrt is None else frozenset(wrt)
+        self.truncate = truncate
+        self.passes = None if passes is None else tuple(passes)
+        self.mode = mode
+        # check the arguments once, on the smallest unroll
+        compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=self.passes)
+        self._plans: dict[int, Plan] = {}
+        self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
+        self._unrolled: Plan | None = None
+        self._last: LoopWorkspace | Plan | None = None
+
+    def __repr__(self) -> str:
+        return f"Program(cell='{self.cell.name}', mode='{self.mode}')"
+
+    def _plan(self, steps: int) -> Plan:
+        plan = self._plans.get(steps)
+        if plan is None:
+            plan = compile_plan(
+                self.cell, steps, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+            )
+            self._plans[steps] = plan
+        return plan
+
+    def _runner(self, batch: int, masked: bool) -> LoopWorkspace:
+        key = (batch, masked)
+        ws = self._runners.get(key)
+        if ws is None:
+            cell = self.cell
+            shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
+            shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
+            K = template_steps(shapes, batch, self.truncate)
+            if len(self._runners) >= 8:
+                self._runners.pop(next(iter(self._runners)))
+            ws = LoopWorkspace(self._plan(K), batch, masked)
+            self._runners[key] = ws
+        return ws
+
+    def steps(self, inputs: Mapping[str, Array], mask: Array | BoolArray | None = None) -> int:
+        """T, read from the inputs (or the mask for a cell without inputs)."""
+        for name in self.cell.inputs:
+            if name in inputs:
+                shape = np.shape(inputs[name])
+                if len(shape) < 2:
+                    raise ShapeError(
+                        f"cell '{self.cell.name}': input '{name}' must have shape (T, B, ...), "
+                        f"got {shape}"
+                    )
+                if shape[0] < 1:
+                    raise ShapeError(
+                        f"cell '{self.cell.name}': input '{name}' has no time steps (T = 0)"
+                    )
+                return int(shape[0])
+        if mask is not None:
+            return int(np.shape(mask)[0])
+        missing = [n for n in self.cell.inputs if n not in inputs]
+        raise ShapeError(
+            f"cell '{self.cell.name}': missing input(s) {missing}; "
+            f"expected {list(self.cell.inputs)}"
+        )
+
+    def forward(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+        mask: Array | BoolArray | None = None,
+        *,
+        with_outputs: bool = True,
+    ) -> Run:
+        """Run the forward pass over T = the inputs' leading size.
+
+        Args:
+            params: every parameter, ``{name: array of its shape}``.
+            inputs: every input, ``{name: (T, B, *features)}``.
+            states: optional initial states ``{name: (B, *features)}``.
+            mask: optional (T, B), 1 on real steps and 0 on padding.
+        """
+        T = self.steps(inputs, mask)
+        if self.mode == "unrolled":
+            if self._unrolled is None or self._unrolled.steps != T:
+                self._unrolled = compile_plan(
+                    self.cell, T, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                )
+            self._last = self._unrolled
+            return self._unrolled.forward(params, inputs, states, mask)
+        batch = self._unrolled_batch(inputs, states)
+        ws = self._runner(batch, mask is not None)
+        ws.steps_of(T)
+        self._last = ws
+        return ws.forward(params, inputs, states or {}, mask, with_outputs)
+
+    def _unrolled_batch(
+        self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None
+    ) -> int:
+        return self._plan(1)._batch_size(inputs, states)
+
+    def backward(
+        self,
+        run: Run,
+        grad_outputs: Mapping[str, Array] | None = None,
+        loss_scale: float = 1.0,
+    ) -> Gradients:
+        """Backpropagate through time from the loss (times ``loss_scale``) and from
+        ``grad_outputs`` (``{output: (T, B, *features)}``); call it before the next
+        forward pass of this program."""
+        last = self._last
+        if isinstance(last, Plan):
+            return last.backward(run, grad_outputs, loss_scale)
+        if last is None or last.generation != run._generation or last.batch != run.batch:
+            raise GraphError(
+                f"cell '{self.cell.name}': this forward result was overwritten by a later "
+                "forward pass of the same program; call backward before the next forward"
+            )
+        return last.backward(grad_outputs or {}, loss_scale)
+
+    def loss_and_grads(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+        mask: Array | BoolArray | None = None,
+    ) -> tuple[float, Gradients]:
+        """Forward then backward; returns ``(loss, gradients)``."""
+        run = self.forward(params, inputs, states, mask, with_outputs=False)
+        return run.loss, self.backward(run)
+
+    def first_nonfinite(self, run: Run) -> tuple[str, int] | None:
+        """The first (node, step) of the unrolled order whose value is not finite in the
+        last forward pass (``run``), or None. The pass is run again on the plain plan of
+        the full unroll, with the same parameters, inputs, initial states and mask."""
+        last = self._last
+        if last is None:
+            return None
+        cell = self.cell
+        T = last.T if isinstance(last, LoopWorkspace) else last.steps
+        bufs = last.bufs if isinstance(last, LoopWorkspace) else None
+        if bufs is None:
+            assert isinstance(last, Plan)
+            return last.first_nonfinite(run)
+        assert isinstance(last, LoopWorkspace)
+        params = {p: bufs["param:" + p] for p in cell.params}
+        inputs = {i: bufs["in:" + i] for i in cell.inputs}
+        states = {s: bufs["state:" + s][0] for s in cell.states}
+        plain = compile_plan(cell, T, passes=())
+        with np.errstate(all="ignore"):
+            again = plain.forward(params, inputs, states, last.mask if last.masked else None)
+        return plain.first_nonfinite(again)
+
+
+def compile(
+    cell: Cell,
+    *,
+    wrt: Iterable[str] | None = None,
+    truncate: int | None = None,
+    passes: Sequence[str] | None = None,
+    mode: str = "loop",
+) -> Program:
+    """Compile ``cell`` once into a ``Program`` that runs for any number of steps.
+
+    Args:
+        cell: a built ``Cell``.
+        wrt: names of the parameters, inputs and states whose gradients are wanted
+            (default: all).
+        truncate: optional BPTT window k ("detach every k steps" from step 0).
+        passes: graph passes (``minigrad.passes``); None for the defaults, ``()`` for none.
+        mode: ``"loop"`` (one compiled step, any T) or ``"unrolled"`` (the full unroll
+            of each T, the reference).
+    """
+    return Program(cell, wrt=wrt, truncate=truncate, passes=passes, mode=mode)
+
+

@@ -1,0 +1,158 @@
+"""Loop programs against the full unroll.
+
+``minigrad.compile(cell)`` runs one compiled step per time step; with
+``mode="unrolled"`` it runs the plan of the full networkx unroll of each T,
+the reference. The same arithmetic runs in both, so losses, gradients, final
+states and outputs must agree bit for bit: every cell of ``models.cells``,
+random cells, masks with padding at either end, truncation windows, ``wrt``
+subsets, both dtypes and T in {1, 2, 3, 17, 100}.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_random_cells import random_cell
+
+import minigrad as mg
+from minigrad import CellBuilder
+from minigrad.types import Array
+from models.cells import CELLS, stack
+
+D, H, B = 4, 5, 3
+
+
+def l2_cell(name: str, dtype: type = np.float64, readout: bool = False) -> mg.Cell:
+    b = CellBuilder(f"{name}_{'music' if readout else 'l2'}", dtype=dtype)
+    x = b.input("x", D)
+    y = b.input("y", D if readout else H)
+    (h,) = stack(b, x, name, D, H, 1)
+    b.output("h", h)
+    if readout:
+        V = b.param("V_out", (H, D), init=mg.init.uniform(0.3))
+        c = b.param("c_out", D, init=mg.init.uniform(0.3))
+        b.output("logits", mg.affine(h, V, c, name="logits"))
+        b.loss(mg.sigmoid_bce("logits", y, name="nll"))
+    else:
+        b.loss(mg.l2_loss(h, y, name="l2"))
+    return b.build()
+
+
+def _inputs(cell: mg.Cell, T: int, seed: int) -> dict[str, Array]:
+    rng = np.random.default_rng(seed)
+    dt = cell.dtype
+    out = {}
+    for name, spec in cell.inputs.items():
+        shape = (T, B, *(int(d) for d in spec.shape[1:]))
+        if name == "y" and "music" in cell.name:
+            out[name] = (rng.uniform(size=shape) > 0.6).astype(dt)
+        else:
+            out[name] = rng.standard_normal(shape).astype(dt)
+    return out
+
+
+def _mask(T: int, where: str) -> Array | None:
+    if where == "none":
+        return None
+    m = np.ones((T, B))
+    if where == "end":
+        m[T // 2 :, 0] = 0
+        m[max(T - 2, 1) :, 2] = 0
+    else:
+        m[: max(T // 3, 1), 1] = 0
+        m[: T - 1, 2] = 0
+    return m
+
+
+def _outcome(prog: mg.Program, cell: mg.Cell, T: int, mask: Array | None, seed: int
+             ) -> dict[str, Array]:
+    params = cell.init_params(seed)
+    rng = np.random.default_rng(seed + 1)
+    states = {s: rng.standard_normal((B, *(int(d) for d in sp.shape[1:]))).astype(cell.dtype)
+              for s, sp in cell.states.items()}
+    run = prog.forward(params, _inputs(cell, T, seed), states, mask)
+    go = {o: rng.standard_normal(a.shape).astype(cell.dtype) for o, a in run.outputs.items()}
+    grads = prog.backward(run, go, loss_scale=0.5)
+    got = {"loss": np.array(run.loss)}
+    got.update({"out:" + k: v for k, v in run.outputs.items()})
+    got.update({"final:" + k: v for k, v in run.states.items()})
+    got.update({"grad:" + k: v for k, v in grads.flat().items()})
+    loss, g2 = prog.loss_and_grads(params, _inputs(cell, T, seed), states, mask)
+    got["loss2"] = np.array(loss)
+    got.update({"grad2:" + k: v for k, v in g2.flat().items()})
+    return got
+
+
+def _assert_equal(cell: mg.Cell, T: int, mask: str, **kw: object) -> None:
+    m = _mask(T, mask)
+    loop = _outcome(mg.compile(cell, **kw), cell, T, m, 0)  # type: ignore[arg-type]
+    ref = _outcome(mg.compile(cell, mode="unrolled", **kw), cell, T, m, 0)  # type: ignore[arg-type]
+    assert loop.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(loop[k], ref[k], err_msg=f"{cell.name} T={T} {kw}: {k}")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("T", [1, 2, 3, 17, 100])
+def test_every_model_cell_matches_the_unroll(name: str, T: int) -> None:
+    for readout in (False, True):
+        cell = l2_cell(name, readout=readout)
+        for mask in ("none", "end", "start"):
+            _assert_equal(cell, T, mask)
+        _assert_equal(cell, T, "end", passes=())
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("truncate", [1, 2, 5])
+def test_truncation_windows_match_the_unroll(name: str, truncate: int) -> None:
+    cell = l2_cell(name)
+    for T in (3, 17):
+        _assert_equal(cell, T, "none", truncate=truncate)
+        _assert_equal(cell, T, "start", truncate=truncate, passes=())
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_float32_and_wrt_subsets_match_the_unroll(name: str) -> None:
+    cell = l2_cell(name, np.float32, readout=True)
+    _assert_equal(cell, 17, "end")
+    params = list(cell.params)
+    _assert_equal(cell, 17, "start", wrt=params[:2])
+    _assert_equal(cell, 17, "none", wrt=[*cell.states])
+    _assert_equal(cell, 17, "end", wrt=["x", *params[-1:]])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_cells_match_the_unroll(seed: int) -> None:
+    cell = random_cell(seed)
+    for T in (1, 3, 17):
+        _assert_equal(cell, T, "end")
+        _assert_equal(cell, T, "start", passes=())
+    _assert_equal(cell, 17, "start", truncate=4)
+
+
+def test_one_program_runs_every_length_with_one_layout() -> None:
+    cell = l2_cell("gru")
+    prog = mg.compile(cell)
+    ref = mg.compile(cell, mode="unrolled")
+    for T in (5, 40, 3, 40, 17):  # grows, then shorter batches reuse the buffers
+        a = _outcome(prog, cell, T, _mask(T, "end"), T)
+        b = _outcome(ref, cell, T, _mask(T, "end"), T)
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k])
+    (runner,) = prog._runners.values()
+    assert runner._owners.capacity == 40  # the longest T seen: grown once, never per T
+
+
+def test_backward_after_another_forward_is_refused() -> None:
+    cell = l2_cell("gru")
+    prog = mg.compile(cell)
+    params = cell.init_params(0)
+    run = prog.forward(params, _inputs(cell, 4, 0))
+    prog.forward(params, _inputs(cell, 6, 0))
+    with pytest.raises(mg.GraphError, match="overwritten"):
+        prog.backward(run)
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(mg.GraphError, match="mode"):
+        mg.compile(l2_cell("gru"), mode="fast")
