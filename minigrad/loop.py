@@ -88,41 +88,71 @@ def _address(a: AnyArray) -> int:
 class _Owners:
     """The per-step buffers of a K-step workspace and their copies of ``capacity`` steps."""
 
-    def __init__(self, arrays: list[AnyArray], K: int, batch: int) -> None:
-        seen: dict[int, AnyArray] = {}
-        for a in arrays:
-            if a.ndim >= 2 and a.shape[0] in (K, K + 1) and a.shape[1] == batch and a.size:
-                seen[_address(a)] = a
+    def __init__(self, K: int, batch: int) -> None:
         self.K = K
-        self.arrays = [seen[k] for k in sorted(seen)]
-        self.starts = [_address(a) for a in self.arrays]
-        self.ends = [s + a.nbytes for s, a in zip(self.starts, self.arrays, strict=True)]
-        self.new: list[AnyArray] = list(self.arrays)
+        self.batch = batch
+        self.arrays: list[AnyArray] = []
+        self.new: list[AnyArray] = []
+        self.ones: set[int] = set()
         self.capacity = K
+        self._starts: list[int] = []
+        self._index: list[int] = []
 
-    def find(self, a: AnyArray) -> tuple[int, int] | None:
+    def add(self, arrays: list[AnyArray], ones: tuple[AnyArray, ...] = ()) -> None:
+        """Take in the per-step buffers among ``arrays`` (mask buffers in ``ones`` start
+        as ones) and give each a copy of ``capacity`` steps."""
+        known = set(self._starts)
+        K = self.K
+        for a in arrays:
+            if not (a.ndim >= 2 and a.shape[0] in (K, K + 1) and a.shape[1] == self.batch):
+                continue
+            if a.size == 0 or _address(a) in known:
+                continue
+            known.add(_address(a))
+            i = len(self.arrays)
+            self.arrays.append(a)
+            if any(a is o for o in ones):
+                self.ones.add(i)
+            self.new.append(self._fresh(i, self.capacity))
+        order = sorted(range(len(self.arrays)), key=lambda j: _address(self.arrays[j]))
+        self._index = order
+        self._starts = [_address(self.arrays[j]) for j in order]
+
+    def _fresh(self, i: int, capacity: int, arena: Arena | None = None) -> AnyArray:
+        a = self.arrays[i]
+        shape = (capacity + a.shape[0] - self.K, *a.shape[1:])
+        arr = (
+            arena.empty(shape, a.dtype)
+            if arena is not None
+            else np.empty(shape, a.dtype)
+        )
+        if i in self.ones:
+            arr.fill(1)
+        return arr
+
+    def find(self, a: Any) -> tuple[int, int] | None:
         """(owner index, byte offset) of the per-step buffer holding ``a``, or None."""
         if not isinstance(a, np.ndarray) or a.size == 0:
             return None
         addr = _address(a)
-        i = bisect.bisect_right(self.starts, addr) - 1
-        if i < 0 or addr >= self.ends[i]:
+        j = bisect.bisect_right(self._starts, addr) - 1
+        if j < 0:
             return None
-        return i, addr - self.starts[i]
+        i = self._index[j]
+        if addr >= self._starts[j] + self.arrays[i].nbytes:
+            return None
+        return i, addr - self._starts[j]
 
-    def grow(self, capacity: int, ones: set[int]) -> None:
-        """Lay the per-step buffers out again for ``capacity`` steps (``ones``: the
-        indices of mask buffers, which start as ones)."""
-        total = 0
-        for a in self.arrays:
-            total += (capacity + a.shape[0] - self.K) * (a.nbytes // a.shape[0])
+    def grow(self, capacity: int) -> None:
+        """Lay the per-step buffers out again for ``capacity`` steps (their contents are
+        not kept: every pass writes its values before reading them)."""
+        self.new = []  # let the old layout go before the new one is allocated
+        total = sum(
+            (capacity + a.shape[0] - self.K) * (a.nbytes // a.shape[0]) for a in self.arrays
+        )
         arena = Arena(total)
-        self.new = []
-        for i, a in enumerate(self.arrays):
-            arr = arena.empty((capacity + a.shape[0] - self.K, *a.shape[1:]), a.dtype)
-            arr.fill(1 if i in ones else 0)
-            self.new.append(arr)
         self.capacity = capacity
+        self.new = [self._fresh(i, capacity, arena) for i in range(len(self.arrays))]
 
     def span(self, a: Any, T: int) -> Any:
         """The view of ``a`` (a view of a K-step workspace) in the layout for T steps:
@@ -203,37 +233,46 @@ class LoopWorkspace(Workspace):
         K = plan.steps
         self._k_bufs = self.bufs
         self._k_mask = (self.mask, self.mask_col, self.mask_bool)
-        # bind both backward flavours now, on the K-step buffers
-        k_bwd: dict[bool, tuple[list[_Call], list[tuple[Instr, int, int]]]] = {}
-        for with_outputs in (False, True):
-            Workspace._use_binding(self, with_outputs)
-            k_bwd[with_outputs] = (self.bwd, self.bwd_spans)
-        arrays = [*self.arena.arrays, self.mask, self.mask_bool]
-        self._owners = _Owners(arrays, K, batch)
-        self._ones = {
-            i
-            for i, a in enumerate(self._owners.arrays)
-            if a is self.mask or a is self.mask_bool
-        }
+        self._owners = _Owners(K, batch)
+        self._owners.add(
+            [*self.arena.arrays, self.mask, self.mask_bool], ones=(self.mask, self.mask_bool)
+        )
+        self._arrays_seen = len(self.arena.arrays)
         self._m = 1
         t = plan.truncate
         self._cut = t - 1 if t is not None and t > 1 else None
         if t is not None and t > 1:
             self._m = t
         self._fwd_parts = self._split(self.fwd, self.fwd_spans, self._m)
+        # the backward binding with and without output gradients, each made when first used
         self._bwd_parts: dict[bool, tuple[list[_Call], list[_Call], list[_Call], list[_Call]]] = {}
-        for with_outputs, (bwd, spans) in k_bwd.items():
-            pro, body, epi = self._split(bwd, spans, self._m)
-            cut_body: list[_Call] = []
-            if self._cut is not None:
-                _p, cut_body, _e = self._split(bwd, spans, self._cut)
-            self._bwd_parts[with_outputs] = (pro, body, epi, cut_body)
         self._bodies: dict[str, _Body] = {}
+        self._cache: dict[tuple[Any, ...], list[Any]] = {}
         self._memo: dict[Any, Any] = {}
         self._with_outputs = False
         self._parts: tuple[list[_Call], list[_Call]] = ([], [])
         self._cur_T: int | None = None
         self._grow(K)
+
+    def _bind_flavour(self, with_outputs: bool) -> None:
+        """Bind the backward pass (with or without output gradients) on the K-step buffers
+        and cut its body out."""
+        current = (self.T, self.bufs, self.mask, self.mask_col, self.mask_bool)
+        self.T, self.bufs = self.plan.steps, self._k_bufs
+        self.mask, self.mask_col, self.mask_bool = self._k_mask
+        try:
+            Workspace._use_binding(self, with_outputs)
+        finally:
+            self.T, self.bufs, self.mask, self.mask_col, self.mask_bool = current
+        bwd, spans = self.bwd, self.bwd_spans
+        self._owners.add(self.arena.arrays[self._arrays_seen :])
+        self._arrays_seen = len(self.arena.arrays)
+        pro, body, epi = self._split(bwd, spans, self._m)
+        cut_body: list[_Call] = []
+        if self._cut is not None:
+            _p, cut_body, _e = self._split(bwd, spans, self._cut)
+        self._bwd_parts[with_outputs] = (pro, body, epi, cut_body)
+        self._bind_bodies()
 
     # -- cutting the K-step lists ----------------------------------------------
 
@@ -268,10 +307,18 @@ class LoopWorkspace(Workspace):
     # -- capacity --------------------------------------------------------------
 
     def _grow(self, capacity: int) -> None:
-        self._owners.grow(capacity, self._ones)
+        self._bodies = {}
+        self._cache = {}
+        self._owners.grow(capacity)
         self._memo.clear()
-        self._bodies = {"fwd": self._bind_body(self._fwd_parts[1])}
+        self._bind_bodies()
+
+    def _bind_bodies(self) -> None:
+        if "fwd" not in self._bodies:
+            self._bodies["fwd"] = self._bind_body(self._fwd_parts[1])
         for with_outputs, (_pro, body, _epi, cut) in self._bwd_parts.items():
+            if f"bwd{with_outputs}" in self._bodies:
+                continue
             self._bodies[f"bwd{with_outputs}"] = self._bind_body(body)
             if self._cut is not None:
                 self._bodies[f"cut{with_outputs}"] = self._bind_body(cut, self._cut)
@@ -279,7 +326,7 @@ class LoopWorkspace(Workspace):
     def _bind_body(self, calls: list[_Call], m: int | None = None) -> _Body:
         step = self._m if m is None else m
         C = self._owners.capacity
-        cache: dict[tuple[Any, ...], list[Any]] = {}
+        cache = self._cache
 
         def column(a: Any) -> Any:
             """A per-step list for ``a``, or ``a`` itself when it is the same at every step."""
@@ -336,9 +383,9 @@ class LoopWorkspace(Workspace):
             fn(*args)
 
     def _use_binding(self, with_outputs: bool) -> None:
+        if with_outputs not in self._bwd_parts:
+            self._bind_flavour(with_outputs)
         super()._use_binding(with_outputs)
-        if not hasattr(self, "_owners"):
-            return
         self._with_outputs = with_outputs
         T = self.T
         key = ("bwd", with_outputs)
@@ -356,7 +403,7 @@ class LoopWorkspace(Workspace):
             for v in self.gbufs.values():
                 found = o.find(v)
                 if found is None:
-                    if not any(v is z for z in zero):
+                    if v.flags.writeable and not any(v is z for z in zero):
                         zero.append(v)
                 elif found[0] not in done:
                     done.add(found[0])

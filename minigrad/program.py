@@ -10,6 +10,7 @@ seen. ``mode="unrolled"`` runs the plan of the full networkx unroll of each T
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,10 @@ from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
 from minigrad.workspace import Gradients, Run
 
-__all__ = ["MODES", "Program", "compile"]
+__all__ = ["MODES", "RUNNERS", "Program", "compile"]
+
+RUNNERS = 2
+"""How many (batch size, masked) bindings a program keeps, the most recently used."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
@@ -71,13 +75,17 @@ class Program:
 
     def _runner(self, batch: int, masked: bool) -> LoopWorkspace:
         key = (batch, masked)
-        ws = self._runners.get(key)
-        if ws is None:
+        ws = self._runners.pop(key, None)
+        if ws is not None:
+            self._runners[key] = ws  # most recently used last
+        else:
             cell = self.cell
             shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
             shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
             K = template_steps(shapes, batch, self.truncate)
-            if len(self._runners) >= 8:
+            # each runner keeps buffers for the longest T it has seen: keep the two used
+            # last (training and scoring batches); binding another takes milliseconds
+            while len(self._runners) >= RUNNERS:
                 self._runners.pop(next(iter(self._runners)))
             ws = LoopWorkspace(self._plan(K), batch, masked)
             self._runners[key] = ws
@@ -213,7 +221,30 @@ def compile(
         passes: graph passes (``minigrad.passes``); None for the defaults, ``()`` for none.
         mode: ``"loop"`` (one compiled step, any T) or ``"unrolled"`` (the full unroll
             of each T, the reference).
+
+    The same arguments give the same ``Program`` while the cell is alive (a small
+    cache keyed weakly by the cell; the cell itself holds nothing).
     """
-    return Program(cell, wrt=wrt, truncate=truncate, passes=passes, mode=mode)
+    key = (
+        None if wrt is None else frozenset(wrt),
+        truncate,
+        None if passes is None else tuple(passes),
+        mode,
+    )
+    programs = _PROGRAMS.setdefault(cell, {})
+    prog = programs.get(key)
+    if prog is None:
+        if len(programs) >= 16:
+            programs.pop(next(iter(programs)))
+        prog = programs[key] = Program(
+            cell, wrt=wrt, truncate=truncate, passes=passes, mode=mode
+        )
+    return prog
+
+
+# programs of the cells still alive: a cell is compiled once per (wrt, truncate, passes, mode)
+_PROGRAMS: weakref.WeakKeyDictionary[Cell, dict[tuple[object, ...], Program]] = (
+    weakref.WeakKeyDictionary()
+)
 
 

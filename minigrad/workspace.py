@@ -365,12 +365,19 @@ class Workspace:
 
         fixed_members = set(fixed_of.values())
 
-        def build(zeros: Callable[[Shape, Any], AnyArray]) -> tuple[dict[str, Any], dict[str, str]]:
+        def build(
+            zeros: Callable[[Shape, Any], AnyArray], lean: bool = False
+        ) -> tuple[dict[str, Any], dict[str, str]]:
             g: dict[str, Any] = {}
             base: dict[str, str] = {}
             for k, v in bufs.items():
                 if not k.startswith("op:"):
-                    g[k] = zeros(v.shape, v.dtype)
+                    if lean and k.startswith("in:") and k[3:] not in plan.wrt:
+                        # no gradient flows into an input that is not wanted: a read-only
+                        # zero view instead of a buffer (a write would fail loudly)
+                        g[k] = np.broadcast_to(np.zeros((), v.dtype), v.shape)
+                    else:
+                        g[k] = zeros(v.shape, v.dtype)
                     base[k] = k
             pending = list(cell.order)
             while pending:
@@ -405,7 +412,7 @@ class Workspace:
                 pending = left
             return g, base
 
-        gbufs, gbase = build(self.arena.zeros)
+        gbufs, gbase = build(self.arena.zeros, lean=True)
         shadow, _ = build(lambda shape, _dt: np.zeros(shape, dtype=bool))
         self.gbufs = gbufs
 

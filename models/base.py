@@ -12,7 +12,7 @@ and its parameters ``{name: array}``. Everything is time-major: ``x`` is
 (T, B, D), ``y`` and the returned hidden states (T, B, H). The model never
 casts: every array given must already have the model's dtype.
 
-Gradients come from ``Cell.plan(T)``: BPTT derived by minigrad from the
+Gradients come from ``minigrad.compile(cell)``: BPTT derived by minigrad from the
 nodes' local derivatives; nothing here differentiates anything.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from minigrad.cell import Cell, CellBuilder, l2_loss
 from minigrad.errors import ShapeError
-from minigrad.plan import Plan
+from minigrad.program import Program, compile
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells import CELLS, INITS, layer_prefix, lstm, stack
 
@@ -301,9 +301,10 @@ class RecurrentModel:
                 out[f"{kind}0"] = states[kind]
         return out
 
-    def _plan(self, steps: int) -> Plan:
+    def _plan(self, steps: int) -> Program:
+        """The compiled program (it runs for any T; ``steps`` is not needed)."""
         wrt = [*self.cell.params, "x", *self.cell.states]
-        return self.cell.plan(steps, wrt=wrt)
+        return compile(self.cell, wrt=wrt)
 
     # -- running ------------------------------------------------------------------
 

@@ -19,15 +19,13 @@ state), divided by the number of real steps; and the frame-level accuracy
 ``TP / (TP + FP + FN)`` summed over every real frame, a note being predicted
 when ``p > 0.5``.
 
-**Padding to a multiple of 16.** A plan is compiled (and cached by the cell)
-for each distinct number of steps T. To keep the number of compiled plans
-small, every batch is padded with empty steps up to the next multiple of
-``PAD_MULTIPLE`` (16) steps. The batch mask marks those steps as padding, and
-the engine carries the states unchanged through them, counts their loss as
-zero and ignores their gradient, so the padding changes no number: loss,
-gradients and metrics are exactly those of the unpadded batch.
+**No padding for the compiler.** The cell is compiled once
+(``minigrad.compile``) into a program that runs for any number of steps, so
+batches keep their own length; the batch mask marks the steps after each
+sequence's end, through which the engine carries the states unchanged.
+``pad_batch`` remains as a utility (padding changes no number).
 
-Gradients come from ``Cell.plan(T, wrt=params)``: BPTT derived by minigrad from
+Gradients come from ``minigrad.compile(cell, wrt=params)``: BPTT derived by minigrad from
 the nodes' local derivatives, with respect to the parameters only.
 """
 
@@ -41,7 +39,8 @@ import numpy as np
 from minigrad.cell import Cell, CellBuilder, affine, sigmoid_bce
 from minigrad.errors import NonFiniteError
 from minigrad.init import pytorch_uniform
-from minigrad.plan import Plan, Run
+from minigrad.plan import Run
+from minigrad.program import Program, compile
 from minigrad.types import Array, FloatDType
 from models.base import check_state_dict
 from models.cells import CELLS, INITS, stack, state_names
@@ -262,9 +261,10 @@ class SequenceModel:
 
     # -- running ------------------------------------------------------------------
 
-    def plan(self, steps: int) -> Plan:
-        """The cached plan for ``steps`` steps, differentiating with respect to the parameters."""
-        return self.cell.plan(steps, wrt=self.params)
+    def plan(self, steps: int = 1) -> Program:
+        """The compiled program, differentiating with respect to the parameters; it runs
+        for any number of steps (``steps`` is accepted for older callers and ignored)."""
+        return compile(self.cell, wrt=self.params)
 
     def _inputs(self, batch: Batch) -> tuple[Batch, dict[str, Array]]:
         if not isinstance(batch, Batch):
@@ -283,14 +283,16 @@ class SequenceModel:
                 f"batch: inputs {batch.inputs.shape}, targets {batch.targets.shape} and mask "
                 f"{batch.mask.shape} do not agree; expected (T, B, {K}), (T, B, {K}), (T, B)"
             )
-        padded = pad_batch(batch)
+        padded = batch
         mask = padded.mask.astype(self.dtype, copy=False)
         return Batch(padded.inputs, padded.targets, mask, padded.lengths, padded.n_steps), {
             "x": padded.inputs,
             "t": padded.targets,
         }
 
-    def _run(self, batch: Batch, params: Mapping[str, Array] | None) -> tuple[Plan, Run, Batch]:
+    def _run(
+        self, batch: Batch, params: Mapping[str, Array] | None
+    ) -> tuple[Program, Run, Batch]:
         padded, inputs = self._inputs(batch)
         plan = self.plan(int(padded.inputs.shape[0]))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -298,7 +300,7 @@ class SequenceModel:
         return plan, run, padded
 
     def _nonfinite(
-        self, plan: Plan, run: Run, params: Mapping[str, Array], what: str
+        self, plan: Program, run: Run, params: Mapping[str, Array], what: str
     ) -> NonFiniteError:
         bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
         found = plan.first_nonfinite(run)
