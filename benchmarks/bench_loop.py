@@ -29,10 +29,10 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import minigrad as mg  # noqa: E402
-from models.sequence import SequenceModel  # noqa: E402
+import minigrad as mg
+from models.sequence import SequenceModel
 
 
 def _bind(model: SequenceModel, T: int, B: int, mode: str) -> float:

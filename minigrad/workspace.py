@@ -24,7 +24,13 @@ import numpy as np
 
 from minigrad.arena import Arena
 from minigrad.cell import Cell
-from minigrad.errors import DTypeError, GraphError, NodeContractError, ShapeError
+from minigrad.errors import (
+    DTypeError,
+    GraphError,
+    NodeContractError,
+    NonFiniteError,
+    ShapeError,
+)
 from minigrad.nodes import Add, Call, Node
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 
@@ -721,7 +727,7 @@ class Workspace:
             again, modes, seed_modes = simulate(must_zero)
             must_zero = must_zero | again
         self._zero_roots = sorted(must_zero)
-        self._zero = [gbufs[k] for k in self._zero_roots]
+        self._zero = [gbufs[k] for k in self._zero_roots if gbufs[k].flags.writeable]
         self.seed_modes = dict(zip(seeds, seed_modes, strict=True))
 
         scratch: dict[tuple[tuple[int, ...], str, int], Array] = {}
@@ -842,6 +848,26 @@ class Workspace:
             raise ValueError(
                 f"cell '{cname}': unknown state(s) {extra}; expected {list(cell.states)}"
             )
+        # padded steps are computed, then multiplied by zero: a NaN or an infinity there
+        # would still poison the loss and the gradients, so it is refused at the door
+        for n in cell.inputs:
+            arr = self.bufs["in:" + n]
+            finite = np.isfinite(arr).reshape(T, -1).all(axis=1)
+            if not finite.all():
+                t = int(np.argmin(finite))
+                raise NonFiniteError(
+                    f"cell '{cname}': input '{n}' holds a NaN or an infinity at step {t} "
+                    "(padded steps too are computed; put zeros there)",
+                    node=n,
+                    step=t,
+                )
+        for s_ in cell.states:
+            if not np.all(np.isfinite(self.bufs["state:" + s_][0])):
+                raise NonFiniteError(
+                    f"cell '{cname}': initial state '{s_}' holds a NaN or an infinity",
+                    node=s_,
+                    step=0,
+                )
         if mask is not None:
             m = np.asarray(mask)
             if m.shape != (T, B):

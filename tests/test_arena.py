@@ -49,7 +49,9 @@ def test_a_plan_workspace_lives_in_its_arena() -> None:
     again = gru.loss_and_grads(x, y)
     assert loss == again[0]
     assert all(np.array_equal(grads[k], again[1][k]) for k in grads)
-    ws = next(iter(gru._plan(6)._workspaces.values()))
+    plan = gru.cell.plan(6)
+    plan.loss_and_grads(gru.params, {"x": x, "y": y})
+    ws = next(iter(plan._workspaces.values()))
 
     def block(a: np.ndarray) -> np.ndarray:
         while isinstance(a.base, np.ndarray):

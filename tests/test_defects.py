@@ -94,3 +94,18 @@ def test_initial_state_carried_over_padding_gets_its_gradient(
     np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-9)
     if m[0, 0] == 0 and m[1, 0] == 1:
         assert np.abs(got).max() > 1e-3  # the padded first step carries s0 to the loss
+
+
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+def test_non_finite_inputs_and_states_are_refused_by_name_and_step(mode: str) -> None:
+    cell = _held_state_cell()
+    prog = mg.compile(cell, mode=mode)
+    params = cell.init_params(0)
+    x = np.zeros((4, 1, 2))
+    x[2, 0, 1] = np.nan  # on a padded step: it would still poison the result
+    mask = np.array([[1], [1], [0], [0]])
+    with pytest.raises(mg.NonFiniteError, match=r"input 'x' .* at step 2"):
+        prog.forward(params, {"x": x, "y": np.zeros((4, 1, 2))}, mask=mask)
+    with pytest.raises(mg.NonFiniteError, match="initial state 's'"):
+        prog.forward(params, {"x": np.zeros((4, 1, 2)), "y": np.zeros((4, 1, 2))},
+                     {"s": np.full((1, 2), np.inf)})
