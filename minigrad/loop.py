@@ -16,8 +16,7 @@ pass), and takes from it:
 
 Each buffer whose leading axis is the step (values, gradients, Jacobian
 factors, the mask) is laid out again with room for ``capacity`` steps, the
-longest T seen so far (it grows by half again or to the new T, whichever is
-more; shorter sequences reuse it). Every view that the body's calls take of
+longest T seen so far (shorter sequences reuse it). Every view that the body's calls take of
 such a buffer at step ``m + d`` becomes, for each step ``t``, the same view at
 step ``t + d``: the per-step views come from ``list(buffer)`` and the per-step
 argument tuples from ``zip``, both at C speed, once per capacity. Running a
@@ -349,7 +348,11 @@ class LoopWorkspace(Workspace):
     def _length(self, T: int) -> None:
         """Point the buffers at a layout of ``T`` steps, growing the capacity if needed."""
         if T > self._owners.capacity:
-            self._grow(max(T, self._owners.capacity * 3 // 2))
+            # let go of every view of the old layout before the new one is allocated
+            self.bufs, self.gbufs, self._memo, self._parts = self._k_bufs, {}, {}, ([], [])
+            self.mask, self.mask_col, self.mask_bool = self._k_mask
+            self.factor_jobs, self._zero = [], []
+            self._grow(T)
             self._cur_T = None
         if self._cur_T == T:
             return

@@ -10,6 +10,7 @@ seen. ``mode="unrolled"`` runs the plan of the full networkx unroll of each T
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -24,8 +25,9 @@ from minigrad.workspace import Gradients, Run
 
 __all__ = ["MODES", "RUNNERS", "Program", "compile"]
 
-RUNNERS = 2
-"""How many (batch size, masked) bindings a program keeps, the most recently used."""
+RUNNERS = 1
+"""How many (batch size, masked) bindings a program keeps, the most recently used: each
+holds buffers for the longest T it has seen, and binding another takes milliseconds."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
@@ -83,10 +85,10 @@ class Program:
             shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
             shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
             K = template_steps(shapes, batch, self.truncate)
-            # each runner keeps buffers for the longest T it has seen: keep the two used
-            # last (training and scoring batches); binding another takes milliseconds
             while len(self._runners) >= RUNNERS:
                 self._runners.pop(next(iter(self._runners)))
+                self._last = None
+                gc.collect()  # bindings hold reference cycles: free their buffers now
             ws = LoopWorkspace(self._plan(K), batch, masked)
             self._runners[key] = ws
         return ws

@@ -232,7 +232,7 @@ def test_bound_calls_take_typed_constants() -> None:
     rng = np.random.default_rng(0)
     m.loss_and_grads(rng.standard_normal((4, 2, 3)).astype(np.float32),
                      rng.standard_normal((4, 2, 4)).astype(np.float32))
-    ws = next(iter(m._plan(4)._workspaces.values()))
+    ws = next(iter(m._plan(4)._runners.values()))
     consts = [a for fn, args in ws.fwd if isinstance(fn, np.ufunc) for a in args
               if not isinstance(a, np.ndarray) or a.ndim == 0]
     assert consts and all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in consts)
