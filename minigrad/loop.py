@@ -34,13 +34,14 @@ the same short unroll (``K >= k + 2``).
 from __future__ import annotations
 
 import bisect
+import gc
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from minigrad.arena import Arena
+from minigrad.arena import ALIGN, Arena
 from minigrad.errors import GraphError
 from minigrad.types import AnyArray
 from minigrad.workspace import Instr, Workspace
@@ -149,7 +150,8 @@ class _Owners:
         total = sum(
             (capacity + a.shape[0] - self.K) * (a.nbytes // a.shape[0]) for a in self.arrays
         )
-        arena = Arena(total)
+        # every array starts on a cache line: room for the alignment of each
+        arena = Arena(total + ALIGN * (len(self.arrays) + 1))
         self.capacity = capacity
         self.new = [self._fresh(i, capacity, arena) for i in range(len(self.arrays))]
 
@@ -308,6 +310,10 @@ class LoopWorkspace(Workspace):
     def _grow(self, capacity: int) -> None:
         self._bodies = {}
         self._cache = {}
+        self._owners.new = []
+        # views of the old layout sit in reference cycles (numpy views of views): free
+        # them now, not at the interpreter's next collection, before the new one is made
+        gc.collect()
         self._owners.grow(capacity)
         self._memo.clear()
         self._bind_bodies()
