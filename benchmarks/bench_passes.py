@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"without {p}", tuple(q for q in mg.DEFAULT_PASSES if q != p)) for p in mg.DEFAULT_PASSES
     ]
     settings.append(("plain plan (no pass)", ()))
-    plans = [(name, gru.cell.plan(T, passes=passes)) for name, passes in settings]
+    plans = [(name, mg.plan_of(gru.cell, T, passes=passes)) for name, passes in settings]
     times: dict[str, list[float]] = {name: [] for name, _ in plans}
     for _, plan in plans:
         plan.loss_and_grads(gru.params, inputs)

@@ -91,7 +91,7 @@ from minigrad.nodes import (
 )
 from minigrad.passes import ALL_PASSES, DEFAULT_PASSES, classify
 from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
-from minigrad.program import MODES, Program, compile
+from minigrad.program import MODES, Program, compile, plan_of
 from minigrad.unroll import SHARED, unroll
 
 __version__ = "0.1.0"
@@ -164,6 +164,7 @@ __all__ = [
     "mul",
     "neg_sigmoid",
     "one_minus",
+    "plan_of",
     "relu",
     "scale",
     "sigmoid",

@@ -37,9 +37,9 @@ the node, its class and the inputs at fault.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import networkx as nx
 import numpy as np
@@ -49,9 +49,6 @@ from minigrad.errors import DTypeError, GraphError, ShapeError
 from minigrad.init import Initializer, zeros
 from minigrad.types import BATCH, Array, FloatDType, Shape, SymShape
 from minigrad.types import format_shape as _fmt
-
-if TYPE_CHECKING:
-    from minigrad.plan import Plan
 
 __all__ = [
     "Cell",
@@ -538,7 +535,6 @@ class Cell:
         self.pinned: frozenset[str] = frozenset(
             {*outputs.values(), *losses, *(st.update for st in states.values())}
         )
-        self._plans: dict[tuple[object, ...], Plan] = {}
 
     def __repr__(self) -> str:
         return (
@@ -604,39 +600,6 @@ class Cell:
         """True for parameters and parameter-only nodes (one value for all steps)."""
         kind = self._kinds[name]
         return kind == "param" or (kind == "op" and self.ops[name].static)
-
-    def plan(
-        self,
-        steps: int,
-        wrt: Iterable[str] | None = None,
-        truncate: int | None = None,
-        passes: Sequence[str] | None = None,
-    ) -> Plan:
-        """The compiled plan for sequences of ``steps`` time steps (built once, then cached).
-
-        Args:
-            steps: the number of time steps T.
-            wrt: names of the parameters, inputs and states whose gradients are
-                wanted (default: all parameters, inputs and states).
-            truncate: optional BPTT window (see ``minigrad.plan``).
-            passes: names of graph passes (``minigrad.passes``); None for the
-                default set, ``()`` for the plain plan.
-        """
-        from minigrad.plan import compile_plan
-
-        key = (
-            steps,
-            None if wrt is None else frozenset(wrt),
-            truncate,
-            None if passes is None else tuple(passes),
-        )
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= 256:
-                self._plans.pop(next(iter(self._plans)))
-            plan = compile_plan(self, steps, wrt=wrt, truncate=truncate, passes=passes)
-            self._plans[key] = plan
-        return plan
 
     def spec_shape(self, name: str) -> SymShape:
         """The (symbolic) shape of a declared name."""

@@ -22,6 +22,7 @@ import numpy as np
 from minigrad.cell import Cell
 from minigrad.errors import GradcheckError, NodeContractError
 from minigrad.nodes import Node
+from minigrad.plan import compile_plan
 from minigrad.types import Array
 
 __all__ = ["GradcheckResult", "check_grads", "gradcheck", "gradcheck_cell", "gradcheck_node"]
@@ -233,7 +234,7 @@ def gradcheck_cell(
     rng = np.random.default_rng(seed + 2)
     first = next(iter(inputs.values()))
     T, B = first.shape[0], first.shape[1]
-    plan = cell.plan(T)
+    plan = compile_plan(cell, T)
     st = {
         s: (np.asarray(states[s]) if states and s in states else spec.initial(B))
         for s, spec in cell.states.items()

@@ -310,10 +310,12 @@ class LoopWorkspace(Workspace):
     def _grow(self, capacity: int) -> None:
         self._bodies = {}
         self._cache = {}
+        old = sum(int(a.nbytes) for a in self._owners.new)
         self._owners.new = []
-        # views of the old layout sit in reference cycles (numpy views of views): free
-        # them now, not at the interpreter's next collection, before the new one is made
-        gc.collect()
+        if old > 8 << 20:
+            # views of the old layout sit in reference cycles: free a large one now, not
+            # at the interpreter's next collection, before the new one is made
+            gc.collect()
         self._owners.grow(capacity)
         self._memo.clear()
         self._bind_bodies()
@@ -373,6 +375,11 @@ class LoopWorkspace(Workspace):
             [(fn, o.span(args, T)) for fn, args in pro],
             [(fn, o.span(args, T)) for fn, args in epi],
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-step buffers laid out for the current capacity."""
+        return sum(int(a.nbytes) for a in self._owners.new)
 
     # -- running ---------------------------------------------------------------
 

@@ -80,7 +80,7 @@ __all__ = [
 class Plan:
     """A compiled plan for one cell and one number of steps.
 
-    Build it with ``cell.plan(T)`` (cached) or ``compile_plan``. Attributes:
+    Build it with ``compile_plan`` (or ``minigrad.plan_of``, cached). Attributes:
     ``cell`` (the cell after the graph passes), ``source`` (the cell as built),
     ``steps`` (T), ``graph`` (the unrolled networkx graph of ``cell``),
     ``order`` (its topological order), ``forward_instrs`` and
@@ -203,7 +203,19 @@ class Plan:
         ws = self._workspaces.get((run.batch, run.masked))
         if ws is None:
             return None
-        return ws.first_nonfinite()
+        if not self.passes:
+            return ws.first_nonfinite()
+        # buffers shared by in-place nodes no longer hold every value: run the pass again
+        # on the plain plan of the cell as built, with the same parameters, inputs,
+        # initial states and mask
+        cell = self.source
+        plain = compile_plan(cell, self.steps, passes=())
+        params = {p: ws.bufs["param:" + p] for p in cell.params}
+        inputs = {i: ws.bufs["in:" + i] for i in cell.inputs}
+        states = {s: ws.bufs["state:" + s][0] for s in cell.states}
+        with np.errstate(all="ignore"):
+            again = plain.forward(params, inputs, states, ws.mask if ws.masked else None)
+        return plain.first_nonfinite(again)
 
     def _batch_size(self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None) -> int:
         cname = self.cell.name

@@ -23,11 +23,14 @@ from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
 from minigrad.workspace import Gradients, Run
 
-__all__ = ["MODES", "RUNNERS", "Program", "compile"]
+__all__ = ["KEEP_BYTES", "MODES", "RUNNERS", "Program", "compile", "plan_of"]
 
-RUNNERS = 1
-"""How many (batch size, masked) bindings a program keeps, the most recently used: each
-holds buffers for the longest T it has seen, and binding another takes milliseconds."""
+RUNNERS = 4
+"""At most this many (batch size, masked) bindings are kept, the most recently used."""
+
+KEEP_BYTES = 16 << 20
+"""Bindings other than the one in use are dropped while their buffers (each sized for the
+longest T it has seen) take more than this; binding one again takes milliseconds."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
@@ -85,9 +88,14 @@ class Program:
             shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
             shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
             K = template_steps(shapes, batch, self.truncate)
-            while len(self._runners) >= RUNNERS:
-                self._runners.pop(next(iter(self._runners)))
+            freed = 0
+            while self._runners and (
+                len(self._runners) >= RUNNERS
+                or sum(r.nbytes for r in self._runners.values()) > KEEP_BYTES
+            ):
+                freed += self._runners.pop(next(iter(self._runners))).nbytes
                 self._last = None
+            if freed > 1 << 20:
                 gc.collect()  # bindings hold reference cycles: free their buffers now
             ws = LoopWorkspace(self._plan(K), batch, masked)
             self._runners[key] = ws
@@ -250,3 +258,33 @@ _PROGRAMS: weakref.WeakKeyDictionary[Cell, dict[tuple[object, ...], Program]] = 
 )
 
 
+
+
+def plan_of(
+    cell: Cell,
+    steps: int,
+    wrt: Iterable[str] | None = None,
+    truncate: int | None = None,
+    passes: Sequence[str] | None = None,
+) -> Plan:
+    """The plan of the full unroll of ``cell`` for ``steps`` steps (``compile_plan``),
+    compiled once per arguments while the cell is alive (the cell itself holds nothing).
+    Programs (``compile``) run any T; a plan is the inspectable reference of one T."""
+    key = (
+        steps,
+        None if wrt is None else frozenset(wrt),
+        truncate,
+        None if passes is None else tuple(passes),
+    )
+    plans = _PLANS.setdefault(cell, {})
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= 256:
+            plans.pop(next(iter(plans)))
+        plan = plans[key] = compile_plan(cell, steps, wrt=wrt, truncate=truncate, passes=passes)
+    return plan
+
+
+_PLANS: weakref.WeakKeyDictionary[Cell, dict[tuple[object, ...], Plan]] = (
+    weakref.WeakKeyDictionary()
+)

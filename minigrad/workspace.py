@@ -994,22 +994,10 @@ class Workspace:
             fn(*args)
 
     def first_nonfinite(self) -> tuple[str, int] | None:
-        """The first (node, step) of the unrolled order whose value is not finite.
-
-        Buffers shared by in-place nodes no longer hold every value, so the
-        forward pass is run again on the plain plan of the cell as built, with
-        the parameters, inputs, initial states and mask of the last run.
-        """
+        """The first (node, step) of the unrolled order whose value is not finite, read
+        from the buffers as they are (the plan asks this of a plain plan, whose buffers
+        hold every value)."""
         plan = self.plan
-        if plan.passes:
-            plain = plan.source.plan(plan.steps, passes=())
-            cell = plan.source
-            params = {p: self.bufs["param:" + p] for p in cell.params}
-            inputs = {i: self.bufs["in:" + i] for i in cell.inputs}
-            states = {s: self.bufs["state:" + s][0] for s in cell.states}
-            with np.errstate(all="ignore"):
-                run = plain.forward(params, inputs, states, self.mask if self.masked else None)
-            return plain.first_nonfinite(run)
         cell = plan.cell
         for name, step in plan.order:
             kind = cell.kind(name)

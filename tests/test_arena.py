@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import minigrad as mg
 from minigrad.arena import ALIGN, MIN_BLOCK, Arena
 
 
@@ -49,7 +50,7 @@ def test_a_plan_workspace_lives_in_its_arena() -> None:
     again = gru.loss_and_grads(x, y)
     assert loss == again[0]
     assert all(np.array_equal(grads[k], again[1][k]) for k in grads)
-    plan = gru.cell.plan(6)
+    plan = mg.plan_of(gru.cell, 6)
     plan.loss_and_grads(gru.params, {"x": x, "y": y})
     ws = next(iter(plan._workspaces.values()))
 

@@ -38,7 +38,7 @@ def _held_state_cell() -> mg.Cell:
 
 def _loss(cell: mg.Cell, params: dict[str, Array], inputs: dict[str, Array],
           states: dict[str, Array], mask: Array | None) -> float:
-    return cell.plan(next(iter(inputs.values())).shape[0], passes=()).forward(
+    return mg.plan_of(cell, next(iter(inputs.values())).shape[0], passes=()).forward(
         params, inputs, states, mask
     ).loss
 
@@ -66,7 +66,7 @@ def test_add_of_a_shared_slice_gets_only_its_own_gradient(T: int) -> None:
         "y1": rng.normal(size=(T, 1, 3)),
         "y2": rng.normal(size=(T, 1, 2)),
     }
-    plans = {p: cell.plan(T, passes=p) for p in (None, ())}
+    plans = {p: mg.plan_of(cell, T, passes=p) for p in (None, ())}
     grads = {p: plan.backward(plan.forward(params, inputs)) for p, plan in plans.items()}
     for name in ("W", "U"):
         num = _numeric(lambda: _loss(cell, params, inputs, {}, None), params[name])
@@ -88,7 +88,7 @@ def test_initial_state_carried_over_padding_gets_its_gradient(
     inputs = {"x": rng.normal(size=(2, 1, 2)), "y": rng.normal(size=(2, 1, 2))}
     s0 = rng.normal(size=(1, 2))
     m = np.array(mask, dtype=np.float64)
-    plan = cell.plan(2, wrt=wrt, passes=passes)
+    plan = mg.plan_of(cell, 2, wrt=wrt, passes=passes)
     got = plan.backward(plan.forward(params, inputs, {"s": s0}, m)).states["s"]
     num = _numeric(lambda: _loss(cell, params, inputs, {"s": s0}, m), s0)
     np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-9)

@@ -220,7 +220,7 @@ def test_forward_matches_plain_numpy() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, h0 = data(6, 3)
-    run = cell.plan(6).forward(params, {"x": x, "y": y}, {"h": h0})
+    run = mg.plan_of(cell, 6).forward(params, {"x": x, "y": y}, {"h": h0})
     ref = np.stack(numpy_gru(params, x, h0))
     np.testing.assert_allclose(run.outputs["h"], ref, rtol=1e-13, atol=1e-14)
     assert run.loss == pytest.approx(0.5 * float(np.sum((ref - y) ** 2)), rel=1e-13)
@@ -231,7 +231,7 @@ def test_second_backward_returns_identical_fresh_gradients() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, h0 = data(5, 2)
-    plan = cell.plan(5)
+    plan = mg.plan_of(cell, 5)
     run = plan.forward(params, {"x": x, "y": y}, {"h": h0})
     g1 = plan.backward(run)
     g2 = plan.backward(run)
@@ -250,7 +250,7 @@ def test_ten_thousand_steps_forward_and_backward() -> None:
     params = cell.init_params(0)
     T = 10_000
     x, y, h0 = data(T, 2)
-    plan = cell.plan(T)
+    plan = mg.compile(cell)  # one compiled step, run 10,000 times
     loss, g = plan.loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
     assert np.isfinite(loss)
     assert all(np.all(np.isfinite(v)) for v in g.flat().values())
@@ -270,7 +270,7 @@ def test_float32_in_gives_float32_out() -> None:
     cell = gru_cell(np.float32)
     params = cell.init_params(0)
     x, y, h0 = data(4, 2, dtype=np.float32)
-    plan = cell.plan(4)
+    plan = mg.plan_of(cell, 4)
     run = plan.forward(params, {"x": x, "y": y}, {"h": h0})
     assert run.outputs["h"].dtype == np.float32
     assert run.states["h"].dtype == np.float32
@@ -279,7 +279,7 @@ def test_float32_in_gives_float32_out() -> None:
     # and it agrees with float64 to float32 accuracy
     cell64 = gru_cell(np.float64)
     p64 = {k: v.astype(np.float64) for k, v in params.items()}
-    run64 = cell64.plan(4).forward(
+    run64 = mg.plan_of(cell64, 4).forward(
         p64, {"x": x.astype(np.float64), "y": y.astype(np.float64)}, {"h": h0.astype(np.float64)}
     )
     np.testing.assert_allclose(run.outputs["h"], run64.outputs["h"], rtol=1e-5, atol=1e-6)
@@ -289,7 +289,7 @@ def test_runtime_arrays_of_the_wrong_dtype_or_shape_are_refused() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, _h0 = data(3, 2)
-    plan = cell.plan(3)
+    plan = mg.plan_of(cell, 3)
     with pytest.raises(mg.DTypeError, match="input 'x' is float32, expected float64"):
         plan.forward(params, {"x": x.astype(np.float32), "y": y})
     with pytest.raises(
@@ -314,7 +314,7 @@ def test_a_stale_forward_result_is_refused() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, _ = data(3, 2)
-    plan = cell.plan(3)
+    plan = mg.plan_of(cell, 3)
     first = plan.forward(params, {"x": x, "y": y})
     plan.forward(params, {"x": x * 2, "y": y})
     with pytest.raises(mg.GraphError, match="overwritten"):
@@ -336,14 +336,14 @@ def test_padding_changes_neither_loss_gradients_nor_state() -> None:
     mask = np.zeros((T, B))
     for b, n in enumerate(lengths):
         mask[:n, b] = 1
-    padded = cell.plan(T).forward(params, {"x": x, "y": y}, mask=mask)
-    gp = cell.plan(T).backward(padded)
+    padded = mg.plan_of(cell, T).forward(params, {"x": x, "y": y}, mask=mask)
+    gp = mg.plan_of(cell, T).backward(padded)
     # padding with 4 more (garbage) steps changes nothing
     x2 = np.concatenate([x, rng.standard_normal((4, B, D))])
     y2 = np.concatenate([y, rng.standard_normal((4, B, H))])
     mask2 = np.concatenate([mask, np.zeros((4, B))])
-    more = cell.plan(T + 4).forward(params, {"x": x2, "y": y2}, mask=mask2)
-    gm = cell.plan(T + 4).backward(more)
+    more = mg.plan_of(cell, T + 4).forward(params, {"x": x2, "y": y2}, mask=mask2)
+    gm = mg.plan_of(cell, T + 4).backward(more)
     assert more.loss == pytest.approx(padded.loss, rel=1e-14)
     for k in gp.params:
         np.testing.assert_allclose(gm.params[k], gp.params[k], rtol=1e-13, atol=1e-15)
@@ -353,7 +353,7 @@ def test_padding_changes_neither_loss_gradients_nor_state() -> None:
     # each row equals that sequence run alone
     total = 0.0
     for b, n in enumerate(lengths):
-        run = cell.plan(n).forward(params, {"x": x[:n, b : b + 1], "y": y[:n, b : b + 1]})
+        run = mg.plan_of(cell, n).forward(params, {"x": x[:n, b : b + 1], "y": y[:n, b : b + 1]})
         total += run.loss
         np.testing.assert_allclose(padded.states["h"][b], run.states["h"][0], rtol=1e-13)
         np.testing.assert_allclose(padded.outputs["h"][:n, b], run.outputs["h"][:, 0], rtol=1e-13)
@@ -377,9 +377,9 @@ def test_truncation_window_cuts_the_state_adjoint() -> None:
     T = 6
     x, y, h0 = data(T, 2)
     k = 3
-    loss, gt = cell.plan(T, truncate=k).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
+    loss, gt = mg.plan_of(cell, T, truncate=k).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
     # the same as two independent windows, the second starting from the first's final state
-    p1 = cell.plan(k)
+    p1 = mg.plan_of(cell, k)
     r1 = p1.forward(params, {"x": x[:k], "y": y[:k]}, {"h": h0})
     g1 = p1.backward(r1)
     r2 = p1.forward(params, {"x": x[k:], "y": y[k:]}, {"h": r1.states["h"]})
@@ -389,7 +389,7 @@ def test_truncation_window_cuts_the_state_adjoint() -> None:
         np.testing.assert_allclose(gt.params[name], g1.params[name] + g2.params[name], rtol=1e-12)
     np.testing.assert_allclose(gt.states["h"], g1.states["h"], rtol=1e-12)
     # and the untruncated gradient differs
-    _, full = cell.plan(T).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
+    _, full = mg.plan_of(cell, T).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
     assert not np.allclose(full.states["h"], gt.states["h"])
     g = mg.unroll(cell, T, truncate=k)
     assert g.edges[("h_next", 2), ("h", 3)]["truncated"]
@@ -399,20 +399,20 @@ def test_gradients_with_respect_to_a_subset() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, h0 = data(4, 2)
-    plan = cell.plan(4, wrt=["Wz", "bca"])
+    plan = mg.plan_of(cell, 4, wrt=["Wz", "bca"])
     _, g = plan.loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
     assert set(g.params) == {"Wz", "bca"} and not g.inputs and not g.states
-    _, full = cell.plan(4).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
+    _, full = mg.plan_of(cell, 4).loss_and_grads(params, {"x": x, "y": y}, {"h": h0})
     np.testing.assert_allclose(g.params["Wz"], full.params["Wz"], rtol=1e-14)
     with pytest.raises(mg.GraphError, match="cannot differentiate with respect to"):
-        cell.plan(4, wrt=["nope"])
+        mg.plan_of(cell, 4, wrt=["nope"])
 
 
 def test_outer_gradient_on_outputs() -> None:
     cell = gru_cell()
     params = cell.init_params(0)
     x, y, h0 = data(4, 2)
-    plan = cell.plan(4)
+    plan = mg.plan_of(cell, 4)
     run = plan.forward(params, {"x": x, "y": y}, {"h": h0})
     zero_loss = plan.backward(run, grad_outputs={"h": run.outputs["h"] - y}, loss_scale=0.0)
     from_loss = plan.backward(run)
@@ -422,8 +422,8 @@ def test_outer_gradient_on_outputs() -> None:
 
 def test_plan_is_cached_per_steps() -> None:
     cell = gru_cell()
-    assert cell.plan(7) is cell.plan(7)
-    assert cell.plan(7) is not cell.plan(8)
+    assert mg.plan_of(cell, 7) is mg.plan_of(cell, 7)
+    assert mg.plan_of(cell, 7) is not mg.plan_of(cell, 8)
 
 
 # ---------------------------------------------------------------------------
@@ -476,9 +476,9 @@ def test_a_user_node_with_a_wrong_vjp_shape_is_named() -> None:
     cell = b.build()
     xx = np.ones((2, 3, H))
     with pytest.raises(mg.NodeContractError, match=r"node 'squash' \(Bad\) over all steps.*input 0 'x'"):
-        cell.plan(2).loss_and_grads({}, {"x": xx, "y": xx})
+        mg.plan_of(cell, 2).loss_and_grads({}, {"x": xx, "y": xx})
     with pytest.raises(mg.NodeContractError, match=r"node 'squash' \(Bad\) at step 1.*input 0 'x'"):
-        cell.plan(2, passes=()).loss_and_grads({}, {"x": xx, "y": xx})
+        mg.plan_of(cell, 2, passes=()).loss_and_grads({}, {"x": xx, "y": xx})
 
 
 def test_parameter_only_nodes_are_computed_once() -> None:

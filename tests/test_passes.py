@@ -59,7 +59,7 @@ def _data(cell: mg.Cell, T: int, B: int, seed: int) -> dict[str, Array]:
 def _run(cell: mg.Cell, passes: tuple[str, ...] | None, params: dict[str, Array],
          inputs: dict[str, Array], mask: Array | None) -> tuple[float, dict[str, Array], dict[str, Array]]:
     T = next(iter(inputs.values())).shape[0]
-    plan = cell.plan(T, passes=passes)
+    plan = mg.plan_of(cell, T, passes=passes)
     run = plan.forward(params, inputs, mask=mask)
     rng = np.random.default_rng(7)
     outer = {o: rng.standard_normal(a.shape) for o, a in run.outputs.items()}
@@ -106,8 +106,8 @@ def test_truncated_plans_agree() -> None:
     cell = l2_cell("gru_chung")
     params = cell.init_params(0)
     inputs = _data(cell, 9, 2, 4)
-    a = cell.plan(9, truncate=4).loss_and_grads(params, inputs)
-    b = cell.plan(9, truncate=4, passes=()).loss_and_grads(params, inputs)
+    a = mg.plan_of(cell, 9, truncate=4).loss_and_grads(params, inputs)
+    b = mg.plan_of(cell, 9, truncate=4, passes=()).loss_and_grads(params, inputs)
     for k, v in a[1].flat().items():
         np.testing.assert_allclose(v, b[1].flat()[k], rtol=1e-12, atol=1e-13)
 
@@ -138,7 +138,7 @@ def test_merge_matmuls_keeps_names_and_parameters() -> None:
 
 def test_unknown_pass_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown pass"):
-        l2_cell("tanh").plan(3, passes=("no_such_pass",))
+        mg.plan_of(l2_cell("tanh"), 3, passes=("no_such_pass",))
 
 
 def test_every_cell_is_covered() -> None:
@@ -187,8 +187,8 @@ def _assert_no_bit_changes_without(
     """Loss and every gradient are the same to the bit with and without one pass."""
     T = next(iter(inputs.values())).shape[0]
     without = tuple(p for p in mg.ALL_PASSES if p != left_out)
-    loss_a, ga = cell.plan(T).loss_and_grads(params, inputs)
-    loss_b, gb = cell.plan(T, passes=without).loss_and_grads(params, inputs)
+    loss_a, ga = mg.plan_of(cell, T).loss_and_grads(params, inputs)
+    loss_b, gb = mg.plan_of(cell, T, passes=without).loss_and_grads(params, inputs)
     assert loss_a == loss_b
     for k, v in ga.flat().items():
         assert np.array_equal(v, gb.flat()[k]), k

@@ -96,8 +96,8 @@ def test_random_cell_passes_match_plain_plan(seed: int) -> None:
     T, B = 5, 3
     inputs, mask = _data(T, B, seed)
     for m in (None, mask):
-        plain = _all(cell.plan(T, passes=()), params, inputs, m)
-        fast = _all(cell.plan(T), params, inputs, m)
+        plain = _all(mg.plan_of(cell, T, passes=()), params, inputs, m)
+        fast = _all(mg.plan_of(cell, T), params, inputs, m)
         assert fast[0] == pytest.approx(plain[0], rel=1e-12, abs=1e-12)
         for k in plain[1]:
             np.testing.assert_allclose(fast[1][k], plain[1][k], rtol=1e-12, atol=1e-12)
@@ -110,8 +110,8 @@ def test_random_cell_passes_match_plain_plan(seed: int) -> None:
                 err_msg=f"seed {seed}: gradient {k}",
             )
         # the loss-only backward (a second binding) agrees too
-        _, g = cell.plan(T).loss_and_grads(params, inputs, mask=m)
-        _, gp = cell.plan(T, passes=()).loss_and_grads(params, inputs, mask=m)
+        _, g = mg.plan_of(cell, T).loss_and_grads(params, inputs, mask=m)
+        _, gp = mg.plan_of(cell, T, passes=()).loss_and_grads(params, inputs, mask=m)
         for k, v in gp.flat().items():
             np.testing.assert_allclose(g.flat()[k], v, rtol=1e-11, atol=1e-12)
 
