@@ -385,10 +385,13 @@ class CellBuilder:
                     g.edges[ref, name]["slots"].append(i)
                 else:
                     g.add_edge(ref, name, slots=[i])
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            cycle = None
+        # find_cycle walks the graph again from every node: ask it only when there is one
+        cycle = None
+        if not nx.is_directed_acyclic_graph(g):
+            try:
+                cycle = nx.find_cycle(g)
+            except nx.NetworkXNoCycle:
+                cycle = None
         if cycle is not None:
             loop = [u for u, _v in cycle] + [cycle[0][0]]
             raise GraphError(

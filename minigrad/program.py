@@ -19,6 +19,7 @@ import numpy as np
 from minigrad.cell import Cell
 from minigrad.errors import GraphError, ShapeError
 from minigrad.loop import LoopWorkspace, template_steps
+from minigrad.passes import ALL_PASSES
 from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
 from minigrad.workspace import Gradients, Run
@@ -59,8 +60,12 @@ class Program:
         self.truncate = truncate
         self.passes = None if passes is None else tuple(passes)
         self.mode = mode
-        # check the arguments once, on the smallest unroll
-        compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=self.passes)
+        # check the arguments once, on the smallest unroll without passes (cheap), and the
+        # pass names
+        compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
+        unknown = sorted(set(self.passes or ()) - set(ALL_PASSES))
+        if unknown:
+            raise ValueError(f"unknown pass(es) {unknown}; known: {list(ALL_PASSES)}")
         self._plans: dict[int, Plan] = {}
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
