@@ -34,11 +34,16 @@ the tests use as the reference.
 Masks: with ``mask`` (T, B) given, a padded step (mask 0) carries each state
 unchanged, its loss terms count zero, its outputs come back as zeros and any
 gradient given for them is ignored, so padding changes neither the loss, the
-gradients nor the carried state.
+gradients nor the carried state. Padded steps are still computed, and their
+results multiplied by zero (or not selected): inputs must be finite on padded
+steps too (fill them with zeros), since 0 * NaN is NaN and one NaN or
+infinity in the padding makes the whole loss and every gradient NaN.
 
 Truncation: with ``truncate=k`` the state adjoint is not propagated across
-the state edges into steps that are multiples of k (truncated BPTT over
-windows of k steps, the forward pass unchanged).
+the state edges into steps k, 2k, ... (< T), counted from step 0 of the padded
+time axis: fixed windows ``[0, k)``, ``[k, 2k)``, ..., each differentiated
+from the detached state the previous one left, the forward pass unchanged.
+This is not the textbook TBPTT(k), where every step's loss sees k steps back.
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
     Args:
         cell: a built ``Cell``.
         steps: T >= 1.
-        truncate: optional BPTT window k; the state edges into steps that are
-            multiples of k get ``truncated=True``.
+        truncate: optional BPTT window k; the state edges into steps k, 2k, ...
+            (counted from step 0, below T) get ``truncated=True``: fixed windows,
+            not a window sliding with each step (see ``minigrad.plan``).
 
     Returns:
         The unrolled graph, described in the module docstring.
