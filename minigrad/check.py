@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GradcheckError, NodeContractError
+from minigrad.errors import ArgumentTypeError, GradcheckError, GraphError, NodeContractError
 from minigrad.nodes import Node
 from minigrad.types import Array
 
@@ -231,6 +231,12 @@ def gradcheck_cell(
         mask: optional (T, B) mask.
     """
     rng = np.random.default_rng(seed + 2)
+    missing = [n for n in cell.inputs if n not in inputs]
+    if missing or not inputs:
+        raise GraphError(
+            f"cell '{cell.name}': inputs is missing input(s) {missing}; expected "
+            f"{list(cell.inputs)} as (T, B, ...) arrays"
+        )
     first = next(iter(inputs.values()))
     T, B = first.shape[0], first.shape[1]
     plan = cell.plan(T)
@@ -294,4 +300,6 @@ def gradcheck(target: Node | Cell, *args: object, **kwargs: object) -> Gradcheck
         return gradcheck_node(target, *args, **kwargs)  # type: ignore[arg-type]
     if isinstance(target, Cell):
         return gradcheck_cell(target, *args, **kwargs)  # type: ignore[arg-type]
-    raise TypeError(f"gradcheck expects a Node or a Cell, got {type(target).__name__}")
+    raise ArgumentTypeError(
+        f"gradcheck: target must be a Node or a Cell, got {type(target).__name__}"
+    )

@@ -118,6 +118,7 @@ from typing import Literal
 
 from minigrad import nodes as N
 from minigrad.cell import Cell
+from minigrad.errors import ArgumentError, check_names
 
 __all__ = [
     "ALL_PASSES",
@@ -666,10 +667,12 @@ CELL_PASSES: dict[str, Callable[[Cell], Cell]] = {
 
 def rewrite(cell: Cell, passes: Iterable[str]) -> Cell:
     """Apply the cell rewrites among ``passes`` (in the order of ``CELL_PASSES``)."""
-    names = set(passes)
+    names = check_names(passes, "passes")
     unknown = names - set(ALL_PASSES)
     if unknown:
-        raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(ALL_PASSES)}")
+        raise ArgumentError(
+            f"passes: unknown pass(es) {sorted(unknown)}; known: {list(ALL_PASSES)}"
+        )
     for name, apply in CELL_PASSES.items():
         if name in names:
             cell = apply(cell)

@@ -54,7 +54,7 @@ import networkx as nx
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError, ShapeError
+from minigrad.errors import GraphError, ShapeError, check_names
 from minigrad.nodes import Add, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import Array, BoolArray
@@ -229,7 +229,7 @@ class Plan:
                 f"cell '{cname}' has no inputs: give initial states for the batch size"
             )
         missing = [n for n in self.cell.inputs if n not in inputs]
-        raise ShapeError(
+        raise GraphError(
             f"cell '{cname}': missing input(s) {missing}; expected {list(self.cell.inputs)}"
         )
 
@@ -261,10 +261,13 @@ def compile_plan(
             ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
             one instruction per node and step.
     """
+    where = f"cell '{cell.name}': "
+    if passes is not None:
+        check_names(passes, "passes", where)
     names = DEFAULT_PASSES if passes is None else tuple(passes)
     source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)
-    want = frozenset(sources if wrt is None else wrt)
+    want = frozenset(sources) if wrt is None else check_names(wrt, "wrt", where)
     unknown = sorted(want - sources)
     if unknown:
         raise GraphError(
