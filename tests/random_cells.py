@@ -11,6 +11,7 @@ The generator aims at the graph shapes that hand-written cells rarely have:
 * values read both whole and sliced, where the slice feeds an ``Add``, and
   the whole value is a loss or an output given ``grad_outputs``;
 * a second state whose update does not read it (the state is read by a loss);
+* L2, sigmoid and softmax cross-entropy losses, a transposed MatMul;
 * ``wrt`` subsets (including the initial states only), masks with padding at
   either end of a row and rows padded inside a batch, truncation windows,
   float32 and float64.
@@ -159,6 +160,11 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
     b.output("out", mg.tanh(values[-1], name="out"))
     if rng.random() < 0.5:
         b.output("mid", values[int(rng.integers(3, len(values)))])
+    # sometimes a second kind of loss, on a transposed product
+    head = int(rng.integers(0, 3))
+    if head:
+        logits = mg.matmul(values[int(rng.integers(0, len(values)))], param((H, H)), transpose_b=True)
+        b.loss(mg.sigmoid_bce(logits, y) if head == 1 else mg.softmax_cross_entropy(logits, y))
     return b.build()
 
 
