@@ -242,6 +242,27 @@ def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     }
 
 
+def _view_owns_region(cell: Cell, views: Mapping[str, tuple[str, int, int]], name: str) -> bool:
+    """Whether the gradient region of the view ``name`` (a column range of its source's
+    gradient) receives nothing but ``name``'s own gradient: the source is a per-step
+    operation that leaves the step nowhere (no output, loss or state update, so no seed
+    and no carry adds into it) and every other reader of the source is a view of a
+    disjoint column range. Only then can an Add share that region with its other inputs;
+    otherwise they would pick up the other readers' gradients."""
+    src, start, stop = views[name]
+    if cell.kind(src) != "op" or cell.ops[src].static or src in cell.pinned or src in views:
+        return False
+    for reader, _slot in cell.readers.get(src, ()):
+        if reader == name:
+            continue
+        if reader not in views:
+            return False
+        _s, a, b = views[reader]
+        if a < stop and start < b:
+            return False
+    return True
+
+
 def compile_plan(
     cell: Cell,
     steps: int,
@@ -290,12 +311,24 @@ def compile_plan(
             starts.append((name, 0))
     sinks = [(n, t) for n in (*cell.losses, *cell.outputs.values()) for t in range(steps)]
     sinks = [k for k in sinks if k in g]
-    down = reachable(g, starts, forward=True)
+    # a padded step keeps the old state: (s, t - 1) -> (s, t) is an edge of the computation
+    # when a mask is given, although the unrolled graph (one step of the cell) has none
+    g_rel = g
+    if cell.states:
+        g_rel = g.copy()
+        for sname in cell.states:
+            for t in range(1, steps + 1):
+                if not g_rel.has_edge((sname, t - 1), (sname, t)):
+                    cut = truncate is not None and t % truncate == 0 and t < steps
+                    g_rel.add_edge((sname, t - 1), (sname, t), hold=True, truncated=cut)
+    down = reachable(g_rel, starts, forward=True)
     # truncated state edges carry no gradient: walk back without them
-    g_back = g
+    g_back = g_rel
     if truncate is not None:
-        g_back = g.copy()
-        g_back.remove_edges_from([(u, v) for u, v, d in g.edges(data=True) if d.get("truncated")])
+        g_back = g_rel.copy()
+        g_back.remove_edges_from(
+            [(u, v) for u, v, d in g_rel.edges(data=True) if d.get("truncated")]
+        )
     up = reachable(g_back, sinks, forward=False)
     relevant = down & up
 
@@ -417,6 +450,7 @@ def compile_plan(
                     and cell.spec_shape(r) == spec.shape
                     and len(cell.readers.get(r, ())) == 1
                     and r not in cell.pinned
+                    and (r not in views or _view_owns_region(cell, views, r))
                 ):
                     shared_grads[r] = n
         # follow chains of Adds to the last one

@@ -1,0 +1,96 @@
+"""Regression tests for wrong results found by a differential test of random cells.
+
+Each case is the smallest cell that showed the defect; each is compared with
+the plain plan (``passes=()``) and with central finite differences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+from minigrad.types import Array
+
+
+def _slice_add_cell() -> mg.Cell:
+    """An Add reads a slice of a product that a loss also reads whole."""
+    b = mg.CellBuilder("slice_add")
+    x, y1, y2 = b.input("x", 2), b.input("y1", 3), b.input("y2", 2)
+    W, U = b.param("W", (2, 3)), b.param("U", (2, 2))
+    v = mg.matmul(x, W, name="v")
+    s = mg.add(mg.slice_(v, 0, 2, name="a"), mg.matmul(x, U, name="u"), name="s")
+    b.loss(mg.l2_loss(s, y2, name="l_s"))
+    b.loss(mg.l2_loss(v, y1, name="l_v"))
+    return b.build()
+
+
+def _held_state_cell() -> mg.Cell:
+    """A state whose update does not read the state; a padded step carries it."""
+    b = mg.CellBuilder("held_state")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s = b.state("s", 2)
+    W = b.param("W", (2, 2))
+    b.update(s, mg.tanh(mg.matmul(x, W, name="xw"), name="nxt"))
+    b.loss(mg.l2_loss(mg.matmul(s, W, name="sw"), y, name="l"))
+    return b.build()
+
+
+def _loss(cell: mg.Cell, params: dict[str, Array], inputs: dict[str, Array],
+          states: dict[str, Array], mask: Array | None) -> float:
+    return cell.plan(next(iter(inputs.values())).shape[0], passes=()).forward(
+        params, inputs, states, mask
+    ).loss
+
+
+def _numeric(f: object, arr: Array, eps: float = 1e-6) -> Array:
+    out = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
+        hi = f()  # type: ignore[operator]
+        arr[i] = old - eps
+        lo = f()  # type: ignore[operator]
+        arr[i] = old
+        out[i] = (hi - lo) / (2 * eps)
+    return out
+
+
+@pytest.mark.parametrize("T", [1, 2])
+def test_add_of_a_shared_slice_gets_only_its_own_gradient(T: int) -> None:
+    cell = _slice_add_cell()
+    rng = np.random.default_rng(0)
+    params = {"W": rng.normal(size=(2, 3)), "U": rng.normal(size=(2, 2))}
+    inputs = {
+        "x": rng.normal(size=(T, 1, 2)),
+        "y1": rng.normal(size=(T, 1, 3)),
+        "y2": rng.normal(size=(T, 1, 2)),
+    }
+    plans = {p: cell.plan(T, passes=p) for p in (None, ())}
+    grads = {p: plan.backward(plan.forward(params, inputs)) for p, plan in plans.items()}
+    for name in ("W", "U"):
+        num = _numeric(lambda: _loss(cell, params, inputs, {}, None), params[name])
+        np.testing.assert_allclose(grads[()].params[name], num, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(grads[None].params[name], grads[()].params[name],
+                                   rtol=1e-12, atol=1e-14)
+    assert mg.gradcheck(cell, params, inputs).checks > 0  # raises GradcheckError if wrong
+
+
+@pytest.mark.parametrize("wrt", [None, ["s"], ["s", "W"]])
+@pytest.mark.parametrize("passes", [None, ()])
+@pytest.mark.parametrize("mask", [[[0], [1]], [[1], [0]], [[0], [0]]])
+def test_initial_state_carried_over_padding_gets_its_gradient(
+    wrt: list[str] | None, passes: tuple[str, ...] | None, mask: list[list[int]]
+) -> None:
+    cell = _held_state_cell()
+    rng = np.random.default_rng(1)
+    params = {"W": rng.normal(size=(2, 2))}
+    inputs = {"x": rng.normal(size=(2, 1, 2)), "y": rng.normal(size=(2, 1, 2))}
+    s0 = rng.normal(size=(1, 2))
+    m = np.array(mask, dtype=np.float64)
+    plan = cell.plan(2, wrt=wrt, passes=passes)
+    got = plan.backward(plan.forward(params, inputs, {"s": s0}, m)).states["s"]
+    num = _numeric(lambda: _loss(cell, params, inputs, {"s": s0}, m), s0)
+    np.testing.assert_allclose(got, num, rtol=1e-6, atol=1e-9)
+    if m[0, 0] == 0 and m[1, 0] == 1:
+        assert np.abs(got).max() > 1e-3  # the padded first step carries s0 to the loss
