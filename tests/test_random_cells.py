@@ -14,8 +14,10 @@ Every case is compared
    state, which is what truncated BPTT differentiates);
 3. with an independent reverse-mode evaluator (``tests/reverse_mode.py``).
 
-CI runs a fixed set of seeds in about ten seconds; the cases that meet a known
-defect are strict xfails, so they prove the defect is caught. For a long run set
+CI runs a fixed set of seeds in about ten seconds (the seeds below include cases
+that met the wrong Add gradients of ``share_add_grads`` with ``view_slices`` and
+the initial-state gradient lost through a padded carry, both fixed; the smallest
+repros are in ``tests/test_defects.py``). For a long run set
 ``MINIGRAD_RANDOM_CELLS`` to the number of seeds, for example
 ``MINIGRAD_RANDOM_CELLS=1000 python -m pytest -q tests/test_random_cells.py``.
 """
@@ -32,34 +34,15 @@ from random_cells import Case, Result, random_case, run_engine
 from reverse_mode import RULES, evaluate
 
 import minigrad as mg
-from minigrad import CellBuilder
 from minigrad.types import Array
 
 #: CI: seeds 0-39, and one more seed whose case needs a rarer combination (a state whose
-#: update does not read it, ``wrt`` that state only, a row padded at its start)
+#: update does not read it, ``wrt`` that state only, a row padded at its start); seeds
+#: 1, 9, 10, 14, 18, 23 and 33 met the wrong Add gradients, 12 and 207 the lost
+#: initial-state gradient
 CI_SEEDS = [*range(40), 207]
 _LONG = int(os.environ.get("MINIGRAD_RANDOM_CELLS", "0"))
 SEEDS = list(range(_LONG)) if _LONG else CI_SEEDS
-
-_DEFECT1 = "issue 11 defect 1: share_add_grads with view_slices hands an Add's gradient to a slice"
-_DEFECT3 = "issue 11 defect 3: a padded step's state carry has no edge in the unrolled graph"
-#: CI seeds whose case meets a known defect: {seed: (checks that fail, why)}
-KNOWN: dict[int, tuple[set[str], str]] = {
-    **{s: ({"passes", "reference"}, _DEFECT1) for s in (1, 9, 10, 14, 23, 33)},
-    18: ({"passes"}, _DEFECT1),
-    **{s: ({"fd", "reference"}, _DEFECT3) for s in (12, 207)},
-}
-
-
-def _seeds(check: str) -> list[object]:
-    out: list[object] = []
-    for s in SEEDS:
-        checks, reason = KNOWN.get(s, (set(), ""))
-        if check in checks:
-            out.append(pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=reason)))
-        else:
-            out.append(s)
-    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,7 +82,7 @@ def _expected_grads(case: Case) -> set[str]:
 # 1. the passes against the plain plan
 
 
-@pytest.mark.parametrize("seed", _seeds("passes"))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_passes_match_plain_plan(seed: int) -> None:
     case = _case(seed)
     tol = 1e-10 if case.dtype == np.float64 else 2e-4
@@ -170,7 +153,7 @@ def _check_finite_differences(case: Case, grads: dict[str, Array]) -> None:
         )
 
 
-@pytest.mark.parametrize("seed", _seeds("fd"))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_plain_plan_matches_finite_differences(seed: int) -> None:
     case = _case(seed)
     case64 = case if case.dtype == np.float64 else case.in_dtype(np.float64)
@@ -184,7 +167,7 @@ def test_plain_plan_matches_finite_differences(seed: int) -> None:
 # 3. against an independent reverse-mode evaluator
 
 
-@pytest.mark.parametrize("seed", _seeds("reference"))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_matches_independent_reverse_mode(seed: int) -> None:
     case = _case(seed)
     loss, outputs, states, grads = evaluate(
@@ -296,63 +279,3 @@ def test_generator_covers_the_shapes_it_promises() -> None:
         "state whose update does not read it", "overlapping slices", "adjacent slices",
         "read whole and sliced", "sigmoid of a sum of blocks of one product", "sigmoid(v P + v P)",
     }, seen
-
-
-# --------------------------------------------------------------------------
-# the issue's three repros, with minigrad alone
-
-
-def _bug1() -> mg.Cell:
-    b = CellBuilder("bug1")
-    x, _y1, _y2 = b.input("x", 2), b.input("y1", 3), b.input("y2", 2)
-    W, U = b.param("W", (2, 3)), b.param("U", (2, 2))
-    v = mg.matmul(x, W, name="v")
-    s = mg.add(mg.slice_(v, 0, 2, name="a"), mg.matmul(x, U, name="u"), name="s")
-    b.loss(mg.l2_loss(s, "y2", name="l_s"))
-    b.loss(mg.l2_loss(v, "y1", name="l_v"))
-    return b.build()
-
-
-def _bug3() -> mg.Cell:
-    b = CellBuilder("bug3")
-    x, _y = b.input("x", 2), b.input("y", 2)
-    s = b.state("s", 2)
-    W = b.param("W", (2, 2))
-    b.update(s, mg.tanh(mg.matmul(x, W, name="xw"), name="nxt"))
-    b.loss(mg.l2_loss(mg.matmul(s, W, name="sw"), "y", name="l"))
-    return b.build()
-
-
-def _repro_data(cell: mg.Cell, T: int, seed: int) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array]]:
-    rng = np.random.default_rng(seed)
-    params = {k: rng.standard_normal(v.shape) for k, v in cell.init_params(0).items()}
-    inputs = {n: rng.standard_normal((T, 1, int(spec.shape[-1]))) for n, spec in cell.inputs.items()}
-    states = {n: rng.standard_normal((1, int(spec.shape[-1]))) for n, spec in cell.states.items()}
-    return params, inputs, states
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 1: share_add_grads with view_slices")
-def test_add_of_a_slice_of_a_value_read_whole_gets_its_own_gradient() -> None:
-    cell = _bug1()
-    params, inputs, _ = _repro_data(cell, 1, 0)
-    plain = run_engine(cell, 1, params, inputs, passes=())
-    x = inputs["x"][0]
-    v = x @ params["W"]
-    s = v[:, :2] + x @ params["U"]
-    np.testing.assert_allclose(plain.grads["p:U"], x.T @ (s - inputs["y2"][0]), rtol=1e-12)
-    np.testing.assert_allclose(run_engine(cell, 1, params, inputs).grads["p:U"], plain.grads["p:U"],
-                               rtol=1e-12)
-
-
-@pytest.mark.xfail(strict=True, reason="issue 11 defect 3: the padded carry of a state has no edge")
-def test_initial_state_gradient_through_a_padded_carry_with_wrt() -> None:
-    cell = _bug3()
-    params, inputs, states = _repro_data(cell, 2, 0)
-    mask = np.array([[0.0], [1.0]])
-    full = run_engine(cell, 2, params, inputs, states, mask, passes=())
-    # step 0 is padded, so step 1 reads s0: dL/ds0 = (s0 W - y[1]) W^T
-    expected = (states["s"] @ params["W"] - inputs["y"][1]) @ params["W"].T
-    np.testing.assert_allclose(full.grads["s:s"], expected, rtol=1e-12)
-    for passes in ((), None):
-        only = run_engine(cell, 2, params, inputs, states, mask, wrt=("s",), passes=passes)
-        np.testing.assert_allclose(only.grads["s:s"], expected, rtol=1e-12)
