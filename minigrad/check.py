@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import ArgumentTypeError, GradcheckError, GraphError, NodeContractError
+from minigrad.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    GradcheckError,
+    GraphError,
+    NodeContractError,
+    check_count,
+)
 from minigrad.nodes import Node
 from minigrad.types import Array
 
@@ -80,6 +87,15 @@ def check_grads(
     Raises:
         GradcheckError: on the first disagreement.
     """
+    check_count(directions, "directions", 0, f"{what}: ")
+    check_count(per_element_max, "per_element_max", 0, f"{what}: ")
+    for arg, value, strict in (("h", h, True), ("rtol", rtol, False), ("atol", atol, False)):
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and (value > 0 if strict else value >= 0)):
+            bound = "> 0" if strict else ">= 0"
+            raise ArgumentError(f"{what}: {arg} must be a number {bound}, got {value!r}")
     rng = np.random.default_rng(seed)
     base = {k: np.array(v, copy=True) for k, v in args.items()}
     f0 = float(f(base))

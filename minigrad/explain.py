@@ -39,7 +39,7 @@ from itertools import pairwise
 import networkx as nx
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError, check_count
+from minigrad.errors import ArgumentTypeError, GraphError, check_count
 from minigrad.nodes import Node
 from minigrad.unroll import SHARED, Key, key_of, reachable, unroll
 
@@ -137,6 +137,10 @@ def _build(cell: Cell, steps: int) -> _Graph:
 
 
 def _check_param(cell: Cell, param: str) -> None:
+    if not isinstance(param, str):
+        raise ArgumentTypeError(
+            f"cell '{cell.name}': param must be a parameter name (a string), got {param!r}"
+        )
     if param in cell.params:
         return
     valid = list(cell.params)

@@ -100,6 +100,16 @@ BAD_CALLS: list[tuple[str, Callable[[], object], type[Exception], str]] = [
     ("plan wrt string", lambda: CELL.plan(3, wrt="W"), mg.ArgumentTypeError, "wrt must be a list"),
     ("plan wrt not names", lambda: CELL.plan(3, wrt=[1]), mg.ArgumentTypeError, "wrt must hold names"),
     ("gradcheck target", lambda: mg.gradcheck("W"), mg.ArgumentTypeError, "target must be a Node or a Cell"),
+    ("explain param not a name", lambda: mg.explain(CELL, ["W"]), mg.ArgumentTypeError,  # type: ignore[arg-type]
+     r"param must be a parameter name"),
+    ("check_grads h", lambda: mg.check_grads(lambda a: 0.0, {"w": np.zeros(2)}, {}, h=0.0),
+     mg.ArgumentError, r"h must be a number > 0, got 0\.0"),
+    ("check_grads rtol", lambda: mg.check_grads(lambda a: 0.0, {"w": np.zeros(2)}, {}, rtol=-1.0),
+     mg.ArgumentError, "rtol"),
+    ("check_grads directions", lambda: mg.check_grads(lambda a: 0.0, {"w": np.zeros(2)}, {}, directions=-1),
+     mg.ArgumentError, "directions"),
+    ("gradcheck per_element_max", lambda: mg.gradcheck(CELL, PARAMS, INPUTS, per_element_max=-1),
+     mg.ArgumentError, "per_element_max"),
     ("write_graph extension", lambda: mg.write_graph("digraph {}", "graph.jpg"), mg.ArgumentError,
      r"path 'graph\.jpg'.*extension"),
 ]
