@@ -59,6 +59,8 @@ from minigrad.dot import (
     write_graph,
 )
 from minigrad.errors import (
+    ArgumentError,
+    ArgumentTypeError,
     DTypeError,
     GradcheckError,
     GraphError,
@@ -103,6 +105,8 @@ __all__ = [
     "SHARED",
     "Add",
     "Affine",
+    "ArgumentError",
+    "ArgumentTypeError",
     "BufRef",
     "Cell",
     "CellBuilder",

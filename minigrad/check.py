@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GradcheckError, NodeContractError
+from minigrad.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    GradcheckError,
+    GraphError,
+    NodeContractError,
+    check_count,
+)
 from minigrad.nodes import Node
 from minigrad.plan import compile_plan
 from minigrad.types import Array
@@ -81,6 +88,15 @@ def check_grads(
     Raises:
         GradcheckError: on the first disagreement.
     """
+    check_count(directions, "directions", 0, f"{what}: ")
+    check_count(per_element_max, "per_element_max", 0, f"{what}: ")
+    for arg, value, strict in (("h", h, True), ("rtol", rtol, False), ("atol", atol, False)):
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and (value > 0 if strict else value >= 0)):
+            bound = "> 0" if strict else ">= 0"
+            raise ArgumentError(f"{what}: {arg} must be a number {bound}, got {value!r}")
     rng = np.random.default_rng(seed)
     base = {k: np.array(v, copy=True) for k, v in args.items()}
     f0 = float(f(base))
@@ -232,6 +248,12 @@ def gradcheck_cell(
         mask: optional (T, B) mask.
     """
     rng = np.random.default_rng(seed + 2)
+    missing = [n for n in cell.inputs if n not in inputs]
+    if missing or not inputs:
+        raise GraphError(
+            f"cell '{cell.name}': inputs is missing input(s) {missing}; expected "
+            f"{list(cell.inputs)} as (T, B, ...) arrays"
+        )
     first = next(iter(inputs.values()))
     T, B = first.shape[0], first.shape[1]
     plan = compile_plan(cell, T)
@@ -295,4 +317,6 @@ def gradcheck(target: Node | Cell, *args: object, **kwargs: object) -> Gradcheck
         return gradcheck_node(target, *args, **kwargs)  # type: ignore[arg-type]
     if isinstance(target, Cell):
         return gradcheck_cell(target, *args, **kwargs)  # type: ignore[arg-type]
-    raise TypeError(f"gradcheck expects a Node or a Cell, got {type(target).__name__}")
+    raise ArgumentTypeError(
+        f"gradcheck: target must be a Node or a Cell, got {type(target).__name__}"
+    )

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from minigrad.cell import Cell
-from minigrad.errors import MinigradError
+from minigrad.errors import ArgumentError, MinigradError
 from minigrad.types import format_shape as _fmt
 from minigrad.unroll import SHARED, Key, unroll
 
@@ -386,7 +386,8 @@ def write_graph(dot_text: str, path: str | os.PathLike[str], *, timeout: float =
         timeout: seconds to wait for Graphviz.
 
     Raises:
-        ValueError: the extension is not one of the supported ones.
+        ArgumentError: the extension is not one of the supported ones (a
+            ``ValueError``).
         GraphvizNotFound: a picture format was asked for and ``dot`` is not on
             ``PATH`` (the message says how to install it).
         GraphvizError: ``dot`` failed or timed out (the message has its error output).
@@ -399,8 +400,8 @@ def write_graph(dot_text: str, path: str | os.PathLike[str], *, timeout: float =
     fmt = _RENDERED_FORMATS.get(ext)
     if fmt is None:
         supported = ", ".join((*_TEXT_FORMATS, *_RENDERED_FORMATS))
-        raise ValueError(
-            f"cannot write a graph to '{target}': unknown extension '{ext or '(none)'}'; "
+        raise ArgumentError(
+            f"cannot write a graph to path '{target}': unknown extension '{ext or '(none)'}'; "
             f"supported: {supported}"
         )
     exe = shutil.which("dot")

@@ -39,7 +39,7 @@ from itertools import pairwise
 import networkx as nx
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError
+from minigrad.errors import ArgumentTypeError, GraphError, check_count
 from minigrad.nodes import Node
 from minigrad.unroll import SHARED, Key, key_of, reachable, unroll
 
@@ -121,10 +121,7 @@ class _Graph:
 
 
 def _build(cell: Cell, steps: int) -> _Graph:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(
-            f"cell '{cell.name}': the number of steps must be an int >= 1, got {steps!r}"
-        )
+    check_count(steps, "steps", 1, f"cell '{cell.name}': ")
     g = unroll(cell, steps)
     order: list[Key] = list(nx.lexicographical_topological_sort(g, key=lambda k: (k[1], k[0])))
     rank = {k: i for i, k in enumerate(order)}
@@ -140,6 +137,10 @@ def _build(cell: Cell, steps: int) -> _Graph:
 
 
 def _check_param(cell: Cell, param: str) -> None:
+    if not isinstance(param, str):
+        raise ArgumentTypeError(
+            f"cell '{cell.name}': param must be a parameter name (a string), got {param!r}"
+        )
     if param in cell.params:
         return
     valid = list(cell.params)
@@ -519,8 +520,7 @@ def _title(ug: _Graph, what: str) -> str:
 
 
 def _check_max_paths(max_paths: int) -> None:
-    if isinstance(max_paths, bool) or not isinstance(max_paths, int) or max_paths < 0:
-        raise ValueError(f"max_paths must be an int >= 0, got {max_paths!r}")
+    check_count(max_paths, "max_paths", 0)
 
 
 def explain(cell: Cell, param: str, steps: int = 2, *, max_paths: int = DEFAULT_MAX_PATHS) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from minigrad.errors import ShapeError
 from minigrad.types import Array, Shape
 
 Initializer = Callable[[np.random.Generator, Shape, np.dtype[np.floating]], Array]
@@ -99,7 +100,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
     def init(rng: np.random.Generator, shape: Shape, dtype: np.dtype[np.floating]) -> Array:
         if len(shape) != 2:
-            raise ValueError(f"orthogonal() needs a 2-D shape, got {shape}")
+            raise ShapeError(f"orthogonal() needs a 2-D shape, got {shape}")
         rows, cols = shape
         if rows != cols and rows % cols == 0:
             blocks = [block(rng, cols, cols) for _ in range(rows // cols)]

@@ -46,7 +46,11 @@ nodes wherever they survive):
     sequence by new parameter-only ``Scale(-1)`` nodes (a GRU's
     ``x [Wr|Wz] + h [Wrecr|Wrecz] + [br|bz]`` becomes
     ``x [-Wr|-Wz] + h [-Wrecr|-Wrecz] + [-br|-bz]``). A value is negated only
-    where no other reader sees the negated columns. Negation is exact in IEEE
+    where no other reader sees the negated columns. When several paths from
+    one sigmoid reach the same input slot (``m[:, 0:3] + m[:, 3:6]`` with
+    ``m = x W``), that slot reads one node with the union of their columns
+    negated; if two paths would negate the same column, the sigmoid is left
+    alone. Negation is exact in IEEE
     arithmetic and rounding is symmetric, so results do not change by a single
     bit.
 
@@ -114,6 +118,7 @@ from typing import Literal
 
 from minigrad import nodes as N
 from minigrad.cell import Cell
+from minigrad.errors import ArgumentError, check_names
 
 __all__ = [
     "ALL_PASSES",
@@ -479,11 +484,14 @@ def negate_sigmoid_inputs(cell: Cell) -> Cell:
         wraps = _negation(cell, p, 0, width, s)
         if wraps is None:
             continue
+        slots = _compose(wraps)
+        if slots is None:
+            continue
         ops = _ops(cell)
-        made: dict[tuple[str, int, int], str] = {}
-        for via, slot, v, lo, hi in wraps:
+        made: dict[tuple[str, _Columns], str] = {}
+        for (via, slot), (v, columns) in slots.items():
             ins = list(ops[via][1])
-            ins[slot] = _negated_columns(cell, ops, made, v, lo, hi)
+            ins[slot] = _negated_columns(cell, ops, made, v, columns)
             ops[via] = (ops[via][0], tuple(ins))
         ops[s] = (N.NegSigmoid(), (p,))
         cell = _rebuild(cell, ops)
@@ -493,6 +501,36 @@ def negate_sigmoid_inputs(cell: Cell) -> Cell:
 #: (reader, its input slot, value, first column, end column): the reader is to read
 #: the value with those columns negated, from a new parameter-only node
 _Wrap = tuple[str, int, str, int, int]
+#: sorted, disjoint, non-adjacent column ranges ``(start, stop)`` of one value
+_Columns = tuple[tuple[int, int], ...]
+
+
+def _compose(wraps: list[_Wrap]) -> dict[tuple[str, int], tuple[str, _Columns]] | None:
+    """The requests of one rewrite, grouped by the input slot they replace.
+
+    Two paths from one sigmoid can ask for the same slot (``m[:, 0:3] + m[:, 3:6]``
+    with ``m = x W`` asks twice for W, once per column block): the slot then reads
+    one value with the union of the columns negated. Two requests that both negate
+    one column would cancel out, so a rewrite that makes them is refused (None).
+    """
+    grouped: dict[tuple[str, int], tuple[str, list[tuple[int, int]]]] = {}
+    for via, slot, v, lo, hi in wraps:
+        value, ranges = grouped.setdefault((via, slot), (v, []))
+        assert value == v, (via, slot, value, v)
+        ranges.append((lo, hi))
+    out: dict[tuple[str, int], tuple[str, _Columns]] = {}
+    for key, (v, ranges) in grouped.items():
+        ranges.sort()
+        merged: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if merged and lo < merged[-1][1]:
+                return None  # a column negated twice
+            if merged and lo == merged[-1][1]:
+                merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        out[key] = (v, tuple(merged))
+    return out
 
 
 def _negation(cell: Cell, v: str, lo: int, hi: int, via: str) -> list[_Wrap] | None:
@@ -570,14 +608,13 @@ def _negation_inside(cell: Cell, v: str, lo: int, hi: int, via: str) -> list[_Wr
 def _negated_columns(
     cell: Cell,
     ops: dict[str, tuple[N.Node, tuple[str, ...]]],
-    made: dict[tuple[str, int, int], str],
+    made: dict[tuple[str, _Columns], str],
     v: str,
-    lo: int,
-    hi: int,
+    columns: _Columns,
 ) -> str:
-    """A parameter-only node: ``v`` with columns ``lo:hi`` negated (one per request)."""
-    if (v, lo, hi) in made:
-        return made[v, lo, hi]
+    """A parameter-only node: ``v`` with ``columns`` negated (one per request)."""
+    if (v, columns) in made:
+        return made[v, columns]
     width = cell.spec_shape(v)[-1]
     assert isinstance(width, int)
 
@@ -589,14 +626,21 @@ def _negated_columns(
             name = f"{base}#{k}"
         return name
 
-    if lo == 0 and hi == width:
+    if columns == ((0, width),):
         name = fresh(f"neg[{v}]")
         ops[name] = (N.Scale(-1.0), (v,))
     else:
+        pieces: list[tuple[int, int, bool]] = []
+        start = 0
+        for lo, hi in columns:
+            if start < lo:
+                pieces.append((start, lo, False))
+            pieces.append((lo, hi, True))
+            start = hi
+        if start < width:
+            pieces.append((start, width, False))
         parts: list[str] = []
-        for a, b, negate in ((0, lo, False), (lo, hi, True), (hi, width, False)):
-            if a == b:
-                continue
+        for a, b, negate in pieces:
             piece = fresh(f"{v}[{a}:{b}]")
             ops[piece] = (N.Slice(a, b), (v,))
             if negate:
@@ -604,9 +648,10 @@ def _negated_columns(
                 ops[neg] = (N.Scale(-1.0), (piece,))
                 piece = neg
             parts.append(piece)
-        name = fresh(f"neg[{v}][{lo}:{hi}]")
+        spans = ",".join(f"{lo}:{hi}" for lo, hi in columns)
+        name = fresh(f"neg[{v}][{spans}]")
         ops[name] = (N.Concat(), tuple(parts))
-    made[v, lo, hi] = name
+    made[v, columns] = name
     return name
 
 
@@ -622,10 +667,12 @@ CELL_PASSES: dict[str, Callable[[Cell], Cell]] = {
 
 def rewrite(cell: Cell, passes: Iterable[str]) -> Cell:
     """Apply the cell rewrites among ``passes`` (in the order of ``CELL_PASSES``)."""
-    names = set(passes)
+    names = check_names(passes, "passes")
     unknown = names - set(ALL_PASSES)
     if unknown:
-        raise ValueError(f"unknown pass(es) {sorted(unknown)}; known: {list(ALL_PASSES)}")
+        raise ArgumentError(
+            f"passes: unknown pass(es) {sorted(unknown)}; known: {list(ALL_PASSES)}"
+        )
     for name, apply in CELL_PASSES.items():
         if name in names:
             cell = apply(cell)

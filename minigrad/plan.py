@@ -34,11 +34,16 @@ the tests use as the reference.
 Masks: with ``mask`` (T, B) given, a padded step (mask 0) carries each state
 unchanged, its loss terms count zero, its outputs come back as zeros and any
 gradient given for them is ignored, so padding changes neither the loss, the
-gradients nor the carried state.
+gradients nor the carried state. Padded steps are still computed, and their
+results multiplied by zero (or not selected): inputs must be finite on padded
+steps too (fill them with zeros), since 0 * NaN is NaN and one NaN or
+infinity in the padding makes the whole loss and every gradient NaN.
 
 Truncation: with ``truncate=k`` the state adjoint is not propagated across
-the state edges into steps that are multiples of k (truncated BPTT over
-windows of k steps, the forward pass unchanged).
+the state edges into steps k, 2k, ... (< T), counted from step 0 of the padded
+time axis: fixed windows ``[0, k)``, ``[k, 2k)``, ..., each differentiated
+from the detached state the previous one left, the forward pass unchanged.
+This is not the textbook TBPTT(k), where every step's loss sees k steps back.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import networkx as nx
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError, ShapeError
+from minigrad.errors import GraphError, ShapeError, check_names
 from minigrad.nodes import Add, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import Array, BoolArray
@@ -236,7 +241,7 @@ class Plan:
                 f"cell '{cname}' has no inputs: give initial states for the batch size"
             )
         missing = [n for n in self.cell.inputs if n not in inputs]
-        raise ShapeError(
+        raise GraphError(
             f"cell '{cname}': missing input(s) {missing}; expected {list(self.cell.inputs)}"
         )
 
@@ -289,10 +294,13 @@ def compile_plan(
             ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
             one instruction per node and step.
     """
+    where = f"cell '{cell.name}': "
+    if passes is not None:
+        check_names(passes, "passes", where)
     names = DEFAULT_PASSES if passes is None else tuple(passes)
     source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)
-    want = frozenset(sources if wrt is None else wrt)
+    want = frozenset(sources) if wrt is None else check_names(wrt, "wrt", where)
     unknown = sorted(want - sources)
     if unknown:
         raise GraphError(

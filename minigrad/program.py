@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError, ShapeError
+from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
 from minigrad.passes import ALL_PASSES
 from minigrad.plan import Plan, compile_plan
@@ -54,9 +54,12 @@ class Program:
         mode: str = "loop",
     ) -> None:
         if mode not in MODES:
-            raise GraphError(f"cell '{cell.name}': mode must be one of {MODES}, got {mode!r}")
+            raise ArgumentError(f"cell '{cell.name}': mode must be one of {MODES}, got {mode!r}")
         self.cell = cell
-        self.wrt = None if wrt is None else frozenset(wrt)
+        where = f"cell '{cell.name}': "
+        self.wrt = None if wrt is None else check_names(wrt, "wrt", where)
+        if passes is not None:
+            check_names(passes, "passes", where)
         self.truncate = truncate
         self.passes = None if passes is None else tuple(passes)
         self.mode = mode
@@ -65,7 +68,7 @@ class Program:
         compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
         unknown = sorted(set(self.passes or ()) - set(ALL_PASSES))
         if unknown:
-            raise ValueError(f"unknown pass(es) {unknown}; known: {list(ALL_PASSES)}")
+            raise ArgumentError(f"{where}unknown passes {unknown}; known: {list(ALL_PASSES)}")
         self._plans: dict[int, Plan] = {}
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None

@@ -29,7 +29,7 @@ from typing import Any
 import networkx as nx
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError
+from minigrad.errors import check_count
 
 SHARED = -1
 """The step index of parameters and parameter-only nodes, shared by all steps."""
@@ -51,20 +51,16 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None) -> nx.DiGraph:  
     Args:
         cell: a built ``Cell``.
         steps: T >= 1.
-        truncate: optional BPTT window k; the state edges into steps that are
-            multiples of k get ``truncated=True``.
+        truncate: optional BPTT window k; the state edges into steps k, 2k, ...
+            (counted from step 0, below T) get ``truncated=True``: fixed windows,
+            not a window sliding with each step (see ``minigrad.plan``).
 
     Returns:
         The unrolled graph, described in the module docstring.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise GraphError(
-            f"cell '{cell.name}': the number of steps must be an int >= 1, got {steps!r}"
-        )
-    if truncate is not None and (
-        not isinstance(truncate, int) or isinstance(truncate, bool) or truncate < 1
-    ):
-        raise GraphError(f"cell '{cell.name}': truncate must be an int >= 1, got {truncate!r}")
+    check_count(steps, "steps", 1, f"cell '{cell.name}': ")
+    if truncate is not None:
+        check_count(truncate, "truncate", 1, f"cell '{cell.name}': ")
     g: nx.DiGraph = nx.DiGraph(cell=cell.name, steps=steps, truncate=truncate)  # type: ignore[type-arg]
     losses = set(cell.losses)
     nodes: list[tuple[Key, dict[str, Any]]] = []

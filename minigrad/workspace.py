@@ -25,6 +25,7 @@ import numpy as np
 from minigrad.arena import Arena
 from minigrad.cell import Cell
 from minigrad.errors import (
+    ArgumentError,
     DTypeError,
     GraphError,
     NodeContractError,
@@ -828,13 +829,13 @@ class Workspace:
         for what, given, names, prefix in declared:
             for n in names:
                 if n not in given:
-                    raise ValueError(
+                    raise GraphError(
                         f"cell '{cname}': {what} '{n}' is missing; expected {list(names)}"
                     )
                 _put(self.bufs[prefix + n], given[n], f"cell '{cname}': {what} '{n}'")
             extra = sorted(set(given) - set(names))
             if extra:
-                raise ValueError(
+                raise GraphError(
                     f"cell '{cname}': unknown {what}(s) {extra}; expected {list(names)}"
                 )
         for s, sspec in cell.states.items():
@@ -845,7 +846,7 @@ class Workspace:
                 np.copyto(buf0, sspec.initial(B))
         extra = sorted(set(states) - set(cell.states))
         if extra:
-            raise ValueError(
+            raise GraphError(
                 f"cell '{cname}': unknown state(s) {extra}; expected {list(cell.states)}"
             )
         # padded steps are computed, then multiplied by zero: a NaN or an infinity there
@@ -873,7 +874,7 @@ class Workspace:
             if m.shape != (T, B):
                 raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
             if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
-                raise ValueError(f"cell '{cname}': mask must hold only 0 and 1")
+                raise ArgumentError(f"cell '{cname}': mask must hold only 0 and 1")
             np.copyto(self.mask, m, casting="unsafe")
             np.copyto(self.mask_bool, self.mask_col != 0)
 
@@ -914,8 +915,9 @@ class Workspace:
         cname = cell.name
         for o in grad_outputs:
             if o not in cell.outputs:
-                raise ValueError(
-                    f"cell '{cname}': unknown output '{o}'; outputs are {list(cell.outputs)}"
+                raise GraphError(
+                    f"cell '{cname}': grad_outputs names unknown output '{o}'; outputs are "
+                    f"{list(cell.outputs)}"
                 )
         self._use_binding(bool(grad_outputs))
         with_outputs = bool(grad_outputs)

@@ -257,3 +257,99 @@ def test_negation_of_some_columns_of_one_weight() -> None:
     params = cell.init_params(0)
     inputs = _data(cell, 6, 3, 2)
     _assert_no_bit_changes_without(cell, "negate_sigmoid_inputs", params, inputs)
+
+
+def _sigmoid_cell(name: str, width: int, gate: Callable[[CellBuilder, Ref], Ref]) -> mg.Cell:
+    """Input x (2), target y (``width``), ``s = gate(b, x)`` as output and an L2 loss."""
+    b = CellBuilder(name)
+    x = b.input("x", 2)
+    y = b.input("y", width)
+    s = gate(b, x)
+    b.output("s", s)
+    b.loss(mg.l2_loss(s, y, name="l2"))
+    return b.build()
+
+
+def _random_params(cell: mg.Cell, seed: int) -> dict[str, Array]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(v.shape) for k, v in cell.init_params(0).items()}
+
+
+def _sigmoid(z: Array) -> Array:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def _check_sigmoid_cell(cell: mg.Cell, expected: Callable[[dict[str, Array], Array], Array]) -> None:
+    """The rewrite fires, and the forward values and every gradient agree with the
+    plain plan, bit for bit, and the forward values with ``expected(params, x)``."""
+    assert any(type(s.op) is mg.NegSigmoid for s in rewrite(cell, mg.DEFAULT_PASSES).ops.values())
+    params = _random_params(cell, 0)
+    rng = np.random.default_rng(1)
+    T, B = 2, 3
+    inputs = {"x": rng.standard_normal((T, B, 2)), "y": rng.standard_normal((T, B, cell.inputs["y"].shape[-1]))}
+    plain = _run(cell, (), params, inputs, None)
+    np.testing.assert_allclose(plain[1]["s"], expected(params, inputs["x"]), rtol=1e-12)
+    _assert_same(_run(cell, None, params, inputs, None), plain, cell.name)
+    _assert_same(_run(cell, ("negate_sigmoid_inputs",), params, inputs, None), plain, cell.name)
+    _assert_no_bit_changes_without(cell, "negate_sigmoid_inputs", params, inputs)
+
+
+def test_negation_of_two_column_blocks_of_one_product_in_one_sum() -> None:
+    """sigmoid(m[:, 0:3] + m[:, 3:6]) with m = x W: both blocks ask for W, so W's
+    two column ranges are negated together (once, not the last request only)."""
+
+    def gate(b: CellBuilder, x: Ref) -> Ref:
+        m = mg.matmul(x, b.param("W", (2, 6)), name="m")
+        return mg.sigmoid(mg.add(mg.slice_(m, 0, 3), mg.slice_(m, 3, 6)), name="s")
+
+    def expected(p: dict[str, Array], x: Array) -> Array:
+        m = x @ p["W"]
+        return _sigmoid(m[..., 0:3] + m[..., 3:6])
+
+    _check_sigmoid_cell(_sigmoid_cell("two_blocks", 3, gate), expected)
+
+
+def test_negation_of_one_product_added_to_itself_after_merge_matmuls() -> None:
+    """sigmoid(x W + x W): merge_matmuls makes one x [W|W] read through two slices,
+    so both halves of the concatenated weight must be negated."""
+
+    def gate(b: CellBuilder, x: Ref) -> Ref:
+        W = b.param("W", (2, 3))
+        return mg.sigmoid(mg.add(mg.matmul(x, W), mg.matmul(x, W)), name="s")
+
+    def expected(p: dict[str, Array], x: Array) -> Array:
+        return _sigmoid(x @ p["W"] + x @ p["W"])
+
+    _check_sigmoid_cell(_sigmoid_cell("twice", 3, gate), expected)
+
+
+def test_negation_of_two_column_blocks_around_a_block_another_reader_sees() -> None:
+    """sigmoid(m[:, 0:2] + m[:, 4:6]) while a tanh reads m[:, 2:4]: W's columns 0:2
+    and 4:6 are negated, its middle columns are not."""
+
+    def gate(b: CellBuilder, x: Ref) -> Ref:
+        m = mg.matmul(x, b.param("W", (2, 6)), name="m")
+        s = mg.sigmoid(mg.add(mg.slice_(m, 0, 2), mg.slice_(m, 4, 6)), name="sg")
+        return mg.concat(s, mg.tanh(mg.slice_(m, 2, 4)), name="s")
+
+    def expected(p: dict[str, Array], x: Array) -> Array:
+        m = x @ p["W"]
+        return np.concatenate([_sigmoid(m[..., 0:2] + m[..., 4:6]), np.tanh(m[..., 2:4])], axis=-1)
+
+    cell = _sigmoid_cell("gap", 4, gate)
+    assert "neg[W][0:2,4:6]" in rewrite(cell, mg.DEFAULT_PASSES).ops
+    _check_sigmoid_cell(cell, expected)
+
+
+def test_negation_requests_for_one_slot_compose_or_are_refused() -> None:
+    """Requests for one input slot are joined when their columns are disjoint, and
+    refused when two of them negate the same column (they would cancel out)."""
+    from minigrad.passes import _compose
+
+    assert _compose([("m", 1, "W", 3, 6), ("m", 1, "W", 0, 3), ("n", 0, "W", 0, 2)]) == {
+        ("m", 1): ("W", ((0, 6),)),
+        ("n", 0): ("W", ((0, 2),)),
+    }
+    assert _compose([("m", 1, "W", 0, 2), ("m", 1, "W", 4, 6)]) == {("m", 1): ("W", ((0, 2), (4, 6)))}
+    assert _compose([("m", 1, "W", 0, 3), ("m", 1, "W", 2, 6)]) is None
+    assert _compose([("m", 1, "W", 0, 3), ("m", 1, "W", 0, 3)]) is None
