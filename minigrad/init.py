@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from minigrad.errors import GraphError
 from minigrad.types import Array, Shape
 
 Initializer = Callable[[np.random.Generator, Shape, np.dtype[np.floating]], Array]
@@ -28,8 +29,23 @@ __all__ = [
 ]
 
 
+def _finite(value: object, what: str) -> float:
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise GraphError(f"{what} must be a real number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise GraphError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
 def constant(value: float) -> Initializer:
-    """Every entry equal to ``value`` (e.g. ``constant(1.0)`` for an LSTM forget bias)."""
+    """Every entry equal to ``value`` (e.g. ``constant(1.0)`` for an LSTM forget bias).
+
+    Raises:
+        GraphError: ``value`` is not a finite real number.
+    """
+    value = _finite(value, "constant(value)")
 
     def init(rng: np.random.Generator, shape: Shape, dtype: np.dtype[np.floating]) -> Array:
         return np.full(shape, value, dtype=dtype)
@@ -44,7 +60,12 @@ def zeros() -> Initializer:
 
 
 def uniform(scale: float) -> Initializer:
-    """Uniform on ``[-scale, scale)``."""
+    """Uniform on ``[-scale, scale)``.
+
+    Raises:
+        GraphError: ``scale`` is not a finite real number.
+    """
+    scale = _finite(scale, "uniform(scale)")
 
     def init(rng: np.random.Generator, shape: Shape, dtype: np.dtype[np.floating]) -> Array:
         return rng.uniform(-scale, scale, size=shape).astype(dtype)

@@ -328,3 +328,21 @@ def test_gradcheck_reports_a_vjp_with_the_wrong_shape() -> None:
 
     with pytest.raises(mg.NodeContractError, match="input 0 'x'"):
         mg.gradcheck(BadShape(), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_is_finite_for_every_finite_logit(dtype: type) -> None:
+    big = float(np.finfo(dtype).max) * 0.9
+    z = np.array([[big, -big, 0.0], [-big, -big, big], [1.0, 2.0, 3.0]], dtype=dtype)
+    t = np.array([[0, 1, 0], [0.5, 0, 0.5], [0, 0, 1]], dtype=dtype)
+    node = N.SoftmaxCrossEntropy()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = node.forward(z, t)
+        grads = node.vjp(np.ones_like(y), y, z, t)
+    assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(g)) for g in grads)
+    # a wrong class with probability 0 costs a huge (finite) loss; the gradient is exact
+    assert y[0] > 1e37
+    np.testing.assert_allclose(grads[0][:2], [[1, -1, 0], [-0.5, 0, 0.5]], atol=1e-6)
+    # ordinary logits are unchanged by the stabilisation
+    ref = -np.log(np.exp(3.0) / np.exp([1.0, 2.0, 3.0]).sum())
+    assert y[2] == pytest.approx(ref, rel=1e-6)
