@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
-LAYERS = ("cells", "data", "nets", "train", "generate", "sweep", "cli", "examples")
+LAYERS = ("io", "cells", "data", "nets", "train", "generate", "sweep", "cli", "examples")
 """The subpackages of models/, lowest first: each imports only from itself and lower ones."""
 
 
