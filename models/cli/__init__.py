@@ -22,13 +22,15 @@ code``) with ``set_defaults``. ``models.cli.main.COMMANDS`` lists them
 explicitly; nothing registers itself on import. ``models.cli.common`` holds
 what they share.
 
-Exit codes: 0 success, 2 usage error (argparse), 1 any other error (one line
-``minigrad: error: ...`` on stderr, no traceback), 130 after Ctrl-C (a
-training run leaves a resumable checkpoint).
+Exit codes: 0 success, 2 usage error (argparse, or a bad option value), 1 any
+other error (one line ``minigrad: error: ...`` on stderr, no traceback), 130
+after Ctrl-C and 143 after SIGTERM (a training run leaves a resumable
+checkpoint and records ``interrupted`` in its ``metrics.json``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # One BLAS thread unless the user says otherwise: the GEMMs of a recurrent step are
@@ -37,6 +39,42 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from models.cli.main import main
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``minigrad`` entry point: ``models.cli.main.main``, with the process set up.
+
+    SIGTERM is made to unwind like Ctrl-C before anything heavy is imported,
+    an interrupt while numpy loads exits quietly (130, or 143 for SIGTERM), and
+    a closed stdout or stderr (``>&-``) is replaced by the null device, so that
+    the work is still done and no traceback is shown.
+    """
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
+    try:
+        from models.io.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, install_signal_handlers
+
+        install_signal_handlers()
+        from models.cli.main import main as run
+    except KeyboardInterrupt as exc:
+        sys.stderr.write("\nminigrad: interrupted\n")
+        return 143 if type(exc).__name__ == "Terminated" else 130
+    try:
+        return run(argv)
+    except Terminated:  # a second signal while the first was being reported
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        return EXIT_SIGINT
+    finally:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            # stdout went away (a closed pipe): nothing more can be said there
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout = open(os.devnull, "w")
+
 
 __all__ = ["main"]

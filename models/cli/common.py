@@ -3,13 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from minigrad.cell import Cell
 from models.cells.registry import CELLS
-from models.nets.base import RecurrentModel
+from models.nets.base import l2_cell
 
 PROG = "minigrad"
+
+MAX_HIDDEN = 16384
+"""The largest ``--hidden`` of ``explain`` and ``graph``."""
+MAX_INPUT_SIZE = 16384
+"""The largest ``--input-size`` of ``explain`` and ``graph``."""
+MAX_STEPS = 1000
+MAX_SAMPLE_STEPS = 1_000_000
+"""The most frames ``sample --steps`` generates (an 88 MB piano roll)."""
+"""The most time steps ``explain --steps`` and ``graph --unroll`` unroll: the text and
+the picture grow with every step, and nobody reads more."""
+
+
+class UsageError(ValueError):
+    """A bad option value: reported like argparse's own errors, exit code 2."""
+
+
+def check_range(flag_name: str, value: int, lo: int, hi: int | None = None) -> int:
+    """``value`` if ``lo <= value <= hi``, else a :class:`UsageError` naming ``flag_name``."""
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise UsageError(f"{flag_name} must be {bound}, got {value}")
+    return value
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def refuse_output_over_input(outputs: Mapping[str, object], inputs: Mapping[str, object]) -> None:
+    """Refuse an output path that names one of the inputs, or another output.
+
+    Args:
+        outputs: flag -> path (None for an output not asked for).
+        inputs: flag -> path (None for an input not given); names that are not
+            existing files (an embedded dataset name) are ignored.
+
+    Raises:
+        UsageError: naming both flags.
+    """
+    outs = [(k, Path(str(v))) for k, v in outputs.items() if v is not None]
+    ins = [(k, Path(str(v))) for k, v in inputs.items() if v is not None]
+    for i, (flag_out, path_out) in enumerate(outs):
+        for flag_in, path_in in ins:
+            if path_in.exists() and _same_file(path_out, path_in):
+                raise UsageError(
+                    f"{flag_out} {path_out} is the {flag_in} file; refusing to overwrite an input"
+                )
+        for flag_other, path_other in outs[i + 1 :]:
+            if _same_file(path_out, path_other):
+                raise UsageError(f"{flag_out} and {flag_other} name the same file {path_out}")
+
 
 Subparsers = Any
 """The object ``ArgumentParser.add_subparsers`` returns (argparse's private type)."""
@@ -47,9 +104,12 @@ def add_cell_options(p: argparse.ArgumentParser) -> None:
 
 
 def model_cell(args: argparse.Namespace) -> Cell:
-    """The cell named by ``--cell`` with an L2 head (``models.nets.base.RecurrentModel``)."""
+    """The cell named by ``--cell`` with an L2 head (``models.nets.base.l2_cell``).
+
+    No parameters are allocated: a picture or an explanation needs none.
+    """
     if args.cell not in CELLS:
-        raise ValueError(f"unknown cell {args.cell!r}; valid: {', '.join(CELLS)}")
-    return RecurrentModel(args.cell, args.input_size, args.hidden).cell
-
-
+        raise UsageError(f"unknown cell {args.cell!r}; valid: {', '.join(CELLS)}")
+    check_range("--input-size", args.input_size, 1, MAX_INPUT_SIZE)
+    check_range("--hidden", args.hidden, 1, MAX_HIDDEN)
+    return l2_cell(args.cell, args.cell, args.input_size, args.hidden)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from models.cli.common import Formatter, Subparsers
+from models.cli.common import Formatter, Subparsers, check_range
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
@@ -42,8 +42,7 @@ def add(sub: Subparsers) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``minigrad evaluate``: print the metrics as JSON; returns the exit code."""
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_range("--batch-size", args.batch_size, 1)
     model, info = load_model(args.checkpoint)
     name = args.dataset if args.dataset is not None else info["config"].get("dataset")
     if not isinstance(name, str):
@@ -66,5 +65,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
     return 0
-
-

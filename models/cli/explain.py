@@ -7,7 +7,14 @@ import sys
 
 from minigrad.errors import GraphError
 from minigrad.explain import DEFAULT_MAX_PATHS, explain, explain_all
-from models.cli.common import Formatter, Subparsers, add_cell_options, model_cell
+from models.cli.common import (
+    MAX_STEPS,
+    Formatter,
+    Subparsers,
+    add_cell_options,
+    check_range,
+    model_cell,
+)
 
 
 def add(sub: Subparsers) -> None:
@@ -45,10 +52,8 @@ def add(sub: Subparsers) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     """``minigrad explain``: print the explanation; returns the exit code."""
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.max_paths < 0:
-        raise ValueError(f"--max-paths must be >= 0, got {args.max_paths}")
+    check_range("--steps", args.steps, 1, MAX_STEPS)
+    check_range("--max-paths", args.max_paths, 0)
     cell = model_cell(args)
     if args.param == "all":
         text = explain_all(cell, args.steps, max_paths=args.max_paths)
@@ -59,5 +64,3 @@ def run_explain(args: argparse.Namespace) -> int:
             raise GraphError(f"{exc}, or 'all' for every parameter") from None
     sys.stdout.write(text)
     return 0
-
-

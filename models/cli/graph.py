@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from minigrad.dot import cell_to_dot, unrolled_to_dot, write_graph
-from models.cli.common import Formatter, Subparsers, add_cell_options, model_cell
+from models.cli.common import (
+    MAX_STEPS,
+    Formatter,
+    Subparsers,
+    add_cell_options,
+    check_range,
+    model_cell,
+)
 
 
 def add(sub: Subparsers) -> None:
@@ -44,12 +51,10 @@ def add(sub: Subparsers) -> None:
 def run_graph(args: argparse.Namespace) -> int:
     """``minigrad graph``: write the picture; returns the exit code."""
     unroll: int | None = getattr(args, "unroll", None)
-    if unroll is not None and unroll < 1:
-        raise ValueError(f"--unroll must be >= 1, got {unroll}")
+    if unroll is not None:
+        check_range("--unroll", unroll, 1, MAX_STEPS)
     cell = model_cell(args)
     text = cell_to_dot(cell) if unroll is None else unrolled_to_dot(cell, unroll)
     write_graph(text, args.out)
     sys.stdout.write(f"wrote {args.out}\n")
     return 0
-
-

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from models.cli.common import Formatter, Subparsers
+from models.cli.common import (
+    MAX_SAMPLE_STEPS,
+    Formatter,
+    Subparsers,
+    UsageError,
+    check_range,
+    refuse_output_over_input,
+)
 from models.data.dataset import PITCH_LO, one_line
 from models.generate.midi import MissingExtraError, write_midi
 from models.generate.roll_svg import piano_roll_svg
@@ -58,18 +66,22 @@ def add(sub: Subparsers) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     """``minigrad sample``: generate, write the files, print JSON; returns the exit code."""
-    if args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    check_range("--steps", args.steps, 0, MAX_SAMPLE_STEPS)
+    check_range("--seed", args.seed, 0)
+    if not (math.isfinite(args.tempo) and 0 < args.tempo <= 10_000):
+        raise UsageError(f"--tempo must be in (0, 10000] steps per minute, got {args.tempo}")
     if args.out is None and args.roll is None:
-        raise ValueError("nothing to write: give -o song.mid (or song.npz) and/or --roll song.svg")
+        raise UsageError("nothing to write: give -o song.mid (or song.npz) and/or --roll song.svg")
     out = Path(args.out) if args.out is not None else None
     if out is not None and out.suffix.lower() not in (*MIDI_SUFFIXES, ".npz"):
-        raise ValueError(
+        raise UsageError(
             f"-o {out}: unknown file type {out.suffix or '(none)'!r}; use .mid or .npz"
         )
     spec = PrimeSpec.parse(args.prime) if args.prime is not None else None
+    refuse_output_over_input(
+        {"-o": args.out, "--roll": args.roll},
+        {"--checkpoint": args.checkpoint, "--prime": spec.dataset if spec else None},
+    )
     model, info = load_model(args.checkpoint)
     prime = None
     if spec is not None:

@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 import tomllib
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import fields, replace
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, flag
+from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, flag
 from models.data.dataset import one_line
+from models.io import FileError, read_text_capped
 from models.train.checkpoint import load_checkpoint
 from models.train.config import (
     CHECKPOINT_FILE,
@@ -103,22 +103,19 @@ def config_to_toml(config: TrainConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read_toml(path: str) -> dict[str, Any]:
-    p = Path(path)
+def read_toml(path: str) -> dict[str, Any]:
+    """The top-level keys of a ``--config`` TOML file (a regular file of at most 1 MiB)."""
     try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ValueError(f"--config {path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"--config {path}: is a directory, expected a TOML file") from None
+        text = read_text_capped(path, "TOML --config")
+    except FileError as exc:
+        raise FileError(f"--config {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"--config {path}: invalid TOML: {one_line(exc)}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"--config {path}: not UTF-8 text ({one_line(exc)})") from None
+        raise UsageError(f"--config {path}: invalid TOML: {one_line(exc)}") from None
     for key, value in data.items():
         if isinstance(value, dict):
-            raise ValueError(
+            raise UsageError(
                 f"--config {path}: key {key!r} is a table; options are plain top-level keys"
             )
     return data
@@ -134,32 +131,48 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     explicit: dict[str, Any] = {}
     where = "command line"
     if args.config is not None:
-        explicit.update({k.replace("-", "_"): v for k, v in _read_toml(args.config).items()})
+        data = read_toml(args.config)
         where = f"--config {args.config}"
-        # unknown keys and bad types are reported with the file's name
-        config_from_mapping(explicit, where=where)
+        # unknown keys, duplicates (batch-size and batch_size) and bad types are
+        # reported with the file's name
+        _usage(config_from_mapping, data, where=where)
+        explicit.update({k.replace("-", "_"): v for k, v in data.items()})
     flags = {k: v for k, v in vars(args).items() if k in names}
     if flags:
         where = "" if args.config is None else f"{where} and options"
     explicit.update(flags)
-    config = config_from_mapping(explicit, where=where)
+    config = _usage(config_from_mapping, explicit, where=where)
     if config.resume:
         out = config.out_dir()
         ck = load_checkpoint(out / CHECKPOINT_FILE)
         # presentation options are not inherited from the interrupted run
         saved = {
-            k: v for k, v in ck.config.items() if k in names and k not in ("progress", "overwrite")
+            k: v
+            for k, v in ck.config.items()
+            if k in names and k not in ("progress", "overwrite", "allow_data_change")
         }
         base = config_from_mapping(saved, where=f"{out / CHECKPOINT_FILE}: stored configuration")
         explicit["out"] = str(out)
-        config = config_from_mapping(explicit, where=where, base=base)
-    return config.resolved()
+        config = _usage(config_from_mapping, explicit, where=where, base=base)
+    return config
+
+
+def _usage(build: Any, *a: Any, **kw: Any) -> TrainConfig:
+    """``build(*a, **kw)`` with its ValueError (a bad option value) as a UsageError."""
+    try:
+        config: TrainConfig = build(*a, **kw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return config
 
 
 def run_train(args: argparse.Namespace) -> int:
     """``minigrad train``: train, print a JSON summary on stdout; returns the exit code."""
     config = resolve_train_config(args)
     if args.print_config is not None:
+        # the dataset as an absolute path, but ``out`` as the template: a config
+        # edited and trained again goes to the folder its own options name
+        config = replace(config.resolved(), out=config.out)
         if args.print_config == "json":
             sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
         else:
@@ -181,5 +194,3 @@ def run_train(args: argparse.Namespace) -> int:
     }
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0
-
-

@@ -92,5 +92,3 @@ def batches(
     order = np.arange(n, dtype=np.int64) if rng is None else rng.permutation(n).astype(np.int64)
     for begin in range(0, n, int(batch_size)):
         yield _make_batch(split, order[begin : begin + int(batch_size)], dtype)
-
-

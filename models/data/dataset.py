@@ -178,5 +178,3 @@ class Dataset:
             )
         split: Split = getattr(self, name)
         return split
-
-

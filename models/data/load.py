@@ -28,13 +28,10 @@ plus the scalar ``format_version`` (1). The scalars ``pitch_lo``, ``pitch_hi``,
 ``source`` and ``source_sha256`` may be present and are not needed.
 """
 
-
 from __future__ import annotations
 
 import os
 import pickle
-import zipfile
-import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -56,6 +53,13 @@ from models.data.dataset import (
     Split,
     one_line,
 )
+from models.io import FileError, Member, NpzLimits, open_regular, read_npz, require_regular_file
+
+MAX_STEPS = 2_000_000
+"""The most time steps a dataset may hold over its three splits (a piano roll of 176 MB);
+Nottingham holds about 270,000."""
+MAX_NOTES = 10_000_000
+"""The most notes a dataset may hold over its three splits (Nottingham holds about 260,000)."""
 
 # --------------------------------------------------------------------------- loading
 
@@ -102,6 +106,12 @@ def _split_from_events(
                 f"{where}_notes: expected MIDI notes in {PITCH_LO}..{PITCH_HI}, got {lo}..{hi}"
             )
     n_steps = step_offsets.shape[0] - 1
+    empty = np.flatnonzero(np.diff(seq_offsets.astype(np.int64)) == 0)
+    if empty.size:
+        raise DataError(
+            f"{where}: sequence {int(empty[0])} has no time steps ({empty.size} empty "
+            "sequence(s)); every sequence needs at least one step"
+        )
     step_ends: npt.NDArray[np.int64] = step_offsets.astype(np.int64)
     notes_per_step: npt.NDArray[np.int64] = step_ends[1:] - step_ends[:-1]
     step_of_note = np.repeat(np.arange(n_steps, dtype=np.int64), notes_per_step)
@@ -111,37 +121,55 @@ def _split_from_events(
 
 
 def _check_file(path: Path, kind: str) -> None:
-    """Raise :class:`DataError` unless ``path`` is an existing regular file."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file (expected a {kind} dataset)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a {kind} file")
+    """Raise :class:`DataError` unless ``path`` is an existing regular file (no FIFO, device)."""
+    try:
+        require_regular_file(path, f"{kind} dataset")
+    except FileError as exc:
+        raise DataError(str(exc)) from None
+
+
+_NPZ_MEMBERS = (
+    Member("format_version", "biufU", required=True),
+    *(
+        Member(f"{s}_{k}", "biufU", required=True)  # dtype and shape: _split_from_events
+        for s in SPLIT_NAMES
+        for k in ("notes", "step_offsets", "seq_offsets")
+    ),
+    Member("pitch_lo", "iu", (0,)),
+    Member("pitch_hi", "iu", (0,)),
+    Member("source", "U", (0,)),
+    Member("source_sha256", "U", (0,)),
+)
+_NPZ_LIMITS = NpzLimits(
+    max_members=len(_NPZ_MEMBERS), max_member_bytes=MAX_NOTES * 8, max_total_bytes=MAX_NOTES * 16
+)
 
 
 def _read_npz_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
-    """Read every array of a ``.npz`` archive, turning any failure into :class:`DataError`."""
-    _check_file(path, ".npz")
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({one_line(exc)})") from exc
-    if magic.startswith(b"\x93NUMPY"):
-        raise DataError(f"{path}: is a single .npy array; {_NPZ_EXPECTED}")
-    if not magic.startswith(b"PK"):
-        raise DataError(f"{path}: is not a .npz (zip) archive; {_NPZ_EXPECTED}")
-    member = "(archive directory)"
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            out: dict[str, npt.NDArray[Any]] = {}
-            for member in archive.files:
-                out[member] = np.asarray(archive[member])
-            return out
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        raise DataError(
-            f"{path}: corrupt or truncated .npz archive, cannot read {member} "
-            f"({type(exc).__name__}: {one_line(exc)})"
-        ) from exc
+    """The members of a dataset ``.npz`` (:func:`models.io.read_npz`), or a DataError."""
+
+    def error(message: str) -> DataError:
+        if "missing member(s)" in message:
+            message = message.replace("missing member(s)", "missing key(s)")
+        elif "corrupt or truncated archive" in message:
+            message = message.replace(
+                "corrupt or truncated archive", "corrupt or truncated .npz archive"
+            )
+        elif "not an .npz (zip) archive" in message:
+            message = f"{path}: is not a .npz (zip) archive"
+        elif "is a single .npy array" in message:
+            message = f"{path}: is a single .npy array"
+        return DataError(f"{message}; {_NPZ_EXPECTED}")
+
+    return read_npz(path, ".npz dataset", _NPZ_MEMBERS, _NPZ_LIMITS, error=error)
+
+
+def _check_sizes(where: str, n_steps: int, n_notes: int) -> None:
+    """Refuse a dataset larger than :data:`MAX_STEPS` steps or :data:`MAX_NOTES` notes."""
+    if n_steps > MAX_STEPS:
+        raise DataError(f"{where}: more than {MAX_STEPS} time steps in all, the most accepted")
+    if n_notes > MAX_NOTES:
+        raise DataError(f"{where}: more than {MAX_NOTES} notes in all, the most accepted")
 
 
 def load_npz(path: str | os.PathLike[str]) -> Dataset:
@@ -170,6 +198,11 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
             f"{path}: key format_version: expected the integer {FORMAT_VERSION}, "
             f"got {version.dtype} {version.tolist()!r}"
         )
+    _check_sizes(
+        str(path),
+        sum(arrays[f"{s}_step_offsets"].shape[0] - 1 for s in SPLIT_NAMES),
+        sum(arrays[f"{s}_notes"].shape[0] for s in SPLIT_NAMES),
+    )
     splits = {
         s: _split_from_events(
             arrays[f"{s}_notes"],
@@ -202,8 +235,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def _pickle_split(obj: object, path: Path, split: str) -> Split:
-    """Check one split of an original pickle and build its piano roll."""
+def _pickle_split(obj: object, path: Path, split: str, budget: list[int]) -> Split:
+    """Check one split of an original pickle and build its piano roll.
+
+    ``budget`` holds the steps and notes converted so far over every split, and
+    is checked against :data:`MAX_STEPS` / :data:`MAX_NOTES` before each
+    sequence and step is walked: a pickle that references one list 10^8 times
+    is small on disk but would otherwise expand to gigabytes here.
+    """
     where = f"{path}: split {split!r}"
     if not isinstance(obj, list | tuple):
         raise DataError(f"{where}: expected a list of sequences, got {type(obj).__name__}")
@@ -215,12 +254,17 @@ def _pickle_split(obj: object, path: Path, split: str) -> Split:
             raise DataError(
                 f"{where}, sequence {i}: expected a list of time steps, got {type(seq).__name__}"
             )
+        budget[0] += len(seq)
+        _check_sizes(str(path), budget[0], budget[1])
         for k, step in enumerate(seq):
             if not isinstance(step, list | tuple):
                 raise DataError(
                     f"{where}, sequence {i}, step {k}: expected a list of MIDI note numbers, "
                     f"got {type(step).__name__}"
                 )
+            budget[1] += len(step)
+            if budget[1] > MAX_NOTES:
+                _check_sizes(str(path), budget[0], budget[1])
             for note in step:
                 if type(note) is int:
                     value = note
@@ -268,9 +312,12 @@ def load_pickle(path: str | os.PathLike[str]) -> Dataset:
             message names the split and sequence at fault.
     """
     path = Path(path)
-    _check_file(path, ".pickle")
     try:
-        with path.open("rb") as fh:
+        fh = open_regular(path, ".pickle dataset")
+    except FileError as exc:
+        raise DataError(str(exc)) from None
+    try:
+        with fh:
             obj = _RestrictedUnpickler(fh, path).load()
     except DataError:
         raise
@@ -286,7 +333,8 @@ def load_pickle(path: str | os.PathLike[str]) -> Dataset:
     missing = [s for s in SPLIT_NAMES if s not in obj]
     if missing:
         raise DataError(f"{path}: missing split(s) {', '.join(missing)}; {_PICKLE_EXPECTED}")
-    splits = {s: _pickle_split(obj[s], path, s) for s in SPLIT_NAMES}
+    budget = [0, 0]
+    splits = {s: _pickle_split(obj[s], path, s, budget) for s in SPLIT_NAMES}
     return Dataset(name=path.stem, **splits)
 
 

@@ -13,7 +13,9 @@ half-written file behind.
   temporary file in the same folder, fsync, :func:`os.replace`;
   :func:`clean_stale_temporaries` removes the temporaries a killed writer left;
 * :class:`RunLock`: an exclusive OS lock (``flock``) on a run folder;
-* :func:`content_hash`: SHA-256 and size of a file (a data set).
+* :func:`content_hash`: SHA-256 and size of a file (a data set);
+* :func:`install_signal_handlers`: SIGTERM raises :class:`Terminated`, a
+  ``KeyboardInterrupt``, so it unwinds like Ctrl-C.
 
 Every error is a :class:`FileError` (a ``ValueError``) whose message is one line
 naming the file.
@@ -35,8 +37,11 @@ from models.io.files import (
 )
 from models.io.lock import LOCK_FILE, FolderBusyError, RunLock
 from models.io.npz import Member, NpzLimits, read_npz
+from models.io.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, install_signal_handlers
 
 __all__ = [
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
     "LOCK_FILE",
     "TEMP_SUFFIX",
     "FileError",
@@ -44,11 +49,13 @@ __all__ = [
     "Member",
     "NpzLimits",
     "RunLock",
+    "Terminated",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "clean_stale_temporaries",
     "content_hash",
+    "install_signal_handlers",
     "open_regular",
     "read_npz",
     "read_text_capped",

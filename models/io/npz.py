@@ -163,12 +163,14 @@ def read_npz(
                     )
                 plan: list[tuple[str, zipfile.ZipInfo]] = []
                 seen: set[str] = set()
+                unexpected: list[str] = []
                 total = 0
                 for info in infos:
                     name = info.filename
                     key = name[:-4] if name.endswith(".npy") else name
                     if not name.endswith(".npy") or _find(members, key) is None:
-                        raise _Refusal(f"{p}: unexpected member {name!r} in a {what} file")
+                        unexpected.append(key)
+                        continue
                     if key in seen:
                         raise _Refusal(f"{p}: member {name!r} appears twice")
                     seen.add(key)
@@ -198,6 +200,11 @@ def read_npz(
                 missing = [m.name for m in members if m.required and m.name not in seen]
                 if missing:
                     raise _Refusal(f"{p}: missing member(s) {', '.join(missing)} of a {what} file")
+                if unexpected:
+                    raise _Refusal(
+                        f"{p}: unexpected member(s) {', '.join(map(repr, unexpected[:5]))} "
+                        f"in a {what} file"
+                    )
                 out: dict[str, npt.NDArray[Any]] = {}
                 for key, info in plan:
                     out[key] = _read_member(zf, info, p, key, _find(members, key), error)

@@ -32,7 +32,7 @@ from models.cells.lstm import lstm
 from models.cells.registry import CELLS
 from models.cells.stack import layer_prefix, stack
 
-__all__ = ["RecurrentModel", "check_array", "check_state_dict"]
+__all__ = ["RecurrentModel", "check_array", "check_state_dict", "l2_cell"]
 
 
 def check_array(
@@ -110,7 +110,7 @@ def check_state_dict(
 
     Raises:
         ValueError: naming the key at fault (missing, unexpected, not an array,
-            wrong shape, wrong dtype).
+            wrong shape, wrong dtype, NaN or infinite values).
     """
     pre = f"{where}: " if where else ""
     if not isinstance(d, Mapping):
@@ -139,8 +139,37 @@ def check_state_dict(
                 f"{pre}state dict: key '{k}' is {v.dtype}, but {what} is {cur.dtype} "
                 "(convert it explicitly; arrays are never cast silently)"
             )
+        if not np.all(np.isfinite(v)):
+            raise ValueError(
+                f"{pre}state dict: key '{k}' holds NaN or infinite values; refusing to load it"
+            )
         out[k] = np.array(v, copy=True)
     return out
+
+
+def l2_cell(
+    name: str,
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    init: str = "default",
+    dtype: FloatDType | np.dtype[np.floating] = np.float64,
+) -> Cell:
+    """The cell graph of a :class:`RecurrentModel`, without allocating its parameters.
+
+    Inputs ``x`` (B, input_size) and ``y`` (B, hidden_size); output ``h`` (B,
+    hidden_size), the top layer's state; loss ``loss``, the L2 distance of
+    ``h`` to ``y``. Drawing or explaining a cell needs nothing more.
+    """
+    b = CellBuilder(name, dtype=dtype)
+    x = b.input("x", input_size)
+    y = b.input("y", hidden_size)
+    tops = stack(b, x, cell, input_size, hidden_size, num_layers, init=init)
+    b.output("h", tops[-1])
+    b.loss(l2_loss(tops[-1], y, name="loss"))
+    return b.build()
 
 
 class RecurrentModel:
@@ -205,15 +234,15 @@ class RecurrentModel:
         self.params: dict[str, Array] = self.cell.init_params(seed)
 
     def _build(self, name: str) -> Cell:
-        b = CellBuilder(name, dtype=self.dtype)
-        x = b.input("x", self.input_size)
-        y = b.input("y", self.hidden_size)
-        tops = stack(
-            b, x, self.cell_type, self.input_size, self.hidden_size, self.num_layers, init=self.init
+        return l2_cell(
+            name,
+            self.cell_type,
+            self.input_size,
+            self.hidden_size,
+            num_layers=self.num_layers,
+            init=self.init,
+            dtype=self.dtype,
         )
-        b.output("h", tops[-1])
-        b.loss(l2_loss(tops[-1], y, name="loss"))
-        return b.build()
 
     def __repr__(self) -> str:
         return (

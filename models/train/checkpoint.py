@@ -25,14 +25,8 @@ and the temporary file is removed on failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import struct
-import tempfile
-import zipfile
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -40,6 +34,14 @@ from typing import IO, Any, cast
 import numpy as np
 
 from minigrad.types import AnyArray, Array
+from models.io import (
+    Member,
+    NpzLimits,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    read_npz,
+)
 
 __all__ = [
     "FORMAT_NAME",
@@ -112,86 +114,14 @@ def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     bit_generator = getattr(np.random, name)()
     try:
         bit_generator.state = dict(state)
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise CheckpointError(f"invalid {name} rng state: {exc}") from exc
     return np.random.Generator(bit_generator)
 
 
 # -- atomic writes -----------------------------------------------------------
-
-
-def _default_mode() -> int:
-    """Permission bits a plain ``open(path, "w")`` would give a new file.
-
-    The temporary file is created private (0600); the target should get the
-    usual ``0666 & ~umask``. Linux reports the umask in /proc without changing
-    it; elsewhere it is read by setting and restoring it.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o077)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file through ``write`` into a temporary file, then rename it onto ``path``."""
-    target = Path(path)
-    directory = target.parent
-    tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
-        dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = _default_mode()
-        os.chmod(tmp.name, mode)
-        os.replace(tmp.name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
-        raise
-    # Make the rename itself durable; not every platform can open a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    Args:
-        path: the target file; its directory must exist.
-        data: the complete file contents.
-    """
-
-    def write(f: IO[bytes]) -> None:
-        f.write(data)
-
-    _atomic_write(path, write)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, encoded as UTF-8 without newline translation.
-
-    Args:
-        path: the target file; its directory must exist.
-        text: the complete file contents.
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
+# atomic_write_bytes / atomic_write_text are models.io's, re-exported here for the
+# modules that write a run's files.
 
 
 # -- JSON metadata -----------------------------------------------------------
@@ -298,53 +228,66 @@ def save_checkpoint(
         # ``cast``: numpy's stub types ``savez``'s keyword arguments as possibly ``allow_pickle``.
         np.savez(f, **cast(dict[str, Any], arrays))
 
-    _atomic_write(target, write)
+    atomic_write(target, write)
 
 
 # -- loading -----------------------------------------------------------------
 
 
+_MEMBERS = (
+    Member(_META, "U", (0,), required=True),
+    Member(_PARAM + "*", "f"),
+    Member(_BEST + "*", "f"),
+    Member(_OPTIM + "*", "biuf"),
+)
+_LIMITS = NpzLimits(max_members=4096, max_member_bytes=1 << 30, max_total_bytes=4 << 30)
+MAX_META_CHARS = 16 << 20
+"""The longest ``meta`` document accepted (16 Mi characters)."""
+MAX_META_DEPTH = 32
+"""The deepest nesting of lists and objects accepted in ``meta``."""
+
+
 def _read_members(path: Path) -> dict[str, AnyArray]:
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: no such checkpoint file") from exc
-    except IsADirectoryError as exc:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from exc
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot be read: {exc}") from exc
-    if len(head) == 0:
-        raise CheckpointError(f"{path}: file is empty, not a checkpoint")
-    if head not in _ZIP_MAGIC:
-        raise CheckpointError(f"{path}: not an npz (zip) archive, so not a checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            members: dict[str, AnyArray] = {}
-            for key in npz.files:
-                value = npz[key]
-                if not isinstance(value, np.ndarray):
-                    raise CheckpointError(f"{path}: entry {key!r} is not a .npy array")
-                members[key] = value
-            return members
-    except CheckpointError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+    """The members of a checkpoint, each checked before it is read (``models.io.read_npz``)."""
+
+    def error(message: str) -> CheckpointError:
+        if "no such file" in message:
+            return CheckpointError(f"{path}: no such checkpoint file")
+        if "missing member(s) meta" in message:
+            return CheckpointError(f"{path}: no 'meta' entry, not a {FORMAT_NAME} file")
+        return CheckpointError(
+            message.replace("not an .npz (zip) archive", "not an npz (zip) archive")
+        )
+
+    members = read_npz(path, "checkpoint", _MEMBERS, _LIMITS, error=error)
+    for key, array in members.items():
+        if key.startswith((_PARAM, _BEST)) and not np.all(np.isfinite(array)):
             raise CheckpointError(
-                f"{path}: contains object (pickled) arrays, which are never loaded"
-            ) from exc
-        raise CheckpointError(f"{path}: corrupt or truncated archive: {exc}") from exc
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        struct.error,
-        EOFError,
-        OSError,
-        KeyError,
-        RuntimeError,
-    ) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated archive: {exc}") from exc
+                f"{path}: parameter {key!r} holds NaN or infinite values; refusing to load it"
+            )
+    return members
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``[`` / ``{`` in a JSON text (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _parse_meta(path: Path, members: Mapping[str, AnyArray]) -> dict[str, Any]:
@@ -355,9 +298,14 @@ def _parse_meta(path: Path, members: Mapping[str, AnyArray]) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: 'meta' must be a 0-d unicode array, got shape {raw.shape} dtype {raw.dtype}"
         )
+    text = str(raw[()])
+    if len(text) > MAX_META_CHARS:
+        raise CheckpointError(f"{path}: 'meta' is longer than {MAX_META_CHARS} characters")
+    if _depth(text) > MAX_META_DEPTH:
+        raise CheckpointError(f"{path}: 'meta' is nested more than {MAX_META_DEPTH} levels deep")
     try:
-        meta = json.loads(str(raw[()]), object_hook=_json_object_hook)
-    except (ValueError, TypeError) as exc:
+        meta = json.loads(text, object_hook=_json_object_hook)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: 'meta' is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         found = meta.get("format") if isinstance(meta, dict) else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -16,6 +18,18 @@ CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_FILE = "model.npz"
 METRICS_FILE = "metrics.json"
 SVG_FILE = "curves.svg"
+RUN_FILES = (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, SVG_FILE)
+"""Every file a run writes into its folder: a folder holding any of them holds a run."""
+MAX_HIDDEN = 8192
+"""The largest ``hidden``."""
+MAX_LAYERS = 64
+"""The most ``layers``."""
+MAX_PARAMS = 10_000_000
+"""The most parameters a run may have (checked up front, counted for the LSTM, the
+largest cell): with gradients, optimiser state and best parameters, about 50 bytes
+each."""
+OUT_FIELDS = ("dataset", "cell", "hidden", "layers", "seed")
+"""The fields an ``out`` template may name in braces."""
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DTYPES = ("float32", "float64")
@@ -23,7 +37,16 @@ DTYPES = ("float32", "float64")
 CELL_CHOICES = tuple(CELLS)
 
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "patience", "max_train_seconds", "out", "resume", "overwrite", "progress"}
+    {
+        "epochs",
+        "patience",
+        "max_train_seconds",
+        "out",
+        "resume",
+        "overwrite",
+        "progress",
+        "allow_data_change",
+    }
 )
 """Options that may differ between a checkpoint's run and the run resuming it."""
 
@@ -85,6 +108,7 @@ class TrainConfig:
     progress: bool = True
     max_train_seconds: float = 0.0
     eval_batch_size: int = 16
+    allow_data_change: bool = False
 
     def validate(self) -> TrainConfig:
         """Check every option; return the configuration itself.
@@ -112,6 +136,15 @@ class TrainConfig:
         for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name, most in (("hidden", MAX_HIDDEN), ("layers", MAX_LAYERS)):
+            if getattr(self, name) > most:
+                raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
+        n_params = 4 * self.layers * self.hidden * (2 * self.hidden + 90)  # LSTM, the largest
+        if n_params > MAX_PARAMS:
+            raise ValueError(
+                f"options 'hidden' {self.hidden} and 'layers' {self.layers}: about {n_params:,} "
+                f"parameters, more than the {MAX_PARAMS:,} a run may have"
+            )
         for name in ("patience", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -127,25 +160,24 @@ class TrainConfig:
         return self
 
     def out_dir(self) -> Path:
-        """The run directory: ``out`` with its ``{...}`` fields replaced.
+        """The run directory: ``out`` with its ``{field}`` names replaced.
+
+        Only the names of :data:`OUT_FIELDS` are replaced, as plain text;
+        nothing in the template is evaluated (no attribute access, no format
+        specification).
 
         Raises:
-            ValueError: for an unknown field or a malformed template.
+            ValueError: for an unknown field or a stray brace.
         """
         stem = Path(self.dataset).stem if self.dataset not in ("",) else self.dataset
-        try:
-            text = self.out.format(
-                dataset=stem,
-                cell=self.cell,
-                hidden=self.hidden,
-                layers=self.layers,
-                seed=self.seed,
-            )
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"option 'out': bad template {self.out!r} ({exc!s}); the fields are "
-                "{dataset}, {cell}, {hidden}, {layers} and {seed}"
-            ) from None
+        values = {
+            "dataset": stem,
+            "cell": self.cell,
+            "hidden": str(self.hidden),
+            "layers": str(self.layers),
+            "seed": str(self.seed),
+        }
+        text = fill_template(self.out, values, "option 'out'")
         if not text:
             raise ValueError("option 'out': must not be empty")
         return Path(text)
@@ -161,7 +193,8 @@ class TrainConfig:
         float is expected."""
         dataset = self.dataset
         if dataset not in EMBEDDED_DATASETS and Path(dataset).exists():
-            dataset = str(Path(dataset).resolve())
+            # absolute, but symlinks kept: the suffix tells the file type
+            dataset = os.path.abspath(dataset)
         return replace(
             self,
             out=str(self.out_dir()),
@@ -194,6 +227,7 @@ CONFIG_HELP: dict[str, str] = {
     "progress": "live progress line on a terminal (--no-progress: one line per epoch)",
     "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
     "eval_batch_size": "sequences per batch when scoring a split",
+    "allow_data_change": "with --resume: continue even if the dataset file changed",
 }
 """One help line per option of ``TrainConfig``."""
 
@@ -226,8 +260,37 @@ _FIELD_TYPES: dict[str, type] = {
     "progress": bool,
     "max_train_seconds": float,
     "eval_batch_size": int,
+    "allow_data_change": bool,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
+    """Replace each ``{name}`` of ``template`` by ``values[name]``, as plain text.
+
+    Unlike ``str.format`` nothing is evaluated: ``{dataset.__class__}`` or
+    ``{hidden:>99999}`` are unknown fields, not expressions.
+
+    Raises:
+        ValueError: naming ``what``, for an unknown field or a stray brace.
+    """
+
+    def field(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise ValueError(
+                f"{what}: unknown field {{{name}}} in {template!r}; the fields are "
+                + ", ".join(f"{{{k}}}" for k in values)
+            )
+        return values[name]
+
+    text = _FIELD.sub(field, template)
+    if "{" in _FIELD.sub("", template) or "}" in _FIELD.sub("", template):
+        raise ValueError(f"{what}: stray brace in {template!r}")
+    return text
 
 
 def _type_ok(value: object, want: type) -> bool:
@@ -260,8 +323,14 @@ def config_from_mapping(
     """
     names = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        if name in given:
+            raise ValueError(
+                f"{where}: option {name!r} is given twice (as {given[name]!r} and {key!r})"
+            )
+        given[name] = str(key)
         if name not in names:
             raise ValueError(
                 f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}"
@@ -277,5 +346,3 @@ def config_from_mapping(
         if not where:
             raise
         raise ValueError(f"{where}: {exc}") from None
-
-

@@ -191,5 +191,3 @@ def learning_curves_svg(
         )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-
-

@@ -50,11 +50,13 @@ is left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,16 @@ import numpy as np
 from minigrad.errors import NonFiniteError
 from minigrad.types import Array
 from models.data.batches import batches
-from models.data.dataset import Dataset, Split
+from models.data.dataset import EMBEDDED_DATASETS, DataError, Dataset, Split
 from models.data.load import load_dataset
+from models.io import (
+    FileError,
+    FolderBusyError,
+    RunLock,
+    Terminated,
+    clean_stale_temporaries,
+    content_hash,
+)
 from models.nets.sequence import SequenceModel
 from models.train.checkpoint import (
     CheckpointError,
@@ -77,6 +87,7 @@ from models.train.config import (
     METRICS_FILE,
     MODEL_FILE,
     RESUMABLE_CHANGES,
+    RUN_FILES,
     SVG_FILE,
     TrainConfig,
     config_from_mapping,
@@ -90,17 +101,19 @@ from models.train.svg import write_svg
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training was interrupted (Ctrl-C); a resumable checkpoint is on disk.
+    """Training was interrupted (Ctrl-C or SIGTERM); a resumable checkpoint is on disk.
 
     Attributes:
         checkpoint: the checkpoint file.
         epoch: the last completed epoch it holds.
+        terminated: True for SIGTERM, False for Ctrl-C (SIGINT).
     """
 
-    def __init__(self, checkpoint: Path, epoch: int) -> None:
+    def __init__(self, checkpoint: Path, epoch: int, *, terminated: bool = False) -> None:
         super().__init__(f"interrupted; {checkpoint} holds epoch {epoch}")
         self.checkpoint = checkpoint
         self.epoch = epoch
+        self.terminated = terminated
 
 
 @dataclass
@@ -247,6 +260,7 @@ def _save_checkpoint(
     opt: Optimizer,
     rng: np.random.Generator,
     st: _State,
+    fingerprint: Mapping[str, Any],
 ) -> None:
     save_checkpoint(
         path,
@@ -262,17 +276,33 @@ def _save_checkpoint(
             "best_valid_nll": st.best_valid if math.isfinite(st.best_valid) else None,
             "train_seconds": st.train_seconds,
             "model": model.config(),
+            "dataset_file": dict(fingerprint),
         },
         best_params=st.best_params,
     )
 
 
 def _restore(
-    path: Path, config: TrainConfig, model: SequenceModel, opt: Optimizer
+    path: Path,
+    config: TrainConfig,
+    model: SequenceModel,
+    opt: Optimizer,
+    fingerprint: Mapping[str, Any],
 ) -> tuple[np.random.Generator, _State]:
     ck = load_checkpoint(path)
     _check_resume_config(config, ck.config, path)
     extra = ck.extra or {}
+    stored = extra.get("dataset_file")
+    if stored != dict(fingerprint) and not config.allow_data_change:
+        if isinstance(stored, dict):
+            was = f"size {stored.get('size')}, sha256 {str(stored.get('sha256'))[:12]}"
+        else:
+            was = "no record of it"
+        raise CheckpointError(
+            f"dataset {config.dataset} changed since {path} was written (it holds {was}; the "
+            f"file now has size {fingerprint['size']}, sha256 {fingerprint['sha256'][:12]}); "
+            "resume with --allow-data-change to continue on the new data anyway"
+        )
     if extra.get("kind") != "checkpoint" or ck.best_params is None:
         raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
     model.validate_state_dict(ck.best_params, where=f"{path} (best parameters)")
@@ -285,6 +315,23 @@ def _restore(
     if not isinstance(history, list) or len(history) != ck.epoch:
         raise CheckpointError(f"{path}: the history does not hold {ck.epoch} epoch(s)")
     best_valid = extra.get("best_valid_nll")
+    best_epoch = extra.get("best_epoch", 0)
+    seconds = extra.get("train_seconds", 0.0)
+    if isinstance(best_epoch, bool) or not isinstance(best_epoch, int):
+        raise CheckpointError(f"{path}: 'best_epoch' must be an integer, got {best_epoch!r}")
+    if not 0 <= best_epoch <= ck.epoch:
+        raise CheckpointError(f"{path}: 'best_epoch' {best_epoch} is outside 0..{ck.epoch}")
+    for key, value in (("best_valid_nll", best_valid), ("train_seconds", seconds)):
+        if value is None and key == "best_valid_nll":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise CheckpointError(f"{path}: {key!r} must be a number >= 0, got {value!r}")
+    for record in history:
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), int | float) and not isinstance(record.get(k), bool)
+            for k in ("epoch", "train_nll", "valid_nll")
+        ):
+            raise CheckpointError(f"{path}: a history record is malformed: {str(record)[:80]}")
     st = _State(
         epoch=ck.epoch,
         best_epoch=int(extra.get("best_epoch", 0)),
@@ -303,9 +350,10 @@ def _metrics(
     st: _State,
     wall: float,
     final: Mapping[str, Mapping[str, Any]] | None,
+    status: str | None = None,
 ) -> dict[str, Any]:
     m: dict[str, Any] = {
-        "status": "finished" if final is not None else "running",
+        "status": status or ("finished" if final is not None else "running"),
         "config": config.to_dict(),
         "model": {**model.config(), "num_params": model.num_params},
         "dataset": {
@@ -343,6 +391,101 @@ def _write_outputs(out: Path, metrics: Mapping[str, Any]) -> None:
     write_svg(out / SVG_FILE, svg)
 
 
+DEFAULT_OUT = TrainConfig().out
+"""The default ``out`` template: a run that keeps it gets a ``-2``, ``-3``, ... folder
+when the default one already holds a run."""
+MAX_SUFFIX = 1000
+
+
+def dataset_fingerprint(name: str) -> dict[str, Any]:
+    """``{"sha256": hex, "size": bytes}`` of the file a dataset name or path refers to.
+
+    Raises:
+        DataError: the file cannot be read (``models.io.FileError`` is one).
+    """
+    if name in EMBEDDED_DATASETS:
+        ref = resources.files("models.data.datasets").joinpath(f"{name}.npz")
+        with resources.as_file(ref) as path:
+            digest, size = content_hash(path, "dataset")
+    else:
+        try:
+            digest, size = content_hash(name, "dataset")
+        except FileError as exc:
+            raise DataError(str(exc)) from None
+    return {"sha256": digest, "size": size}
+
+
+def _holds_run(folder: Path) -> list[str]:
+    return [f for f in RUN_FILES if (folder / f).exists()]
+
+
+def claim_run_folder(
+    out: Path, *, resume: bool, overwrite: bool, auto_suffix: bool
+) -> tuple[Path, RunLock]:
+    """Lock the run folder (creating it) and check that this run may write there.
+
+    A new run refuses a folder holding any file of :data:`RUN_FILES` unless
+    ``overwrite``; with ``auto_suffix`` it moves on to ``OUT-2``, ``OUT-3``, ...
+    instead. Stale temporaries of a killed writer are removed once the lock is
+    held.
+
+    Returns:
+        ``(folder, lock)``; the caller releases the lock.
+
+    Raises:
+        CheckpointError: the folder holds a run (new run), or no checkpoint
+            (``resume``).
+        FolderBusyError: another process holds the folder's lock.
+        OSError: the folder cannot be created.
+    """
+    candidates = [out]
+    if auto_suffix:
+        candidates += [out.with_name(f"{out.name}-{k}") for k in range(2, MAX_SUFFIX)]
+    for folder in candidates:
+        if resume and not (folder / CHECKPOINT_FILE).is_file():
+            raise CheckpointError(f"{folder / CHECKPOINT_FILE}: no such checkpoint file")
+        if auto_suffix and _holds_run(folder):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(folder)
+        try:
+            lock.acquire()
+        except FolderBusyError:
+            if auto_suffix:
+                continue
+            raise
+        held = _holds_run(folder)
+        if resume or overwrite or not held:
+            clean_stale_temporaries(folder)
+            return folder, lock
+        lock.release()
+        if not auto_suffix:
+            raise CheckpointError(
+                f"{folder} already holds a run ({', '.join(held)}); continue it with --resume, "
+                "or pass --overwrite, or choose another --out"
+            )
+    raise CheckpointError(f"{out} and {MAX_SUFFIX - 2} suffixed folders all hold runs")
+
+
+def _final_status(
+    out: Path,
+    config: TrainConfig,
+    model: SequenceModel,
+    dataset: Dataset,
+    st: _State,
+    wall0: float,
+    status: str,
+    error: BaseException | None = None,
+) -> None:
+    """Record how a run ended in ``metrics.json`` (best effort: the exception that
+    ended the run is what the caller reports)."""
+    metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, None, status)
+    if error is not None:
+        metrics["error"] = " ".join(f"{type(error).__name__}: {error}".split())
+    with contextlib.suppress(Exception):
+        _write_outputs(out, metrics)
+
+
 def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResult:
     """Train a ``SequenceModel`` as ``config`` says (see the module docstring).
 
@@ -368,31 +511,52 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
         OSError: a file cannot be written.
     """
     wall0 = time.perf_counter()
-    config = config.validate().resolved()
+    config = config.validate()
+    auto_suffix = config.out == DEFAULT_OUT and not config.resume and not config.overwrite
+    config = config.resolved()
     if reporter is None:
         reporter = ConsoleReporter(live=None if config.progress else False)
-    out = Path(config.out)
-    ckpt = out / CHECKPOINT_FILE
     dataset = load_dataset(config.dataset)
+    fingerprint = dataset_fingerprint(config.dataset)
     for s in ("train", "valid", "test"):
         if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
             raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
     model = _make_model(config)
     opt = make_optimizer(config.optimizer, config.lr)
+    wanted = Path(config.out)
+    out, lock = claim_run_folder(
+        wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
+    )
+    try:
+        if out != wanted:
+            config = replace(config, out=str(out))
+            reporter.message(f"{wanted} already holds a run; this run goes to {out}")
+        return _train_locked(config, dataset, fingerprint, model, opt, reporter, wall0)
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    config: TrainConfig,
+    dataset: Dataset,
+    fingerprint: Mapping[str, Any],
+    model: SequenceModel,
+    opt: Optimizer,
+    reporter: Reporter,
+    wall0: float,
+) -> TrainResult:
+    """The run itself, with the run folder ``config.out`` locked by the caller."""
+    out = Path(config.out)
+    ckpt = out / CHECKPOINT_FILE
     if config.resume:
-        rng, st = _restore(ckpt, config, model, opt)
+        rng, st = _restore(ckpt, config, model, opt, fingerprint)
         reporter.message(f"resuming {ckpt} after epoch {st.epoch}")
     else:
-        if ckpt.exists() and not config.overwrite:
-            raise CheckpointError(
-                f"{out} already holds a run ({CHECKPOINT_FILE}); continue it with --resume, "
-                "or pass --overwrite, or choose another --out"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MODEL_FILE).unlink(missing_ok=True)  # an overwritten run's model is stale
+        for name in RUN_FILES:  # an overwritten run's files are stale
+            (out / name).unlink(missing_ok=True)
         rng = _run_rng(config.seed)
         st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
-        _save_checkpoint(ckpt, config, model, opt, rng, st)
+        _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint)
 
     dtype = _dtype_type(config.dtype)
     train_split = dataset.train
@@ -472,7 +636,7 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
                 st.best_valid = float(valid["nll"])
                 st.best_epoch = epoch
                 st.best_params = model.state_dict()
-            _save_checkpoint(ckpt, config, model, opt, rng, st)
+            _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint)
             saved_epoch = epoch
             _write_outputs(
                 out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
@@ -511,8 +675,14 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
         )
         metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
         _write_outputs(out, metrics)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(ckpt, saved_epoch) from None
+    except KeyboardInterrupt as exc:
+        _final_status(out, config, model, dataset, st, wall0, "interrupted")
+        raise TrainingInterrupted(
+            ckpt, saved_epoch, terminated=isinstance(exc, Terminated)
+        ) from None
+    except BaseException as exc:
+        _final_status(out, config, model, dataset, st, wall0, "failed", exc)
+        raise
     return TrainResult(
         out=out,
         metrics=metrics,

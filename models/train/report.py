@@ -139,5 +139,3 @@ class ConsoleReporter(Reporter):
         self._clear()
         self.stream.write(text + "\n")
         self.stream.flush()
-
-

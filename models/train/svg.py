@@ -93,7 +93,6 @@ def tick_label(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-
 def write_svg(path: str | Path, svg: str) -> None:
     """Write an SVG document atomically (temporary file, fsync, ``os.replace``), as UTF-8.
 
