@@ -343,11 +343,20 @@ def test_finished_runs_with_other_options_are_not_reused(
     shutil.copytree(src, out)
     data = local_sweep.data["sweep"]["dataset"]
     cfg = tiny_sweep(Path(data), out, train_options={**TRAIN_OPTIONS, "epochs": 3})
+    # the sweep folder records its options: another command is refused as a whole,
+    # and the recorded results stay as they were
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ValueError, match=r"holds a sweep with other options \(train_options"):
+        run_sweep(cfg)
+    assert (out / "results.json").read_bytes() == before
+    # without the record, each trial folder still refuses a run with other options
+    (out / "results.json").unlink()
     res = run_sweep(cfg)
     assert len(res.failed) == 4
     assert all(
         "holds a finished run with other options (epochs: 2" in t["error"] for t in res.failed
     )
+    (out / "results.json").unlink()
     same = run_sweep(tiny_sweep(Path(data), out))  # the original options: everything reused
     assert all(t["reused"] for t in same.trials)
     _assert_same_table(local_sweep, same)
@@ -387,17 +396,18 @@ def test_sweep_command_errors(
 ) -> None:
     base = ["sweep", "--dataset", str(tiny), "--out", str(tmp_path / "s")]
     for extra, code, fragment in [
-        (["--cells", "gru,foo"], 1, "unknown cell 'foo'"),
-        (["--executor", "threads"], 1, "expected local, local:N or dask://HOST:PORT"),
-        (["--lr-range", "1e-2"], 1, "expected LO:HI"),
-        (["--lr-candidates", "0"], 1, "--lr-candidates must be an integer >= 1"),
-        (["--cells", "mgu"], 1, "give one with --hidden mgu=H"),
+        (["--cells", "gru,foo"], 2, "unknown cell 'foo'"),
+        (["--executor", "threads"], 2, "expected local, local:N or dask://HOST:PORT"),
+        (["--lr-range", "1e-2"], 2, "expected LO:HI"),
+        (["--lr-candidates", "0"], 2, "--lr-candidates must be an integer >= 1"),
+        (["--lr-candidates", "100000000"], 2, "--lr-candidates must be at most 1000"),
+        (["--cells", "mgu"], 2, "give one with --hidden mgu=H"),
         (["--epochs", "zero"], 2, "invalid int value"),
     ]:
         assert main([*base, *extra]) == code
         out, err = capsys.readouterr()
         assert out == "" and fragment in err
-        if code == 1:
+        if fragment != "invalid int value":
             assert len(err.strip().splitlines()) == 1
     assert (
         main(["sweep", "--dataset", str(tmp_path / "none.npz"), "--out", str(tmp_path / "s")]) == 1

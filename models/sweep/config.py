@@ -35,9 +35,18 @@ class TrialFailed(RuntimeError):
 # --------------------------------------------------------------------------- configuration
 
 
-def positive(what: str, value: object) -> int:
+MAX_LR_CANDIDATES: Final = 1000
+"""The most learning rates a sweep tries per cell."""
+MAX_SEEDS: Final = 1000
+"""The most training seeds per (cell, learning rate)."""
+
+
+def positive(what: str, value: object, most: int | None = None) -> int:
+    """``value`` if it is an integer >= 1 (and <= ``most``), else a ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    if most is not None and value > most:
+        raise ValueError(f"{what} must be at most {most}, got {value}")
     return value
 
 
@@ -59,7 +68,7 @@ def learning_rates(
         digits (the value in the run directory's name is the value used);
         values that coincide after rounding appear once.
     """
-    positive("the number of learning-rate candidates", n)
+    positive("the number of learning-rate candidates", n, MAX_LR_CANDIDATES)
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise ValueError(f"the learning-rate range must satisfy 0 < LO <= HI, got {lo}:{hi}")
     a, b = math.log10(lo), math.log10(hi)
@@ -248,7 +257,8 @@ class SweepConfig:
         """
         if not self.dataset:
             raise ValueError("--dataset must not be empty")
-        positive("--seeds", self.seeds)
+        positive("--seeds", self.seeds, MAX_SEEDS)
+        positive("--lr-candidates", self.lr_candidates, MAX_LR_CANDIDATES)
         if isinstance(self.sweep_seed, bool) or self.sweep_seed < 0:
             raise ValueError(f"--sweep-seed must be >= 0, got {self.sweep_seed!r}")
         sizes = self.hidden_sizes()
@@ -311,5 +321,3 @@ def parse_executor(spec: str) -> tuple[str, int | str]:
             raise ValueError(f"--executor {spec!r}: no scheduler address; {forms}")
         return "dask", address if "://" in address else f"tcp://{address}"
     raise ValueError(f"--executor {spec!r}: {forms}")
-
-

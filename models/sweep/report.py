@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.data.dataset import one_line
+from models.io import read_text_capped
 from models.sweep.config import NOT_COMPARED, Trial
 from models.sweep.trial import is_finished, trial_record
 from models.train.config import METRICS_FILE
@@ -21,14 +23,20 @@ def read_finished(trial: Trial) -> tuple[dict[str, Any] | None, str | None]:
     """``(record, None)`` for a finished run with the trial's options, ``(None, error)``
     for a finished run with other options, ``(None, None)`` otherwise."""
     path = trial.out / METRICS_FILE
+    if not path.exists():
+        return None, None
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, None
-    if not isinstance(metrics, dict) or not is_finished(metrics):
-        return None, None
+        metrics = json.loads(read_text_capped(path, "metrics.json", 64 << 20))
+        if not isinstance(metrics, dict) or not is_finished(metrics):
+            return None, None
+        theirs = metrics["config"]
+        if not isinstance(theirs, dict):
+            raise TypeError("'config' is not an object")
+        record = trial_record(metrics)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # a corrupt or hand-edited file: the trial runs again (see models.sweep.trial)
+        raise CorruptTrial(f"{path}: unreadable ({type(exc).__name__}: {one_line(exc)})") from None
     mine = trial.config.to_dict()
-    theirs = metrics["config"]
     for key, value in mine.items():
         if key in NOT_COMPARED:
             continue
@@ -38,7 +46,11 @@ def read_finished(trial: Trial) -> tuple[dict[str, Any] | None, str | None]:
                 f"{theirs.get(key)!r}, the sweep wants {value!r}); remove it or choose "
                 "another --out"
             )
-    return trial_record(metrics), None
+    return record, None
+
+
+class CorruptTrial(ValueError):
+    """A trial's ``metrics.json`` cannot be read; the message names the file."""
 
 
 def summarise(
@@ -226,5 +238,3 @@ class SweepResult:
     def failed(self) -> list[dict[str, Any]]:
         """The trials that failed."""
         return [t for t in self.trials if t["status"] == "failed"]
-
-

@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from models.data.dataset import one_line
 from models.data.load import load_dataset
 from models.generate.midi import import_extra
+from models.io import RunLock, atomic_write_text, read_text_capped
 from models.sweep.config import (
     RESULTS_CSV,
     RESULTS_JSON,
@@ -29,14 +32,14 @@ from models.sweep.config import (
 from models.sweep.report import (
     CELL_COLUMNS,
     TRIAL_COLUMNS,
+    CorruptTrial,
     SweepResult,
     csv_text,
     json_safe,
     read_finished,
     summarise,
 )
-from models.sweep.trial import blas_env, limit_blas_threads, run_trial
-from models.train.checkpoint import atomic_write_text
+from models.sweep.trial import blas_env, init_worker, limit_blas_threads, run_trial
 from models.train.config import CHECKPOINT_FILE
 
 # --------------------------------------------------------------------------- the sweep
@@ -66,7 +69,8 @@ class Executors:
             self.executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=limit_blas_threads,
+                initializer=init_worker,
+                initargs=(os.getpid(),),
             )
             return self.executor
         self.connect()
@@ -118,8 +122,13 @@ def run_sweep(
     executor: str = "local",
     log: TextIO | None = None,
     trial_runner: TrialRunner = run_trial,
+    overwrite: bool = False,
 ) -> SweepResult:
     """Run every trial of a sweep that has not finished yet, and write the results.
+
+    The sweep folder is locked while the sweep runs, and its ``results.json``
+    records the sweep's options: a sweep with other options is refused there
+    unless ``overwrite``, which also trains every trial again from scratch.
 
     Args:
         config: the sweep.
@@ -142,12 +151,6 @@ def run_sweep(
             ``"interrupted"``) and a re-run continues.
     """
     t_start = time.perf_counter()
-    stream = sys.stderr if log is None else log
-
-    def say(text: str) -> None:
-        stream.write(f"sweep: {text}\n")
-        stream.flush()
-
     trials = config.trials()
     executors = Executors(executor)  # checks the spec before anything runs
     dataset = load_dataset(config.dataset)
@@ -155,6 +158,62 @@ def run_sweep(
     root = Path(config.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     settings = config.to_dict()
+    with RunLock(root, "sweep folder"):
+        check_sweep_options(root / RESULTS_JSON, settings, overwrite=overwrite)
+        if overwrite:
+            trials = [replace(t, config=replace(t.config, overwrite=True)) for t in trials]
+        return _run_locked(
+            config, trials, executors, root, settings, executor, log, trial_runner, t_start
+        )
+
+
+def check_sweep_options(path: Path, settings: Mapping[str, Any], *, overwrite: bool) -> None:
+    """Refuse to continue a sweep folder whose ``results.json`` records other options.
+
+    Raises:
+        ValueError: naming the first option that differs (unless ``overwrite``),
+            or the unreadable file.
+    """
+    if overwrite or not path.exists():
+        return
+    try:
+        doc = json.loads(read_text_capped(path, "results.json", 64 << 20))
+        recorded = doc["sweep"]
+        if not isinstance(recorded, dict):
+            raise TypeError("'sweep' is not an object")
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise ValueError(
+            f"{path}: unreadable ({type(exc).__name__}: {one_line(exc)}); pass --overwrite "
+            "to start this sweep folder again"
+        ) from None
+    mine = json_safe(dict(settings))
+    for key in sorted((set(mine) | set(recorded)) - {"out"}):  # a moved folder is fine
+        if mine.get(key) != recorded.get(key):
+            raise ValueError(
+                f"{path.parent} holds a sweep with other options ({key}: "
+                f"{recorded.get(key)!r}, now {mine.get(key)!r}); run it with the same options, "
+                "choose another --out, or pass --overwrite"
+            )
+
+
+def _run_locked(
+    config: SweepConfig,
+    trials: list[Trial],
+    executors: Executors,
+    root: Path,
+    settings: dict[str, Any],
+    executor: str,
+    log: TextIO | None,
+    trial_runner: TrialRunner,
+    t_start: float,
+) -> SweepResult:
+    """The body of :func:`run_sweep`, with the sweep folder locked."""
+    stream = sys.stderr if log is None else log
+
+    def say(text: str) -> None:
+        stream.write(f"sweep: {text}\n")
+        stream.flush()
+
     records: dict[str, dict[str, Any]] = {}
 
     def base(t: Trial) -> dict[str, Any]:
@@ -202,7 +261,11 @@ def run_sweep(
 
     todo: deque[Trial] = deque()
     for t in trials:
-        record, error = read_finished(t)
+        try:
+            record, error = read_finished(t) if not t.config.overwrite else (None, None)
+        except CorruptTrial as exc:
+            say(f"{exc}; running {t.name} again")
+            record, error = None, None
         if record is not None:
             finish(t, "ok", reused=True, **record)
         elif error is not None:
@@ -321,5 +384,3 @@ def run_sweep(
                 executors.close()
     doc = write(status)
     return SweepResult(doc, files)
-
-

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import math
 import os
+import signal
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -19,9 +24,37 @@ from models.train.report import Reporter
 
 
 def limit_blas_threads() -> None:
-    """Set ``BLAS_ENV`` to 1 in this process (the workers' initializer)."""
+    """Set ``BLAS_ENV`` to 1 in this process."""
     for name in BLAS_ENV:
         os.environ[name] = "1"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process ``parent`` dies, however it dies.
+
+    On Linux the kernel sends SIGKILL at the parent's death
+    (``PR_SET_PDEATHSIG``); everywhere a daemon thread also checks every
+    second that the parent is still this process's parent.
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # died before the line above ran
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def init_worker(parent: int) -> None:
+    """The initializer of a local worker: one BLAS thread, and exit with ``parent``."""
+    limit_blas_threads()
+    _die_with_parent(parent)
 
 
 @contextlib.contextmanager
@@ -79,9 +112,12 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     try:
         cfg = config_from_mapping(config, where="trial configuration")
         out = cfg.out_dir()
-        resume = (out / CHECKPOINT_FILE).is_file()
+        # the sweep owns its trial folders: one with a checkpoint is resumed (unless
+        # the sweep asks to overwrite), any other unfinished one started again
+        resume = (out / CHECKPOINT_FILE).is_file() and not cfg.overwrite
         result = train(
-            replace(cfg, resume=resume, overwrite=False, progress=False), reporter=Reporter()
+            replace(cfg, resume=resume, overwrite=not resume, progress=False),
+            reporter=Reporter(),
         )
     except TrainingInterrupted as exc:
         raise KeyboardInterrupt(str(exc)) from None
@@ -90,5 +126,3 @@ def run_trial(config: Mapping[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         raise TrialFailed(f"{type(exc).__name__}: {one_line(exc)}") from None
     return {**trial_record(result.metrics), "resumed": resume}
-
-
