@@ -357,8 +357,8 @@ def test_sample_refuses_to_write_over_its_checkpoint(
     model = run_dir / "model.npz"
     before = model.read_bytes()
     for flag in ("-o", "--roll"):
-        target = str(model) if flag == "-o" else str(model)
-        got, out, err = _run(["sample", "--checkpoint", str(model), "--steps", "3", flag, target], capsys)
+        argv = ["sample", "--checkpoint", str(model), "--steps", "3", flag, str(model)]
+        got, _, err = _run(argv, capsys)
         assert got == 2 and "refusing to overwrite an input" in err
     assert model.read_bytes() == before
 

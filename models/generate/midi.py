@@ -37,7 +37,13 @@ import numpy as np
 import numpy.typing as npt
 
 from models.data.dataset import N_PITCHES, PITCH_LO
+from models.io import FileError, open_regular
 from models.train.checkpoint import atomic_write_bytes
+
+MAX_MIDI_BYTES: Final = 4 << 20
+"""The largest MIDI file :func:`read_midi_notes` reads (4 MiB; a song takes kilobytes)."""
+MAX_MIDI_STEPS: Final = 1_000_000
+"""The longest song :func:`read_midi_notes` turns into a roll, in steps (an 88 MB roll)."""
 
 __all__ = [
     "DEFAULT_TEMPO_BPM",
@@ -197,8 +203,14 @@ def read_midi_notes(
     pitch_lo: int = PITCH_LO,
     n_pitches: int = N_PITCHES,
     ticks_per_step: int | None = None,
+    max_steps: int = MAX_MIDI_STEPS,
 ) -> npt.NDArray[np.uint8]:
     """Read a MIDI file back into a piano roll.
+
+    Memory is bounded: the file must be a regular file of at most
+    :data:`MAX_MIDI_BYTES`, and a song longer than ``max_steps`` steps is
+    refused before its roll is allocated (a 37-byte file can claim a note
+    billions of ticks long).
 
     Args:
         path: a Standard MIDI File.
@@ -206,6 +218,7 @@ def read_midi_notes(
         n_pitches: P, the number of columns.
         ticks_per_step: ticks per time step; default the file's ticks per
             beat (one step per quarter note, as :func:`write_midi` writes).
+        max_steps: the longest song accepted, in steps.
 
     Returns:
         ``(T, P)`` uint8, 1 where a note sounds; ``T`` is the length of the
@@ -213,16 +226,28 @@ def read_midi_notes(
 
     Raises:
         MissingExtraError: ``mido`` is not installed.
-        ValueError: the file is not a readable MIDI file, or holds a note
-            outside ``pitch_lo .. pitch_lo + n_pitches - 1``.
+        ValueError: the file is missing, not a regular file, larger than
+            :data:`MAX_MIDI_BYTES`, not a readable MIDI file, longer than
+            ``max_steps``, or holds a note outside
+            ``pitch_lo .. pitch_lo + n_pitches - 1``.
     """
     mido = _mido(f"reading the MIDI file {path}")
     try:
-        song = mido.MidiFile(str(path))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such MIDI file") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
-        raise ValueError(f"{path}: not a readable MIDI file ({exc})") from None
+        with open_regular(path, "MIDI") as fh:
+            data = fh.read(MAX_MIDI_BYTES + 1)
+    except FileError as exc:
+        message = str(exc).replace("no such file (expected a MIDI file)", "no such MIDI file")
+        raise ValueError(message) from None
+    if len(data) > MAX_MIDI_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_MIDI_BYTES} bytes, too large a MIDI file")
+    try:
+        song = mido.MidiFile(file=io.BytesIO(data))
+    except MemoryError:
+        raise ValueError(f"{path}: not a readable MIDI file (it claims too much memory)") from None
+    except Exception as exc:  # mido fails in many ways on a bad file
+        raise ValueError(
+            f"{path}: not a readable MIDI file ({type(exc).__name__}: {exc})"
+        ) from None
     tps = int(song.ticks_per_beat) if ticks_per_step is None else ticks_per_step
     tps = _positive_int("ticks_per_step", tps)
     notes: list[tuple[int, int, int]] = []  # (note, start tick, end tick)
@@ -241,6 +266,10 @@ def read_midi_notes(
                 notes.append((key[1], sounding.pop(key), now))
         notes.extend((key[1], start, now) for key, start in sounding.items())
         length = max(length, now)
+    if -(-length // tps) > max_steps:
+        raise ValueError(
+            f"{path}: the song lasts {-(-length // tps)} steps, more than the {max_steps} accepted"
+        )
     roll = np.zeros((-(-length // tps), n_pitches), dtype=np.uint8)
     for note, start, end in notes:
         column = note - pitch_lo
@@ -249,7 +278,7 @@ def read_midi_notes(
                 f"{path}: note {note} lies outside the roll's range "
                 f"{pitch_lo}..{pitch_lo + n_pitches - 1}"
             )
-        s0, s1 = round(start / tps), round(end / tps)
+        s0, s1 = round(start / tps), min(round(end / tps), max_steps)
         if s1 > roll.shape[0]:
             roll = np.concatenate([roll, np.zeros((s1 - roll.shape[0], n_pitches), np.uint8)])
         roll[s0:s1, column] = 1

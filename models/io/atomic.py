@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -61,7 +63,30 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         OSError: the folder is not writable, the disk is full, ...; the
             temporary file is removed and the target left as it was.
     """
-    target = Path(path)
+    with _signals_deferred():
+        _atomic_write(Path(path), write)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while a file is written (main thread only).
+
+    A signal that arrives meanwhile is delivered when the write is complete, so
+    Ctrl-C or SIGTERM never leaves a temporary file behind (``kill -9`` can;
+    :func:`clean_stale_temporaries` removes those).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     directory = target.parent
     tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
         dir=directory, prefix=f".{target.name}.", suffix=TEMP_SUFFIX, delete=False
