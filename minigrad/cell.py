@@ -349,6 +349,10 @@ class CellBuilder:
             raise GraphError(f"cell '{self.name}': '{v}' is already a loss term")
         self._losses.append(v)
 
+    def state_names(self) -> list[str]:
+        """The states declared so far, in declaration order."""
+        return list(self._states)
+
     # -- checking ---------------------------------------------------------
 
     def _unknown(self, ref: str, where: str) -> GraphError:

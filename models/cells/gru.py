@@ -16,7 +16,8 @@ from minigrad.cell import (
     slice_,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 # --------------------------------------------------------------------------
 # GRU, Chung et al. 2014
@@ -175,5 +176,3 @@ def gru_reset_after(
     h_next = gru_update(z, n, h, name=f"{p}h_next")
     b.update(h, h_next)
     return h_next
-
-

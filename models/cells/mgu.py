@@ -13,7 +13,8 @@ from minigrad.cell import (
     sigmoid,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 
 def mgu(
@@ -69,5 +70,3 @@ def mgu(
     h_next = gru_update(f, h, c, name=f"{p}h_next")
     b.update(h, h_next)
     return h_next
-
-

@@ -10,7 +10,8 @@ from minigrad.cell import (
     matmul,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 # --------------------------------------------------------------------------
 # tanh-RNN (Elman) and the minimal gated unit
@@ -52,5 +53,3 @@ def tanh_rnn(
     h_next = tanh(a, name=f"{p}h_next")
     b.update(h, h_next)
     return h_next
-
-

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from minigrad.cell import Cell
-from models.cells.registry import CELLS
+from minigrad.serialize import register_node_types
+from models.cells.registry import resolve_cell
+from models.data.dataset import one_line
 from models.nets.base import l2_cell
 
 PROG = "minigrad"
@@ -19,10 +22,10 @@ MAX_HIDDEN = 16384
 MAX_INPUT_SIZE = 16384
 """The largest ``--input-size`` of ``explain`` and ``graph``."""
 MAX_STEPS = 1000
-MAX_SAMPLE_STEPS = 1_000_000
-"""The most frames ``sample --steps`` generates (an 88 MB piano roll)."""
 """The most time steps ``explain --steps`` and ``graph --unroll`` unroll: the text and
 the picture grow with every step, and nobody reads more."""
+MAX_SAMPLE_STEPS = 1_000_000
+"""The most frames ``sample --steps`` generates (an 88 MB piano roll)."""
 
 
 class UsageError(ValueError):
@@ -91,16 +94,48 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_cell_options(p: argparse.ArgumentParser) -> None:
-    """``--cell``, ``--input-size`` and ``--hidden``: the cell of a ``RecurrentModel``."""
+CELL_HELP = "a cell name ('minigrad cells' lists them) or a module:function spec"
+
+
+def add_import_option(p: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable): modules whose node types become known."""
     p.add_argument(
-        "--cell",
-        default="gru",
-        metavar="NAME",
-        help=f"a cell of models.cells.CELLS: {', '.join(CELLS)}",
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE and register the node types it defines (repeatable), so that a "
+        "cell using them can be built or loaded",
     )
+
+
+def import_modules(names: list[str]) -> list[str]:
+    """Import each module named with ``--import`` and register its node types.
+
+    Returns:
+        The node type names registered.
+
+    Raises:
+        ValueError: a module that cannot be imported (naming it).
+    """
+    registered: list[str] = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"--import {name}: cannot import it: {one_line(exc)}") from None
+        registered += register_node_types(module)
+    return registered
+
+
+def add_cell_options(p: argparse.ArgumentParser) -> None:
+    """``--cell``, ``--input-size``, ``--hidden`` and ``--import``: the cell of a
+    ``RecurrentModel``."""
+    p.add_argument("--cell", default="gru", metavar="NAME", help=CELL_HELP)
     p.add_argument("--input-size", type=int, default=3, metavar="D", help="input size D")
     p.add_argument("--hidden", type=int, default=4, metavar="H", help="state size H")
+    add_import_option(p)
 
 
 def model_cell(args: argparse.Namespace) -> Cell:
@@ -108,8 +143,10 @@ def model_cell(args: argparse.Namespace) -> Cell:
 
     No parameters are allocated: a picture or an explanation needs none.
     """
-    if args.cell not in CELLS:
-        raise UsageError(f"unknown cell {args.cell!r}; valid: {', '.join(CELLS)}")
     check_range("--input-size", args.input_size, 1, MAX_INPUT_SIZE)
     check_range("--hidden", args.hidden, 1, MAX_HIDDEN)
-    return l2_cell(args.cell, args.cell, args.input_size, args.hidden)
+    try:
+        resolve_cell(args.cell)
+    except ValueError as exc:  # an unknown --cell is a bad option value
+        raise UsageError(str(exc)) from None
+    return l2_cell(None, args.cell, args.input_size, args.hidden)

@@ -13,6 +13,7 @@ from models.cli.common import (
     Formatter,
     Subparsers,
     UsageError,
+    add_import_option,
     check_range,
     refuse_output_over_input,
 )
@@ -61,6 +62,7 @@ def add(sub: Subparsers) -> None:
     p.add_argument(
         "--tempo", type=float, default=100.0, metavar="BPM", help="MIDI tempo, steps per minute"
     )
+    add_import_option(p)
     p.set_defaults(func=run_sample)
 
 

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import fields, replace
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, flag
+from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, add_import_option, flag
 from models.data.dataset import one_line
 from models.io import FileError, read_text_capped
 from models.train.checkpoint import load_checkpoint
@@ -84,6 +84,7 @@ def add(sub: Subparsers) -> None:
         default=None,
         help="print the resolved configuration (TOML, or JSON) and exit",
     )
+    add_import_option(p)
     p.set_defaults(func=run_train)
 
 

@@ -170,4 +170,3 @@ def piano_roll_svg(
     )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-

@@ -245,5 +245,3 @@ def write_roll_npz(
 
 
 MIDI_SUFFIXES = (".mid", ".midi")
-
-
