@@ -267,7 +267,9 @@ def test_f20_f21_early_interrupt_and_closed_stdout_give_no_traceback(tiny: Path)
     time.sleep(0.3)  # after the interpreter's own start-up, while numpy and models load
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode in (130, 1), err  # 1 only if it already failed on its own
+    # -2: the signal came during the interpreter's own start-up, before any of
+    # minigrad runs (a loaded machine); it prints nothing then either
+    assert proc.returncode in (130, -2), err
     assert "Traceback" not in err
     closed = _cli("explain", "--param", "Wz", stdout=None, stdin=subprocess.DEVNULL)
     assert closed.returncode == 0

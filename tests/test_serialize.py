@@ -114,7 +114,11 @@ def test_the_description_is_plain_data() -> None:
 def test_nan_and_infinite_attributes_are_refused() -> None:
     b = CellBuilder("nan")
     x = b.input("x", 2)
-    b.loss(mg.l2_loss(mg.scale(x, float("nan"), name="s"), x, name="loss"))
+    with pytest.raises(mg.GraphError, match="Scale: constant c must be finite"):
+        mg.scale(x, float("nan"))  # refused at build time already
+    op = mg.Scale(1.0)
+    op.c = float("nan")  # a node changed after it was built
+    b.loss(mg.l2_loss(b.node("s", op, x), x, name="loss"))
     with pytest.raises(CellDescriptionError, match=r"node 's' \(Scale\) attribute 'c' is nan"):
         to_json(b.build())
     text = to_json(SequenceModel("tanh", hidden_size=2).cell).replace(

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 # One BLAS thread unless the user says otherwise: the GEMMs of a recurrent step are
 # small, and a second OpenBLAS thread makes a JSB training epoch about 3x slower here.
@@ -46,22 +47,32 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``minigrad`` entry point: ``models.cli.main.main``, with the process set up.
 
-    SIGTERM is made to unwind like Ctrl-C before anything heavy is imported,
-    an interrupt while numpy loads exits quietly (130, or 143 for SIGTERM), and
+    A Ctrl-C or SIGTERM while numpy and the models load is held back and then
+    ends the command quietly (130, or 143 for SIGTERM); afterwards SIGTERM
+    unwinds like Ctrl-C (``models.io.signals``); and
     a closed stdout or stderr (``>&-``) is replaced by the null device, so that
     the work is still done and no traceback is shown.
     """
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))
-    try:
-        from models.io.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, install_signal_handlers
+    # Until the handlers are installed, a signal is only noted: raised inside
+    # numpy's import it would surface as an ImportError with a traceback.
+    pending: list[int] = []
 
-        install_signal_handlers()
-        from models.cli.main import main as run
-    except KeyboardInterrupt as exc:
+    def note(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, note)
+    signal.signal(signal.SIGTERM, note)
+    from models.cli.main import main as run
+    from models.io.signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, install_signal_handlers
+
+    install_signal_handlers()
+    if pending:
         sys.stderr.write("\nminigrad: interrupted\n")
-        return 143 if type(exc).__name__ == "Terminated" else 130
+        return EXIT_SIGTERM if signal.SIGTERM in pending else EXIT_SIGINT
     try:
         return run(argv)
     except Terminated:  # a second signal while the first was being reported
