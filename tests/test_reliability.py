@@ -175,7 +175,7 @@ def test_f9_empty_sequences_are_refused_at_load(tmp_path: Path) -> None:
         load_dataset(path)
 
 
-def test_f11_hand_edited_checkpoint_metadata(tmp_path: Path) -> None:
+def test_f11_hand_edited_checkpoint_metadata(tiny: Path, tmp_path: Path) -> None:
     good = tmp_path / "good.npz"
     model = RecurrentModel("gru", 2, 3)
     save_checkpoint(good, params=model.params, optimizer={}, epoch=0, rng_state={}, config={})
@@ -191,6 +191,30 @@ def test_f11_hand_edited_checkpoint_metadata(tmp_path: Path) -> None:
         np.savez(path, **{**arrays, "meta": np.array(text)})
         with pytest.raises(CheckpointError, match=match):
             load_checkpoint(path)
+    # a stored option of the wrong type, or a state no generator takes
+    from models.train.loop import load_model
+
+    run = tmp_path / "run"
+    train(
+        TrainConfig(dataset=str(tiny), out=str(run), hidden=3, epochs=1, batch_size=2,
+                    eval_batch_size=4, progress=False),
+        reporter=Reporter(),
+    )  # fmt: skip
+    with np.load(run / "model.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["meta"]))
+    edits = {
+        "key 'hidden' must be an integer": {**meta, "config": {**meta["config"], "hidden": [3]}},
+        "invalid PCG64 rng state": {
+            **meta,
+            "rng_state": {**meta["rng_state"], "state": {"state": -1, "inc": -3}},
+        },
+    }
+    for match, edited in edits.items():
+        path = tmp_path / "edited.npz"
+        np.savez(path, **{**arrays, "meta": np.array(json.dumps(edited))})
+        with pytest.raises(CheckpointError, match=match):
+            load_model(path)
     ck = load_checkpoint(good)
     state = {"bit_generator": "PCG64", "state": {"state": -5, "inc": 1}, "has_uint32": 0,
              "uinteger": 0}  # fmt: skip

@@ -362,6 +362,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     target = Path(path)
     members = _read_members(target)
     meta = _parse_meta(target, members)
+    if meta["rng_state"]:  # restorable, or refused now rather than on resume
+        try:
+            _generator_from_state(meta["rng_state"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{target}: {exc}") from None
     params: dict[str, Array] = {}
     best: dict[str, Array] = {}
     optim: dict[str, AnyArray] = {}

@@ -183,6 +183,16 @@ def model_from_checkpoint(ck: Checkpoint, *, where: str) -> SequenceModel:
             unknown node type (naming it and how to make it known).
     """
     extra = ck.extra or {}
+    # the stored options are checked (types, ranges, sizes) even when the cell
+    # description is what builds the model: a hand-edited file is refused whole
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        config_from_mapping(
+            {k: v for k, v in ck.config.items() if k in known},
+            where=f"{where}: stored configuration",
+        )
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     if ck.cell is not None:
         shape = extra.get("model")
         return SequenceModel.from_description(
