@@ -88,9 +88,12 @@ def _signals_deferred() -> Iterator[None]:
 
 def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     directory = target.parent
-    tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
-        dir=directory, prefix=f".{target.name}.", suffix=TEMP_SUFFIX, delete=False
-    )
+    try:
+        tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
+            dir=directory, prefix=f".{target.name}.", suffix=TEMP_SUFFIX, delete=False
+        )
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with tmp:
             write(tmp)
@@ -102,9 +105,11 @@ def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
             mode = _default_mode()
         os.chmod(tmp.name, mode)
         os.replace(tmp.name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp.name)
+        if isinstance(exc, OSError):  # name the file the user asked for, not the temporary
+            raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}") from None
         raise
     # Make the rename itself durable; not every platform can open a directory.
     with contextlib.suppress(OSError):
