@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.data.dataset import EMBEDDED_DATASETS
@@ -21,7 +22,16 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DTYPES = ("float32", "float64")
 
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "patience", "max_train_seconds", "out", "resume", "overwrite", "progress"}
+    {
+        "epochs",
+        "patience",
+        "max_train_seconds",
+        "out",
+        "resume",
+        "overwrite",
+        "progress",
+        "blas_threads",
+    }
 )
 """Options that may differ between a checkpoint's run and the run resuming it."""
 
@@ -65,6 +75,9 @@ class TrainConfig:
             time has passed (counted over resumed runs too); 0 for no limit.
             Runs stopped by time are not reproducible across machines.
         eval_batch_size: sequences per batch when scoring a split, >= 1.
+        blas_threads: BLAS threads while training (``minigrad.threads``); 1 is
+            fastest for the small products of a recurrent step; 0 leaves BLAS
+            as it is.
     """
 
     dataset: str = "bach_chorales"
@@ -87,6 +100,7 @@ class TrainConfig:
     progress: bool = True
     max_train_seconds: float = 0.0
     eval_batch_size: int = 16
+    blas_threads: int = DEFAULT_BLAS_THREADS
 
     def validate(self) -> TrainConfig:
         """Check every option; return the configuration itself.
@@ -114,7 +128,7 @@ class TrainConfig:
         for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "seed"):
+        for name in ("patience", "seed", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -206,6 +220,7 @@ CONFIG_HELP: dict[str, str] = {
     "progress": "live progress line on a terminal (--no-progress: one line per epoch)",
     "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
     "eval_batch_size": "sequences per batch when scoring a split",
+    "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
 }
 """One help line per option of ``TrainConfig``."""
 
@@ -237,6 +252,7 @@ _FIELD_TYPES: dict[str, type] = {
     "progress": bool,
     "max_train_seconds": float,
     "eval_batch_size": int,
+    "blas_threads": int,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
