@@ -682,3 +682,12 @@ def test_models_write_no_derivative() -> None:
         assert "vjp" not in text, name
         assert "minigrad.nodes" not in text and "(Node)" not in text, name
         assert not re.search(r"\bnp\.(tanh|exp|log)\b", text), name
+
+
+def test_a_batch_major_input_is_told_minigrad_is_time_major() -> None:
+    model = GRU(3, 4)
+    x = np.zeros((2, 6, 3))  # (B, T, D) by mistake
+    with pytest.raises(ShapeError, match=r"expected \(6, 4\) = \(B, H\); minigrad is time-major"):
+        model.forward(x, np.zeros((2, 4)))
+    with pytest.raises(ShapeError, match=r"time-major.*x\.transpose\(1, 0, 2\)"):
+        model.loss_and_grads(x, np.zeros((6, 2, 4)))

@@ -17,6 +17,7 @@ import pytest
 
 import minigrad as mg
 from minigrad import nodes as N
+from minigrad.errors import GradcheckError
 from minigrad.types import Array, SymShape
 
 
@@ -328,3 +329,26 @@ def test_gradcheck_reports_a_vjp_with_the_wrong_shape() -> None:
 
     with pytest.raises(mg.NodeContractError, match="input 0 'x'"):
         mg.gradcheck(BadShape(), np.ones((2, 3)))
+
+
+def test_gradcheck_next_to_a_kink_says_so() -> None:
+    x = np.array([[1e-4, -0.5, 1.0], [0.7, -0.2, 0.3]])
+    with pytest.raises(GradcheckError) as info:
+        mg.gradcheck_node(N.ReLU(), x)
+    msg = str(info.value)
+    assert "has 1 value(s) within 0.002 of the kink of ReLU at 0" in msg
+    assert "straddle" in msg
+    mg.gradcheck_node(N.ReLU(), np.where(np.abs(x) < 0.01, 0.5, x))  # away from it: passes
+
+
+def test_gradcheck_of_a_cell_with_a_kinked_node_names_it() -> None:
+    b = mg.CellBuilder("kinked")
+    x = b.input("x", 2)
+    W = b.param("W", (2, 2), init=mg.init.uniform(0.5))
+    r = mg.relu(x @ W, name="r")
+    b.loss(mg.l2_loss(r, x, name="loss"))
+    cell = b.build()
+    W0 = np.eye(2)
+    xs = np.array([[[1e-5, 1.0]], [[0.5, -1.0]]])  # (T=2, B=1, 2): a value at the kink
+    with pytest.raises(GradcheckError, match=r"hint: node\(s\) 'r' \(ReLU\) have kinks"):
+        mg.gradcheck(cell, {"W": W0}, {"x": xs})

@@ -34,6 +34,13 @@ from models.cells.stack import layer_prefix, layer_states, stack
 __all__ = ["RecurrentModel", "check_array", "check_state_dict"]
 
 
+TIME_MAJOR_HINT = (
+    "; minigrad is time-major: sequences are (T, B, D), steps first and the batch second "
+    "(B is read from x.shape[1]); a batch-major (B, T, D) array needs x.transpose(1, 0, 2)"
+)
+"""Appended to shape errors on the step or batch axis."""
+
+
 def check_array(
     what: str,
     arr: object,
@@ -69,9 +76,10 @@ def check_array(
         raise ShapeError(
             f"{what} must have {len(shape)} dimensions, shape {expected}; got shape {arr.shape}"
         )
-    for got, want in zip(arr.shape, shape, strict=True):
+    for axis, (got, want) in enumerate(zip(arr.shape, shape, strict=True)):
         if (isinstance(want, str) and got < 1) or (isinstance(want, int) and got != want):
-            raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}")
+            hint = TIME_MAJOR_HINT if axis < 2 and ("T" in dims or "B" in dims) else ""
+            raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}{hint}")
     if arr.dtype != dtype:
         raise ValueError(
             f"{what} has dtype {arr.dtype}, but the model is {dtype.name}: convert it "

@@ -49,7 +49,7 @@ from models.cells.registry import resolve_cell
 from models.cells.stack import stack
 from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
-from models.nets.base import check_state_dict
+from models.nets.base import TIME_MAJOR_HINT, check_state_dict
 
 __all__ = ["PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
 
@@ -334,6 +334,7 @@ class SequenceModel:
             raise ValueError(
                 f"batch: inputs {batch.inputs.shape}, targets {batch.targets.shape} and mask "
                 f"{batch.mask.shape} do not agree; expected (T, B, {K}), (T, B, {K}), (T, B)"
+                + TIME_MAJOR_HINT
             )
         padded = pad_batch(batch)
         mask = padded.mask.astype(self.dtype, copy=False)
