@@ -318,6 +318,25 @@ class SequenceModel:
         """The cached plan for ``steps`` steps, differentiating with respect to the parameters."""
         return self.cell.plan(steps, wrt=self.params)
 
+    def step(
+        self, frame: Array, states: Mapping[str, Array] | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Run one time step forward, for generation.
+
+        Args:
+            frame: (B, K), the previous frame (zeros before the first).
+            states: the states the previous step left (``{name: (B, H)}``,
+                names as ``self.states``), or None for the initial ones.
+
+        Returns:
+            ``(logits, states)``: the logits (B, K) of the next frame and the
+            states this step leaves.
+        """
+        x = frame[None]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run = self.plan(1).forward(self.params, {"x": x, "t": np.zeros_like(x)}, states)
+        return run.outputs["logits"][0], dict(run.states)
+
     def _inputs(self, batch: Batch) -> tuple[Batch, dict[str, Array]]:
         if not isinstance(batch, Batch):
             raise ValueError(f"expected a models.data.Batch, got {type(batch).__name__}")
