@@ -37,6 +37,7 @@ import pytest
 import minigrad
 import models
 import models.cells
+import models.cells.registry
 from models.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,10 +122,12 @@ def test_there_is_documentation() -> None:
 @pytest.fixture
 def restore_registries() -> object:
     """A block may register a cell in ``models.cells.CELLS``; put the registry back."""
-    saved = dict(models.cells.CELLS)
+    saved, origins = dict(models.cells.CELLS), dict(models.cells.registry._ORIGINS)
     yield
     models.cells.CELLS.clear()
     models.cells.CELLS.update(saved)
+    models.cells.registry._ORIGINS.clear()
+    models.cells.registry._ORIGINS.update(origins)
 
 
 @pytest.mark.usefixtures("restore_registries")
