@@ -29,7 +29,7 @@ from minigrad.plan import Plan
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import resolve_cell
-from models.cells.stack import layer_prefix, layer_states, stack
+from models.cells.stack import layer_prefix, stack
 
 __all__ = ["RecurrentModel", "check_array", "check_state_dict"]
 
@@ -207,10 +207,14 @@ class RecurrentModel:
         self.num_layers = int(num_layers)
         self.init = init
         self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
-        #: the states one layer declares, e.g. ("h",), or ("h", "c") for the LSTM
-        self.state_kinds: tuple[str, ...] = layer_states(frag)
         self._reverse = False
         self.cell: Cell = self._build(name or cell_type)
+        first = layer_prefix(0, self.num_layers)
+        #: the states one layer declares, e.g. ("h",), or ("h", "c") for the LSTM,
+        #: read from the built cell (layer 0's states without their prefix)
+        self.state_kinds: tuple[str, ...] = tuple(
+            s[len(first) :] for s in self.cell.states if s.startswith(first)
+        )
         self.params: dict[str, Array] = self.cell.init_params(seed)
 
     def _build(self, name: str) -> Cell:
