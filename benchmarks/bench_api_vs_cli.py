@@ -9,9 +9,10 @@ with 46 units, batches of 8, ``--epochs`` epochs, no early stop) alternately
   ``python -c`` process that imports numpy first, as a user's script would;
 * through the command, ``python -m models train ...`` in a fresh process;
 
-``--repeats`` times each, interleaved so that a busy machine slows both
-alike. Neither process gets ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
-``MKL_NUM_THREADS``: each runs as a user's would by default. Prints the
+``--repeats`` times each, interleaved (alternating which goes first) so that
+a busy machine slows both alike. Neither process gets
+``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: each
+runs as a user's would by default. Prints the
 median epoch time of each (from each run's ``metrics.json``, every epoch of
 every repeat), their ratio (API / CLI; the goal is within 10%), and the BLAS
 thread counts seen inside training. With ``--blas-threads 0`` the library
@@ -88,24 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     seen: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            out_api = Path(tmp) / f"api{r}"
-            subprocess.run(
-                [sys.executable, "-c", API, json.dumps({**opts, "out": str(out_api)})],
-                env=env, cwd=ROOT, check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            api += _epoch_seconds(out_api)
-            out_cli = Path(tmp) / f"cli{r}"
+            out_api, out_cli = Path(tmp) / f"api{r}", Path(tmp) / f"cli{r}"
             flags = []
             for k, v in {**opts, "out": str(out_cli)}.items():
                 if k in ("progress", "overwrite"):
                     flags += ["--no-progress"] if k == "progress" else ["--overwrite"]
                 else:
                     flags += ["--" + k.replace("_", "-"), str(v)]
-            subprocess.run(
-                [sys.executable, "-m", "models", "train", *flags],
-                env=env, cwd=ROOT, check=True, capture_output=True, text=True,
-            )  # fmt: skip
-            cli += _epoch_seconds(out_cli)
+            runs = [
+                (
+                    [sys.executable, "-c", API, json.dumps({**opts, "out": str(out_api)})],
+                    out_api,
+                    api,
+                ),
+                ([sys.executable, "-m", "models", "train", *flags], out_cli, cli),
+            ]
+            for argv, out, times in runs if r % 2 == 0 else runs[::-1]:  # alternate who goes first
+                subprocess.run(argv, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+                times += _epoch_seconds(out)
             if r == 0:
                 proc = subprocess.run(
                     [sys.executable, "-c", API, json.dumps({**opts, "epochs": 1, "out": str(out_api)})],
