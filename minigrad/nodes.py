@@ -224,6 +224,10 @@ class Node(ABC):
     #: True for node types whose ``vjp`` is covered by the template test; the
     #: engine re-checks the shape and dtype of every gradient of other nodes.
     verified: ClassVar[bool] = False
+    #: Input values where ``forward`` is not differentiable (``ReLU``: ``(0.0,)``).
+    #: ``minigrad.gradcheck`` names them when a check fails next to one, since
+    #: finite differences that straddle a kink measure neither one-sided slope.
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def slot(self, i: int) -> str:
         """Name of input ``i`` (``x0``, ``x1``, ... for variadic nodes)."""
@@ -896,6 +900,7 @@ class ReLU(Node):
     formula = "y = max(x, 0)"
     derivatives = ("dL/dx = g * [x > 0]",)
     verified = True
+    kinks = (0.0,)
     backward_uses_output = False
     inplace_slots = (0,)
 

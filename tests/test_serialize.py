@@ -213,3 +213,43 @@ def test_a_crafted_file_naming_code_is_refused_without_importing(
         with pytest.raises(UnknownNodeTypeError, match=f"unknown node type '{kind}'"):
             load_model(path)
     assert not marker.exists() and "evil_cells" not in sys.modules
+
+
+def test_node_types_from_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import types
+
+    class Halve(N.Node):
+        def forward(self, *xs: np.ndarray) -> np.ndarray:
+            return xs[0] * 0.5
+
+        def vjp(self, g: np.ndarray, y: np.ndarray, *xs: np.ndarray) -> tuple[np.ndarray, ...]:
+            return (g * 0.5,)
+
+    module = types.ModuleType("plugin_nodes")
+
+    class Double(Halve):
+        def forward(self, *xs: np.ndarray) -> np.ndarray:
+            return xs[0] * 2.0
+
+    Double.__module__ = "plugin_nodes"
+    module.Double = Double  # type: ignore[attr-defined]
+
+    class EP:
+        def __init__(self, name: str, obj: object) -> None:
+            self.name, self.value, self.obj = name, f"plugin:{name}", obj
+
+        def load(self) -> object:
+            return self.obj
+
+    def entry_points(*, group: str) -> list[EP]:
+        return [EP("Halve", Halve), EP("more", module)] if group == "minigrad.nodes" else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(serialize, "_entry_points_loaded", False)
+    text = to_json(SequenceModel("tanh", hidden_size=2).cell)
+    assert "Halve" not in node_types() and "Double" not in node_types()
+    for name, cls in (("Halve", Halve), ("Double", Double)):
+        cell = from_json(text.replace('"Tanh"', f'"{name}"', 1))  # loads the entry points
+        assert any(type(op.op) is cls for op in cell.ops.values())
+    assert node_types()["Halve"] is Halve and node_types()["Double"] is Double

@@ -63,18 +63,21 @@ def stack(
     return out
 
 
-def layer_states(cell: str | Fragment) -> tuple[str, ...]:
+def layer_states(
+    cell: str | Fragment, input_size: int = 1, hidden_size: int = 1
+) -> tuple[str, ...]:
     """The names of the states one layer of ``cell`` declares, without prefix, in order.
 
     Read from the cell itself: the fragment is run once into a scratch
-    builder (sizes 1) and its declared states are listed, so a cell with any
+    builder (of the sizes given; the names do not depend on them for the
+    built-in cells) and its declared states are listed, so a cell with any
     number of states needs no special case (``("h",)`` for the GRU,
-    ``("h", "c")`` for the LSTM).
+    ``("h", "c")`` for the LSTM). The models read them from their built cell.
     """
     frag = fragment(cell)
     b = CellBuilder("probe")
-    x = b.input("x", 1)
-    frag(b, x, 1, 1, prefix="", init="default")
+    x = b.input("x", input_size)
+    frag(b, x, input_size, hidden_size, prefix="", init="default")
     return tuple(b.state_names())
 
 

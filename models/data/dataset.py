@@ -18,9 +18,9 @@ N_PITCHES: Final = 88
 PITCH_HI: Final = PITCH_LO + N_PITCHES - 1
 
 EMBEDDED: Final = "bach_chorales"
-"""Name of the default dataset shipped in ``models/datasets``."""
+"""Name of the default dataset shipped in ``models/data/datasets``."""
 EMBEDDED_DATASETS: Final[tuple[str, ...]] = (EMBEDDED,)
-"""Every name :func:`load_dataset` resolves to a file in ``models/datasets``."""
+"""Every name :func:`load_dataset` resolves to a file in ``models/data/datasets``."""
 SPLIT_NAMES: Final[tuple[str, str, str]] = ("train", "valid", "test")
 FORMAT_VERSION: Final = 1
 

@@ -8,7 +8,7 @@ once when the dataset is loaded, plus the offsets where each sequence starts.
 Three sources are read:
 
 * the embedded dataset :data:`EMBEDDED` (``"bach_chorales"``), Bach chorales
-  built from the music21 corpus and shipped in ``models/datasets``;
+  built from the music21 corpus and shipped in ``models/data/datasets``;
 * a ``.npz`` archive in the layout below (:func:`load_npz`);
 * the benchmark's original Python pickles (``JSB Chorales.pickle``,
   ``Nottingham.pickle``, ``MuseData.pickle``, ``Piano-midi.de.pickle``), read

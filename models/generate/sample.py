@@ -1,10 +1,9 @@
 """Generating piano rolls from a trained ``SequenceModel``, and ``minigrad sample``.
 
-:func:`sample` runs the model forward one time step at a time: a plan of one
-step (``SequenceModel.plan(1)``) whose final states (``Run.states``) are
-passed back as the initial states (``Plan.forward(..., states=...)``) of the
-next step. At each step the read-out gives ``p = sigmoid(logits)``, one
-probability per piano key; every key of the next frame is drawn independently
+:func:`sample` runs the model forward one time step at a time
+(``SequenceModel.step``), passing the states each step leaves to the next.
+At each step the read-out gives ``p = sigmoid(logits)``, one probability per
+piano key; every key of the next frame is drawn independently
 from its Bernoulli(``p``) (or set where ``p > 0.5`` with ``greedy``), and the
 frame is fed back as the next input, exactly as the model was trained
 (``models.data.Batch``: the input of step ``t`` is frame ``t - 1``, zeros at
@@ -110,23 +109,19 @@ def sample(
     if steps == 0:
         return roll
     rng = np.random.default_rng(int(seed))
-    plan = model.plan(1)
-    frame = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
-    target = np.zeros_like(frame)  # the loss is not used
+    frame = np.zeros((1, width), dtype=model.dtype)  # the input of step 0: zeros
     states: dict[str, Any] | None = None
     for t in range(total):
         # step t reads frame t - 1 and predicts frame t; on primed steps only the
         # state it leaves matters (teacher forcing: frame t is the given one)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(model.params, {"x": frame, "t": target}, states)
-        states = run.states
+        out, states = model.step(frame, states)
         if t >= n_primed:
-            logits = run.outputs["logits"][0, 0]
+            logits = out[0]
             if greedy:
                 roll[t] = logits > 0.0  # p > 0.5 exactly, without rounding the sigmoid
             else:
                 roll[t] = rng.random(width) < _sigmoid(logits)
-        frame[0, 0] = roll[t]
+        frame[0] = roll[t]
     return roll
 
 

@@ -29,9 +29,16 @@ from minigrad.plan import Plan
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import resolve_cell
-from models.cells.stack import layer_prefix, layer_states, stack
+from models.cells.stack import layer_prefix, stack
 
 __all__ = ["RecurrentModel", "check_array", "check_state_dict", "l2_cell"]
+
+
+TIME_MAJOR_HINT = (
+    "; minigrad is time-major: sequences are (T, B, D), steps first and the batch second "
+    "(B is read from x.shape[1]); a batch-major (B, T, D) array needs x.transpose(1, 0, 2)"
+)
+"""Appended to shape errors on the step or batch axis."""
 
 
 def check_array(
@@ -69,9 +76,10 @@ def check_array(
         raise ShapeError(
             f"{what} must have {len(shape)} dimensions, shape {expected}; got shape {arr.shape}"
         )
-    for got, want in zip(arr.shape, shape, strict=True):
+    for axis, (got, want) in enumerate(zip(arr.shape, shape, strict=True)):
         if (isinstance(want, str) and got < 1) or (isinstance(want, int) and got != want):
-            raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}")
+            hint = TIME_MAJOR_HINT if axis < 2 and ("T" in dims or "B" in dims) else ""
+            raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}{hint}")
     if arr.dtype != dtype:
         raise ValueError(
             f"{what} has dtype {arr.dtype}, but the model is {dtype.name}: convert it "
@@ -231,10 +239,14 @@ class RecurrentModel:
         self.num_layers = int(num_layers)
         self.init = init
         self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
-        #: the states one layer declares, e.g. ("h",), or ("h", "c") for the LSTM
-        self.state_kinds: tuple[str, ...] = layer_states(frag)
         self._reverse = False
         self.cell: Cell = self._build(name or cell_type)
+        first = layer_prefix(0, self.num_layers)
+        #: the states one layer declares, e.g. ("h",), or ("h", "c") for the LSTM,
+        #: read from the built cell (layer 0's states without their prefix)
+        self.state_kinds: tuple[str, ...] = tuple(
+            s[len(first) :] for s in self.cell.states if s.startswith(first)
+        )
         self.params: dict[str, Array] = self.cell.init_params(seed)
 
     def _build(self, name: str) -> Cell:

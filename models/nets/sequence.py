@@ -49,7 +49,7 @@ from models.cells.registry import resolve_cell
 from models.cells.stack import stack
 from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
-from models.nets.base import check_state_dict
+from models.nets.base import TIME_MAJOR_HINT, check_state_dict
 
 __all__ = ["PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
 
@@ -318,6 +318,25 @@ class SequenceModel:
         """The cached plan for ``steps`` steps, differentiating with respect to the parameters."""
         return self.cell.plan(steps, wrt=self.params)
 
+    def step(
+        self, frame: Array, states: Mapping[str, Array] | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Run one time step forward, for generation.
+
+        Args:
+            frame: (B, K), the previous frame (zeros before the first).
+            states: the states the previous step left (``{name: (B, H)}``,
+                names as ``self.states``), or None for the initial ones.
+
+        Returns:
+            ``(logits, states)``: the logits (B, K) of the next frame and the
+            states this step leaves.
+        """
+        x = frame[None]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run = self.plan(1).forward(self.params, {"x": x, "t": np.zeros_like(x)}, states)
+        return run.outputs["logits"][0], dict(run.states)
+
     def _inputs(self, batch: Batch) -> tuple[Batch, dict[str, Array]]:
         if not isinstance(batch, Batch):
             raise ValueError(f"expected a models.data.Batch, got {type(batch).__name__}")
@@ -334,6 +353,7 @@ class SequenceModel:
             raise ValueError(
                 f"batch: inputs {batch.inputs.shape}, targets {batch.targets.shape} and mask "
                 f"{batch.mask.shape} do not agree; expected (T, B, {K}), (T, B, {K}), (T, B)"
+                + TIME_MAJOR_HINT
             )
         padded = pad_batch(batch)
         mask = padded.mask.astype(self.dtype, copy=False)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.data.dataset import EMBEDDED_DATASETS
@@ -44,6 +45,7 @@ RESUMABLE_CHANGES = frozenset(
         "overwrite",
         "progress",
         "allow_data_change",
+        "blas_threads",
     }
 )
 """Options that may differ between a checkpoint's run and the run resuming it."""
@@ -88,6 +90,9 @@ class TrainConfig:
             time has passed (counted over resumed runs too); 0 for no limit.
             Runs stopped by time are not reproducible across machines.
         eval_batch_size: sequences per batch when scoring a split, >= 1.
+        blas_threads: BLAS threads while training (``minigrad.threads``); 1 is
+            fastest for the small products of a recurrent step; 0 leaves BLAS
+            as it is.
     """
 
     dataset: str = "bach_chorales"
@@ -111,6 +116,7 @@ class TrainConfig:
     max_train_seconds: float = 0.0
     eval_batch_size: int = 16
     allow_data_change: bool = False
+    blas_threads: int = DEFAULT_BLAS_THREADS
 
     def validate(self) -> TrainConfig:
         """Check every option; return the configuration itself.
@@ -147,7 +153,7 @@ class TrainConfig:
                 f"options 'hidden' {self.hidden} and 'layers' {self.layers}: about {n_params:,} "
                 f"parameters, more than the {MAX_PARAMS:,} a run may have"
             )
-        for name in ("patience", "seed"):
+        for name in ("patience", "seed", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -240,6 +246,7 @@ CONFIG_HELP: dict[str, str] = {
     "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
     "eval_batch_size": "sequences per batch when scoring a split",
     "allow_data_change": "with --resume: continue even if the dataset file changed",
+    "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
 }
 """One help line per option of ``TrainConfig``."""
 
@@ -272,6 +279,7 @@ _FIELD_TYPES: dict[str, type] = {
     "max_train_seconds": float,
     "eval_batch_size": int,
     "allow_data_change": bool,
+    "blas_threads": int,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 

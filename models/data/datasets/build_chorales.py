@@ -6,7 +6,7 @@ Run it as::
 
 It needs the optional ``music21`` extra (``pip install 'minigrad[music21]'``);
 the rest of minigrad never imports music21. The procedure, the split and the
-resulting counts are described in ``models/datasets/README.md``. In short:
+resulting counts are described in ``models/data/datasets/README.md``. In short:
 
 1. Every MusicXML file ``bwv*.mxl`` / ``bwv*.xml`` of music21's ``bach``
    corpus folder is taken in sorted file-name order; files that do not hold
