@@ -30,9 +30,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from models.sequence import SequenceModel
 
 import minigrad as mg
-from models.sequence import SequenceModel
 
 
 def _bind(model: SequenceModel, T: int, B: int, mode: str) -> float:

@@ -81,11 +81,24 @@ Kind = Literal["input", "param", "state", "op"]
 _KIND_WORDS = {"input": "an input", "param": "a parameter", "state": "a state", "op": "a node"}
 
 
+def _dim(d: object, what: str, shape: object) -> int:
+    """One dimension: a Python or numpy integer (never a bool, float or string)."""
+    if isinstance(d, bool | np.bool_) or not isinstance(d, int | np.integer):
+        raise ShapeError(
+            f"{what}: dimensions must be integers, got {d!r} ({type(d).__name__}) in {shape!r}"
+        )
+    return int(d)
+
+
 def _as_shape(shape: int | Iterable[int], what: str) -> Shape:
+    if isinstance(shape, str | bytes) or not isinstance(shape, int | np.integer | Iterable):
+        raise ShapeError(
+            f"{what}: shape must be an integer or a sequence of integers, got {shape!r}"
+        )
     if isinstance(shape, int | np.integer):
-        dims: tuple[int, ...] = (int(shape),)
+        dims: tuple[int, ...] = (_dim(shape, what, shape),)
     else:
-        dims = tuple(int(d) for d in shape)
+        dims = tuple(_dim(d, what, shape) for d in shape)
     for d in dims:
         if d < 1:
             raise ShapeError(f"{what}: every dimension must be >= 1, got {dims}")
@@ -263,6 +276,16 @@ class CellBuilder:
         """
         feat = _as_shape(shape, f"cell '{self.name}': state '{name}'")
         ref = self._claim(name, "state")
+        given: object = init
+        if isinstance(given, str | bytes):
+            raise GraphError(
+                f"cell '{self.name}': state '{name}': initial value must be a number or an "
+                f"array, got {init!r}"
+            )
+        if not np.all(np.isfinite(np.asarray(init, dtype=np.float64))):
+            raise GraphError(
+                f"cell '{self.name}': state '{name}': initial value must be finite, got {init!r}"
+            )
         if not np.isscalar(init):
             arr = np.asarray(init)
             if arr.shape != feat:
@@ -322,6 +345,10 @@ class CellBuilder:
         if v in self._losses:
             raise GraphError(f"cell '{self.name}': '{v}' is already a loss term")
         self._losses.append(v)
+
+    def state_names(self) -> list[str]:
+        """The states declared so far, in declaration order."""
+        return list(self._states)
 
     # -- checking ---------------------------------------------------------
 

@@ -25,13 +25,14 @@ the last axis only.
 from __future__ import annotations
 
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from minigrad.errors import DTypeError, ShapeError
+from minigrad.errors import DTypeError, GraphError, ShapeError
 from minigrad.types import BATCH, Array, Dim, SymShape
 from minigrad.types import format_shape as _fmt
 
@@ -191,6 +192,20 @@ def _same_dtype(node: Node, dtypes: Sequence[np.dtype[np.floating]]) -> np.dtype
 # the contract
 
 
+def finite_constant(c: object, what: str) -> float:
+    """``c`` as a float, refusing strings, booleans and NaN or infinite values.
+
+    Raises:
+        GraphError: naming ``what`` (e.g. ``"Scale: constant c"``).
+    """
+    if isinstance(c, bool | np.bool_) or not isinstance(c, int | float | np.integer | np.floating):
+        raise GraphError(f"{what} must be a real number, got {c!r} ({type(c).__name__})")
+    value = float(c)
+    if not math.isfinite(value):
+        raise GraphError(f"{what} must be finite, got {value!r}")
+    return value
+
+
 class Node(ABC):
     """Base class of every node type.
 
@@ -209,6 +224,10 @@ class Node(ABC):
     #: True for node types whose ``vjp`` is covered by the template test; the
     #: engine re-checks the shape and dtype of every gradient of other nodes.
     verified: ClassVar[bool] = False
+    #: Input values where ``forward`` is not differentiable (``ReLU``: ``(0.0,)``).
+    #: ``minigrad.gradcheck`` names them when a check fails next to one, since
+    #: finite differences that straddle a kink measure neither one-sided slope.
+    kinks: ClassVar[tuple[float, ...]] = ()
 
     def slot(self, i: int) -> str:
         """Name of input ``i`` (``x0``, ``x1``, ... for variadic nodes)."""
@@ -588,7 +607,7 @@ class Scale(Node):
     inplace_slots = (0,)
 
     def __init__(self, c: float) -> None:
-        self.c = float(c)
+        self.c = finite_constant(c, "Scale: constant c")
 
     def params_repr(self) -> str:
         return repr(self.c)
@@ -881,6 +900,7 @@ class ReLU(Node):
     formula = "y = max(x, 0)"
     derivatives = ("dL/dx = g * [x > 0]",)
     verified = True
+    kinks = (0.0,)
     backward_uses_output = False
     inplace_slots = (0,)
 
@@ -917,6 +937,9 @@ class Slice(Node):
     backward_uses_output = False
 
     def __init__(self, start: int, stop: int) -> None:
+        for what, v in (("start", start), ("stop", stop)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise ShapeError(f"Slice: {what} must be an integer, got {v!r}")
         if not 0 <= start < stop:
             raise ShapeError(f"Slice needs 0 <= start < stop, got start={start}, stop={stop}")
         self.start = start
@@ -1120,8 +1143,21 @@ class SoftmaxCrossEntropy(Node):
 
     @staticmethod
     def _log_softmax(z: Array) -> Array:
+        """``log_softmax(z)`` over the last axis, finite for every finite ``z``.
+
+        ``z - max(z)`` overflows when the logits span more than the dtype's
+        range (float32 logits of +-3e38); it is computed as twice the
+        difference of the halves, which cannot overflow, and saturated at
+        ``-finfo.max / 2``. Only entries whose softmax is exactly 0 anyway are
+        changed by the saturation, and a target on one of them costs
+        ``finfo.max / 2`` instead of an infinite (or NaN) loss.
+        """
+        half = np.finfo(z.dtype).max / 4
         m = z.max(axis=-1, keepdims=True)
-        s: Array = z - m
+        s: Array = z * 0.5
+        s -= m * 0.5
+        np.maximum(s, -half, out=s)
+        s *= 2
         s -= np.log(np.exp(s).sum(axis=-1, keepdims=True))
         return s
 

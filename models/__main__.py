@@ -1,4 +1,6 @@
-"""``python -m models``: the ``minigrad`` command (``models.cli.main``)."""
+"""``python -m models``: the ``minigrad`` command (``models.cli.main.main``)."""
+
+from __future__ import annotations
 
 import sys
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import minigrad as mg
-from models.base import RecurrentModel
 from models.cells import CELLS
-from models.cli import main
+from models.cli.main import main
+from models.nets.base import RecurrentModel
 
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz 'dot' is not installed")
@@ -67,7 +67,7 @@ def test_help_lists_the_new_subcommands(capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = _run(["explain", "--help"], capsys)
     assert code == 0
     text = " ".join(out.split())
-    for piece in ("--cell NAME", "--param NAME", "--steps N", "(default: 2)", "mgu"):
+    for piece in ("--cell NAME", "--param NAME", "--steps N", "(default: 2)", "minigrad cells"):
         assert piece in text, piece
     code, out, _ = _run(["graph", "--help"], capsys)
     assert code == 0
@@ -137,7 +137,7 @@ def test_explain_sizes_change_the_shapes_only(capsys: pytest.CaptureFixture[str]
 
 
 def test_explain_unknown_cell(capsys: pytest.CaptureFixture[str]) -> None:
-    line = _error_line(["explain", "--cell", "gruu", "--param", "Wz"], capsys)
+    line = _error_line(["explain", "--cell", "gruu", "--param", "Wz"], capsys, 2)
     assert line.startswith("minigrad: error: unknown cell 'gruu'")
     for name in ("gru", "gru_reset_after", "lstm", "tanh", "mgu"):
         assert name in line
@@ -153,9 +153,11 @@ def test_explain_unknown_parameter(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "piece"),
     [
-        (["explain", "--param", "Wz", "--steps", "0"], 1, "--steps must be >= 1"),
-        (["explain", "--param", "Wz", "--max-paths", "-1"], 1, "--max-paths must be >= 0"),
-        (["explain", "--param", "Wz", "--hidden", "0"], 1, "hidden_size must be an int >= 1"),
+        (["explain", "--param", "Wz", "--steps", "0"], 2, "--steps must be in 1..1000"),
+        (["explain", "--param", "Wz", "--steps", "100000"], 2, "--steps must be in 1..1000"),
+        (["explain", "--param", "Wz", "--max-paths", "-1"], 2, "--max-paths must be >= 0"),
+        (["explain", "--param", "Wz", "--hidden", "0"], 2, "--hidden must be in 1..16384"),
+        (["explain", "--param", "Wz", "--hidden", "100000000"], 2, "--hidden must be in"),
         (["explain", "--param", "Wz", "--steps", "two"], 2, "invalid int value"),
         (["explain", "--cell", "gru"], 2, "--param"),
     ],
@@ -244,8 +246,10 @@ def test_graphviz_accepts_the_dot_file(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("argv", "code", "piece"),
     [
-        (["graph", "--cell", "nope", "-o", "g.dot"], 1, "unknown cell 'nope'"),
-        (["graph", "--unroll", "0", "-o", "g.dot"], 1, "--unroll must be >= 1"),
+        (["graph", "--cell", "nope", "-o", "g.dot"], 2, "unknown cell 'nope'"),
+        (["graph", "--unroll", "0", "-o", "g.dot"], 2, "--unroll must be in 1..1000"),
+        (["graph", "--unroll", "1000000", "-o", "g.dot"], 2, "--unroll must be in 1..1000"),
+        (["graph", "--hidden", "100000000", "-o", "g.dot"], 2, "--hidden must be in"),
         (["graph", "-o", "g.jpg"], 1, "unknown extension '.jpg'"),
         (["graph", "--unroll", "x", "-o", "g.dot"], 2, "invalid int value"),
         (["graph", "--cell", "gru"], 2, "-o"),

@@ -1,13 +1,19 @@
 """The documentation runs: every fenced Python block of README.md and docs/*.md.
 
 * Python blocks (```python) of one file run in order, in one namespace, in a
-  fresh temporary working directory. A block opts out with a first line
+  fresh temporary working directory that is also on ``sys.path`` (as for
+  ``python`` started there). A block opts out with a first line
   ``# doctest: skip (reason)``; keep those rare: only what truly cannot run in
-  a test (a long training run).
-* Shell blocks (```bash, ```console, ...) are not run; every ``minigrad ...``
-  command in them must name a real subcommand and parse with the real
-  argument parser; in inline code (`minigrad train`) it must name a real
-  subcommand.
+  a test (a long training run). A block whose first line is ``# file: NAME``
+  is written to ``NAME`` in that directory instead of being run (a user's
+  module).
+* Shell blocks (```bash, ```console, ...) are not run, except a bash block
+  whose first line is ``# doctest: run``: its commands run one by one, in
+  document order with the Python blocks, in the same directory, each in a new
+  shell (``minigrad`` from this environment, no ``PYTHONPATH`` unless the
+  command sets it), and must exit with 0. Every ``minigrad ...`` command must
+  name a real subcommand and parse with the real argument parser; in inline
+  code (`minigrad train`) it must name a real subcommand.
 * Output quoted under ``$ minigrad explain ...`` in a console block is the
   real output: its lines, ``...`` marking cuts, appear in that order.
 * docs/api.md names every public name of ``minigrad`` and ``models``, and
@@ -18,8 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +37,8 @@ import pytest
 import minigrad
 import models
 import models.cells
-from models.cli import build_parser, main
+import models.cells.registry
+from models.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,6 +47,8 @@ DOC_IDS = [str(p.relative_to(ROOT)) for p in DOC_FILES]
 PYTHON = {"python", "py", "python3"}
 SHELL = {"bash", "sh", "shell", "console", "shell-session", "zsh"}
 SKIP = re.compile(r"^#\s*doctest:\s*skip\b(?P<reason>.*)$")
+RUN = re.compile(r"^#\s*doctest:\s*run\s*$")
+FILE = re.compile(r"^#\s*file:\s*(?P<name>[\w./-]+)\s*$")
 
 PENDING_LINKS: set[str] = set()
 """Pages other parts of the project write; a link to one of them may point ahead
@@ -110,28 +122,65 @@ def test_there_is_documentation() -> None:
 @pytest.fixture
 def restore_registries() -> object:
     """A block may register a cell in ``models.cells.CELLS``; put the registry back."""
-    saved = dict(models.cells.CELLS)
+    saved, origins = dict(models.cells.CELLS), dict(models.cells.registry._ORIGINS)
     yield
     models.cells.CELLS.clear()
     models.cells.CELLS.update(saved)
+    models.cells.registry._ORIGINS.clear()
+    models.cells.registry._ORIGINS.update(origins)
 
 
 @pytest.mark.usefixtures("restore_registries")
 @pytest.mark.parametrize("path", DOC_FILES, ids=DOC_IDS)
 def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict[str, object] = {"__name__": "__docs__"}
     for block in code_blocks(path):
-        if block.lang not in PYTHON:
-            continue
         first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
-        if SKIP.match(first):
+        if block.lang == "bash" and RUN.match(first):
+            run_shell_block(block, tmp_path)
+            continue
+        if block.lang not in PYTHON or SKIP.match(first):
+            continue
+        m = FILE.match(first)
+        if m is not None:
+            (tmp_path / m["name"]).write_text(block.code, encoding="utf-8")
             continue
         # pad with blank lines so that a traceback names the line of the Markdown file
         source = "\n" * (block.line - 1) + block.code
         code = compile(source, str(path), "exec")
         with contextlib.redirect_stdout(io.StringIO()):
             exec(code, namespace)
+
+
+def run_shell_block(block: Block, cwd: Path) -> None:
+    """Run the commands of a ``# doctest: run`` bash block, one shell each."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    for command in _commands(block.code, console=False):
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, (
+            f"{block.path.name}:{block.line}: '{command}' exited with {proc.returncode}:\n"
+            f"{proc.stderr[-2000:]}"
+        )
+
+
+def test_docs_run_commands_in_the_custom_cell_tutorial() -> None:
+    blocks = code_blocks(ROOT / "docs" / "custom-cell.md")
+    run = [b for b in blocks if b.lang == "bash" and RUN.match(b.code.lstrip().splitlines()[0])]
+    commands = [c for b in run for c in _commands(b.code, console=False)]
+    for step in ("--cell mycells:", "evaluate", "sample", "--resume"):
+        assert any(step in c for c in commands), step
 
 
 def test_skipped_blocks_say_why() -> None:

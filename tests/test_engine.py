@@ -527,3 +527,28 @@ def test_softmax_and_bce_heads_in_a_cell() -> None:
         ).max_rel_error
         < 1e-7
     )
+
+
+@pytest.mark.parametrize("shape", ["34", (4.9, 4), (3, "4"), 2.0, (True, 3), b"\x03", None])
+def test_non_integer_shapes_are_refused(shape: object) -> None:
+    b = CellBuilder("bad")
+    with pytest.raises(mg.ShapeError, match=r"parameter 'W'.*integer"):
+        b.param("W", shape)  # type: ignore[arg-type]
+    with pytest.raises(mg.ShapeError, match=r"input 'x'.*integer"):
+        b.input("x", shape)  # type: ignore[arg-type]
+    assert b.param("V", (np.int64(3), 4)) is not None
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "2", True])
+def test_non_finite_or_non_numeric_constants_are_refused_at_build_time(bad: object) -> None:
+    b = CellBuilder("bad")
+    x = b.input("x", 3)
+    with pytest.raises(mg.GraphError, match=r"Scale: constant c must be"):
+        mg.scale(x, bad)  # type: ignore[arg-type]
+    with pytest.raises(mg.GraphError, match=r"constant\(value\) must be"):
+        init.constant(bad)  # type: ignore[arg-type]
+    with pytest.raises(mg.GraphError, match=r"uniform\(scale\) must be"):
+        init.uniform(bad)  # type: ignore[arg-type]
+    if not isinstance(bad, bool):
+        with pytest.raises(mg.GraphError, match=r"state 'h': initial value must be"):
+            b.state("h", 3, init=bad)  # type: ignore[arg-type]

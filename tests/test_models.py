@@ -29,6 +29,8 @@ from models import (
     stack,
     state_names,
 )
+from models.cells import BUILTIN_CELLS
+from models.cells.stack import layer_states
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
@@ -74,6 +76,19 @@ MODELS: dict[str, tuple[Factory, Callable[..., Any], Callable[..., Any], bool]] 
     "mgu": (MGU, ref.mgu, ref.init_mgu, False),
 }
 NAMES = list(MODELS)
+
+EVERY_CELL = sorted({frag: name for name, frag in CELLS.items()}.values())
+"""Every registered cell, one name per fragment (``gru`` is ``gru_chung``)."""
+
+
+def initial_state_args(cell: str) -> tuple[str, ...]:
+    """The initial-state arguments of a model of ``cell``: ``h0``, and ``c0`` ... for
+    every further state the cell declares."""
+    return tuple(f"{k}0" for k in layer_states(cell))
+
+
+def test_every_registered_cell_has_a_reference_implementation() -> None:
+    assert set(EVERY_CELL) <= set(MODELS), "add an independent reference for each new cell"
 
 
 def rel_error(a: np.ndarray, b: np.ndarray | float) -> float:
@@ -258,7 +273,8 @@ def test_float32_stays_float32(name: str) -> None:
 
 
 def test_cells_registry_and_state_names() -> None:
-    assert set(CELLS) == {"gru", "gru_chung", "gru_reset_after", "lstm", "tanh", "mgu"}
+    assert set(BUILTIN_CELLS) == {"gru", "gru_chung", "gru_reset_after", "lstm", "tanh", "mgu"}
+    assert set(BUILTIN_CELLS) <= set(CELLS)
     assert CELLS["gru"] is CELLS["gru_chung"]
     assert state_names("gru", 1) == ["h"]
     assert state_names("lstm", 1) == ["h", "c"]
@@ -550,11 +566,11 @@ def test_stacked_forward_composes_references(name: str) -> None:
     assert rel_error(h, layer_in) <= REF_TOL
 
 
-@pytest.mark.parametrize("cell", ["gru", "gru_reset_after", "lstm", "tanh", "mgu"])
+@pytest.mark.parametrize("cell", EVERY_CELL)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_stacked_finite_differences(cell: str, reverse: bool) -> None:
     model = Stacked(cell, D, H, 2, reverse=reverse, seed=7)
-    kinds = ("h0", "c0") if cell == "lstm" else ("h0",)
+    kinds = initial_state_args(cell)
     x, y, st = data(seed=7, states=kinds, state_shape=(2, B, H))
     _, grads = model.loss_and_grads(x, y, **st)
     assert {k: g.shape for k, g in grads.items() if k in st} == {k: (2, B, H) for k in st}
@@ -602,10 +618,10 @@ def test_single_layer_stack_equals_the_model() -> None:
         st.forward(x, h0[None], h0[None])
 
 
-@pytest.mark.parametrize("cell", ["gru", "gru_reset_after", "lstm", "tanh", "mgu"])
+@pytest.mark.parametrize("cell", EVERY_CELL)
 def test_bidirectional(cell: str) -> None:
     model = Bidirectional(cell, D, H, seed=10)
-    kinds = ("h0", "c0") if cell == "lstm" else ("h0",)
+    kinds = initial_state_args(cell)
     x, y, st = data(seed=10, out=2 * H, states=kinds, state_shape=(2, B, H))
     out = model.forward(x, **st)
     assert out.shape == (T, B, 2 * H)
@@ -658,8 +674,20 @@ def test_models_write_no_derivative() -> None:
     for path in sorted(models_dir.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
         assert "def vjp" not in text, path
-    for name in ("cells", "base", "gru", "lstm", "rnn", "mgu", "wrappers"):
-        text = (models_dir / f"{name}.py").read_text(encoding="utf-8")
+    nets = ("base", "gru", "lstm", "rnn", "mgu", "wrappers")
+    paths = [*sorted((models_dir / "cells").glob("*.py")), *(models_dir / "nets" / f"{n}.py" for n in nets)]
+    for path in paths:
+        name = path.relative_to(models_dir).as_posix()
+        text = path.read_text(encoding="utf-8")
         assert "vjp" not in text, name
         assert "minigrad.nodes" not in text and "(Node)" not in text, name
         assert not re.search(r"\bnp\.(tanh|exp|log)\b", text), name
+
+
+def test_a_batch_major_input_is_told_minigrad_is_time_major() -> None:
+    model = GRU(3, 4)
+    x = np.zeros((2, 6, 3))  # (B, T, D) by mistake
+    with pytest.raises(ShapeError, match=r"expected \(6, 4\) = \(B, H\); minigrad is time-major"):
+        model.forward(x, np.zeros((2, 4)))
+    with pytest.raises(ShapeError, match=r"time-major.*x\.transpose\(1, 0, 2\)"):
+        model.loss_and_grads(x, np.zeros((6, 2, 4)))

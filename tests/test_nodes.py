@@ -17,6 +17,8 @@ import pytest
 
 import minigrad as mg
 from minigrad import nodes as N
+from minigrad.errors import GradcheckError
+from minigrad.serialize import node_types
 from minigrad.types import Array, SymShape
 
 
@@ -136,7 +138,47 @@ CASES = [
         _probs,
     ),
 ]
+
+
+def _away_from_kinks(node: N.Node) -> Callable[[np.random.Generator, tuple[int, ...], int], Array]:
+    def draw(rng: np.random.Generator, shape: tuple[int, ...], i: int) -> Array:
+        x = rng.standard_normal(shape)
+        for k in node.kinks:
+            x = np.where(np.abs(x - k) < 0.05, k + 0.5, x)
+        return x
+
+    return draw
+
+
+def derived_case(name: str, cls: type[N.Node]) -> Case | None:
+    """The template case of a registered node type, derived from the type alone: built
+    without arguments, one (B, H) input per slot (two for a variadic node), inputs
+    drawn away from its ``kinks``. Its "reference" is its own forward, so only the
+    checks that need no reference use it. None when it cannot be derived."""
+    try:
+        node = cls()
+    except TypeError:
+        return None
+    n = 2 if node.arity is None else node.arity
+    sym: list[SymShape] = [("B", H)] * n
+    try:
+        out = node.infer_shape(*sym)
+    except mg.MinigradError:
+        return None
+    return Case(name, cls, [(B, H)] * n, sym, out, node.forward, _away_from_kinks(node))
+
+
+COVERED = {type(c.make()) for c in CASES}
+DERIVED = [
+    case
+    for name, cls in sorted(node_types().items())
+    if cls not in COVERED and (case := derived_case(name, cls)) is not None
+]
+"""Registered node types without a case here (a user's, registered when this module is
+imported), checked with derived cases: gradcheck, time axis, float32, extremes."""
+TEMPLATE = CASES + DERIVED
 IDS = [c.name for c in CASES]
+TEMPLATE_IDS = [c.name for c in TEMPLATE]
 
 
 def _inputs(case: Case, dtype: type, seed: int = 0) -> list[Array]:
@@ -146,13 +188,29 @@ def _inputs(case: Case, dtype: type, seed: int = 0) -> list[Array]:
 
 
 def test_every_builtin_node_type_is_covered() -> None:
-    covered = {type(c.make()) for c in CASES}
-    builtin = {
-        obj
-        for obj in vars(N).values()
-        if isinstance(obj, type) and issubclass(obj, N.Node) and obj is not N.Node
-    }
-    assert builtin <= covered, f"node types without a template test: {builtin - covered}"
+    builtin = {cls for cls in node_types().values() if cls.__module__ == N.__name__}
+    missing = builtin - COVERED
+    assert not missing, (
+        f"node types of minigrad/nodes.py without a Case (and its numpy reference) in CASES: "
+        f"{missing}; multi-input ones also need a BAD_SHAPES entry"
+    )
+
+
+def test_a_registered_node_type_gets_a_derived_case() -> None:
+    class Cube(N.Node):
+        kinks = (0.0,)  # declared only to exercise the draw
+
+        def forward(self, *xs: Array) -> Array:
+            return xs[0] ** 3
+
+        def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
+            return (3 * g * xs[0] ** 2,)
+
+    case = derived_case("Cube", Cube)
+    assert case is not None and case.shapes == [(B, H)] and case.out_sym == ("B", H)
+    (x,) = _inputs(case, np.float64)
+    assert np.all(np.abs(x) >= 0.05)
+    assert mg.gradcheck(case.make(), x).max_rel_error < 1e-7
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -166,7 +224,7 @@ def test_forward_matches_numpy(case: Case) -> None:
     np.testing.assert_array_equal(out, y)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", TEMPLATE, ids=TEMPLATE_IDS)
 def test_gradcheck_float64(case: Case) -> None:
     for seed in range(3):
         xs = _inputs(case, np.float64, seed)
@@ -175,7 +233,7 @@ def test_gradcheck_float64(case: Case) -> None:
         assert result.checks > 0
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", TEMPLATE, ids=TEMPLATE_IDS)
 def test_leading_time_dimension(case: Case) -> None:
     """Nodes act on the last axis: (T, B, ...) inputs give the stacked per-step results."""
     node = case.make()
@@ -248,7 +306,7 @@ def test_bad_shape_table_covers_every_multi_input_case() -> None:
     assert multi <= set(BAD_SHAPES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", TEMPLATE, ids=TEMPLATE_IDS)
 def test_float32_stays_float32(case: Case) -> None:
     xs = _inputs(case, np.float32)
     node = case.make()
@@ -261,7 +319,7 @@ def test_float32_stays_float32(case: Case) -> None:
         assert gr.shape == x.shape
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", TEMPLATE, ids=TEMPLATE_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_extreme_inputs_stay_finite(case: Case, dtype: type) -> None:
     rng = np.random.default_rng(3)
@@ -328,3 +386,44 @@ def test_gradcheck_reports_a_vjp_with_the_wrong_shape() -> None:
 
     with pytest.raises(mg.NodeContractError, match="input 0 'x'"):
         mg.gradcheck(BadShape(), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_is_finite_for_every_finite_logit(dtype: type) -> None:
+    big = float(np.finfo(dtype).max) * 0.9
+    z = np.array([[big, -big, 0.0], [-big, -big, big], [1.0, 2.0, 3.0]], dtype=dtype)
+    t = np.array([[0, 1, 0], [0.5, 0, 0.5], [0, 0, 1]], dtype=dtype)
+    node = N.SoftmaxCrossEntropy()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        y = node.forward(z, t)
+        grads = node.vjp(np.ones_like(y), y, z, t)
+    assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(g)) for g in grads)
+    # a wrong class with probability 0 costs a huge (finite) loss; the gradient is exact
+    assert y[0] > 1e37
+    np.testing.assert_allclose(grads[0][:2], [[1, -1, 0], [-0.5, 0, 0.5]], atol=1e-6)
+    # ordinary logits are unchanged by the stabilisation
+    ref = -np.log(np.exp(3.0) / np.exp([1.0, 2.0, 3.0]).sum())
+    assert y[2] == pytest.approx(ref, rel=1e-6)
+
+
+def test_gradcheck_next_to_a_kink_says_so() -> None:
+    x = np.array([[1e-4, -0.5, 1.0], [0.7, -0.2, 0.3]])
+    with pytest.raises(GradcheckError) as info:
+        mg.gradcheck_node(N.ReLU(), x)
+    msg = str(info.value)
+    assert "has 1 value(s) within 0.002 of the kink of ReLU at 0" in msg
+    assert "straddle" in msg
+    mg.gradcheck_node(N.ReLU(), np.where(np.abs(x) < 0.01, 0.5, x))  # away from it: passes
+
+
+def test_gradcheck_of_a_cell_with_a_kinked_node_names_it() -> None:
+    b = mg.CellBuilder("kinked")
+    x = b.input("x", 2)
+    W = b.param("W", (2, 2), init=mg.init.uniform(0.5))
+    r = mg.relu(x @ W, name="r")
+    b.loss(mg.l2_loss(r, x, name="loss"))
+    cell = b.build()
+    W0 = np.eye(2)
+    xs = np.array([[[1e-5, 1.0]], [[0.5, -1.0]]])  # (T=2, B=1, 2): a value at the kink
+    with pytest.raises(GradcheckError, match=r"hint: node\(s\) 'r' \(ReLU\) have kinks"):
+        mg.gradcheck(cell, {"W": W0}, {"x": xs})

@@ -21,7 +21,8 @@ from minigrad.passes import classify, fuse_siblings, merge_matmuls, rewrite
 from minigrad.types import Array
 from models.cells import CELLS, stack
 
-CELL_NAMES = ["gru_chung", "gru_reset_after", "lstm", "tanh", "mgu"]
+CELL_NAMES = sorted({frag: name for name, frag in CELLS.items()}.values())
+"""Every registered cell, one name per fragment (``gru`` is ``gru_chung``)."""
 D, H, K = 3, 5, 4
 
 

@@ -1,4 +1,4 @@
-"""Tests for models.sample (generating piano rolls, ``minigrad sample``) and models.midi."""
+"""Tests for models.generate.sample (generating piano rolls, ``minigrad sample``) and models.generate.midi."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
 
-import models.sample  # noqa: F401  (registers ``minigrad sample``)
-from models.cli import main
+from models.cli.main import main
 from models.data import N_PITCHES, PITCH_LO, Split, batches
-from models.midi import MissingExtraError, read_midi_notes, write_midi
-from models.sample import PrimeSpec, load_model, sample
-from models.sequence import SequenceModel
+from models.generate.midi import MissingExtraError, read_midi_notes, write_midi
+from models.generate.sample import PrimeSpec, load_model, sample
+from models.nets.sequence import SequenceModel
 from models.train import Reporter, TrainConfig, train
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -326,9 +325,11 @@ def test_midi_without_mido_exits_1_with_the_hint_and_keeps_the_roll(
 @pytest.mark.parametrize(
     ("extra", "code", "fragment"),
     [
-        (["--steps", "4"], 1, "nothing to write"),
-        (["--steps", "-1", "-o", "x.npz"], 1, "--steps must be >= 0"),
-        (["--steps", "4", "-o", "x.wav"], 1, "unknown file type '.wav'"),
+        (["--steps", "4"], 2, "nothing to write"),
+        (["--steps", "-1", "-o", "x.npz"], 2, "--steps must be in 0..1000000"),
+        (["--steps", "1000000000000", "-o", "x.npz"], 2, "--steps must be in 0..1000000"),
+        (["--steps", "4", "-o", "x.wav"], 2, "unknown file type '.wav'"),
+        (["--steps", "4", "-o", "x.npz", "--roll", "x.npz"], 2, "name the same file"),
         (["-o", "x.npz"], 2, "--steps"),
         (["--steps", "four", "-o", "x.npz"], 2, "invalid int value"),
     ],
@@ -346,8 +347,20 @@ def test_sample_command_usage_errors(
     got, out, err = _run(["sample", "--checkpoint", str(run_dir / "model.npz"), *extra], capsys)
     assert got == code and out == ""
     assert fragment in err
-    if code == 1:
+    if fragment not in ("--steps", "invalid int value"):
         assert len(err.strip().splitlines()) == 1
+
+
+def test_sample_refuses_to_write_over_its_checkpoint(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = run_dir / "model.npz"
+    before = model.read_bytes()
+    for flag in ("-o", "--roll"):
+        argv = ["sample", "--checkpoint", str(model), "--steps", "3", flag, str(model)]
+        got, _, err = _run(argv, capsys)
+        assert got == 2 and "refusing to overwrite an input" in err
+    assert model.read_bytes() == before
 
 
 def test_sample_command_bad_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

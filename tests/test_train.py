@@ -1,4 +1,4 @@
-"""Tests for models.sequence (the music model and its metric) and models.train (the loop,
+"""Tests for models.nets.sequence (the music model and its metric) and models.train (the loop,
 checkpoints, resume, non-finite values, interruption, output files)."""
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
+from threadpoolctl import threadpool_limits
 
-import models.train as train_mod
+import models.train.loop as train_mod
 from minigrad.errors import NonFiniteError
-from models.checkpoint import load_checkpoint
-from models.cli import main
+from minigrad.threads import blas_thread_counts
+from models.cli.main import main
 from models.data import Batch, Split, batches, load_dataset, load_npz
-from models.sequence import SequenceModel, frame_counts, pad_batch
+from models.nets.sequence import SequenceModel, frame_counts, pad_batch
 from models.train import Reporter, TrainConfig, TrainingInterrupted, load_model, train
+from models.train.checkpoint import load_checkpoint
 
 # --------------------------------------------------------------------------- helpers
 
@@ -399,7 +401,7 @@ def test_ctrl_c_in_first_epoch_resumes_from_epoch_0(
 
 
 def _toml(tmp_path: Path, cfg: TrainConfig) -> str:
-    from models.cli import config_to_toml
+    from models.cli.train import config_to_toml
 
     path = tmp_path / "run.toml"
     path.write_text(config_to_toml(cfg))
@@ -458,3 +460,30 @@ def test_cli_end_to_end(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFi
     ev = json.loads(capsys.readouterr().out)
     assert ev["nll"] == pytest.approx(m["valid_nll"], rel=1e-12)
     assert ev["params"] == "best"
+
+
+# --------------------------------------------------------------------------- BLAS threads
+
+
+class _ThreadsSeen(Reporter):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, int]] = []
+
+    def epoch(self, record: Any, best_epoch: int, epochs: int) -> None:
+        self.seen.append(blas_thread_counts())
+
+
+@pytest.mark.parametrize(("option", "inside"), [(1, 1), (0, 2), (2, 2)])
+def test_train_sets_the_blas_threads_from_python(
+    tiny_npz: Path, tmp_path: Path, option: int, inside: int
+) -> None:
+    if not blas_thread_counts():
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    seen = _ThreadsSeen()
+    with threadpool_limits(limits=2, user_api="blas"):  # as a user's process may have it
+        before = blas_thread_counts()
+        train(tiny_config(tiny_npz, tmp_path / "run", epochs=1, blas_threads=option), reporter=seen)
+        after = blas_thread_counts()
+    assert after == before  # restored
+    most = max(before.values())  # 2, or 1 on a one-core machine
+    assert seen.seen and all(set(c.values()) == {min(inside, most)} for c in seen.seen)

@@ -1,0 +1,381 @@
+"""The options of a training run (``TrainConfig``) and their checks."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from minigrad.threads import DEFAULT_BLAS_THREADS
+from models.cells.fragment import INITS, Fragment
+from models.cells.registry import CELLS, is_known_cell, resolve_cell
+from models.data.dataset import EMBEDDED_DATASETS
+
+CHECKPOINT_FILE = "checkpoint.npz"
+MODEL_FILE = "model.npz"
+METRICS_FILE = "metrics.json"
+SVG_FILE = "curves.svg"
+RUN_FILES = (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, SVG_FILE)
+"""Every file a run writes into its folder: a folder holding any of them holds a run."""
+MAX_HIDDEN = 8192
+"""The largest ``hidden``."""
+MAX_LAYERS = 64
+"""The most ``layers``."""
+MAX_PARAMS = 10_000_000
+"""The most parameters a run may have (checked up front, counted for the LSTM, the
+largest cell): with gradients, optimiser state and best parameters, about 50 bytes
+each."""
+OUT_FIELDS = ("dataset", "cell", "hidden", "layers", "seed")
+"""The fields an ``out`` template may name in braces."""
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+DTYPES = ("float32", "float64")
+
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "patience",
+        "max_train_seconds",
+        "out",
+        "resume",
+        "overwrite",
+        "progress",
+        "allow_data_change",
+        "blas_threads",
+    }
+)
+"""Options that may differ between a checkpoint's run and the run resuming it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run, with its default.
+
+    The defaults train Chung et al.'s GRU (46 units, 22,766 parameters with the
+    88-key read-out) on the embedded chorales and finish, early stopping
+    included, in well under three minutes on a quiet two-core machine.
+
+    Args:
+        dataset: an embedded dataset name (``"bach_chorales"``) or the path of
+            a ``.npz`` or original ``.pickle`` dataset.
+        cell: a cell name (``"gru"``, ``"gru_reset_after"``, ``"lstm"``,
+            ``"tanh"``, ``"mgu"``, or one registered with
+            ``models.cells.register_cell`` or an entry point), a
+            ``module:function`` spec, or a fragment function itself;
+            ``to_dict`` writes a function as its name or ``module:qualname``.
+        hidden: H, the state size of every layer, >= 1.
+        layers: L, the number of stacked layers, >= 1.
+        init: ``"default"`` or ``"orthogonal"`` (``models.cells``).
+        epochs: the largest number of epochs, >= 1.
+        batch_size: sequences per training batch, >= 1.
+        optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"``.
+        lr: learning rate, > 0.
+        clip: largest global gradient norm; 0 disables clipping.
+        weight_noise: standard deviation of the Gaussian weight noise; 0 disables it.
+        patience: stop when the validation NLL has not improved for this many
+            epochs; 0 disables early stopping.
+        seed: seed of the initial parameters, the shuffling and the noise, >= 0.
+        dtype: ``"float32"`` or ``"float64"``.
+        out: the run directory; ``{dataset}``, ``{cell}``, ``{hidden}``,
+            ``{layers}`` and ``{seed}`` are replaced by the options' values
+            (``{dataset}`` by the name or file stem).
+        resume: continue the run saved in ``out/checkpoint.npz``.
+        overwrite: allow starting a new run in a directory that holds one.
+        progress: a live progress line when stderr is a terminal.
+        max_train_seconds: stop after the epoch during which this much training
+            time has passed (counted over resumed runs too); 0 for no limit.
+            Runs stopped by time are not reproducible across machines.
+        eval_batch_size: sequences per batch when scoring a split, >= 1.
+        blas_threads: BLAS threads while training (``minigrad.threads``); 1 is
+            fastest for the small products of a recurrent step; 0 leaves BLAS
+            as it is.
+    """
+
+    dataset: str = "bach_chorales"
+    cell: str | Fragment = "gru"
+    hidden: int = 46
+    layers: int = 1
+    init: str = "default"
+    epochs: int = 200
+    batch_size: int = 8
+    optimizer: str = "rmsprop"
+    lr: float = 3e-3
+    clip: float = 1.0
+    weight_noise: float = 0.075
+    patience: int = 15
+    seed: int = 0
+    dtype: str = "float64"
+    out: str = "runs/{dataset}-{cell}-h{hidden}-s{seed}"
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    max_train_seconds: float = 0.0
+    eval_batch_size: int = 16
+    allow_data_change: bool = False
+    blas_threads: int = DEFAULT_BLAS_THREADS
+
+    def validate(self) -> TrainConfig:
+        """Check every option; return the configuration itself.
+
+        Raises:
+            ValueError: one line naming the option at fault and the valid values.
+        """
+        for f in fields(self):
+            value = getattr(self, f.name)
+            want = _FIELD_TYPES[f.name]
+            if f.name != "cell" and not _type_ok(value, want):
+                raise ValueError(f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {value!r}")
+        _check_cell(self.cell)
+        choices = {
+            "init": INITS,
+            "optimizer": OPTIMIZERS,
+            "dtype": DTYPES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"option {name!r}: unknown value {getattr(self, name)!r}; valid: "
+                    + ", ".join(valid)
+                )
+        for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
+        for name, most in (("hidden", MAX_HIDDEN), ("layers", MAX_LAYERS)):
+            if getattr(self, name) > most:
+                raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
+        n_params = 4 * self.layers * self.hidden * (2 * self.hidden + 90)  # LSTM, the largest
+        if n_params > MAX_PARAMS:
+            raise ValueError(
+                f"options 'hidden' {self.hidden} and 'layers' {self.layers}: about {n_params:,} "
+                f"parameters, more than the {MAX_PARAMS:,} a run may have"
+            )
+        for name in ("patience", "seed", "blas_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"option 'lr': must be a positive number, got {self.lr!r}")
+        for name in ("clip", "weight_noise", "max_train_seconds"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"option {name!r}: must be a number >= 0, got {v!r}")
+        if not self.dataset:
+            raise ValueError("option 'dataset': must not be empty")
+        self.out_dir()
+        return self
+
+    def out_dir(self) -> Path:
+        """The run directory: ``out`` with its ``{field}`` names replaced.
+
+        Only the names of :data:`OUT_FIELDS` are replaced, as plain text;
+        nothing in the template is evaluated (no attribute access, no format
+        specification).
+
+        Raises:
+            ValueError: for an unknown field or a stray brace.
+        """
+        stem = Path(self.dataset).stem if self.dataset not in ("",) else self.dataset
+        values = {
+            "dataset": stem,
+            "cell": self.cell_label(),
+            "hidden": str(self.hidden),
+            "layers": str(self.layers),
+            "seed": str(self.seed),
+        }
+        text = fill_template(self.out, values, "option 'out'")
+        if not text:
+            raise ValueError("option 'out': must not be empty")
+        return Path(text)
+
+    def cell_name(self) -> str:
+        """The cell's name: as given, or a function's registered name or ``module:qualname``."""
+        return self.cell if isinstance(self.cell, str) else resolve_cell(self.cell)[0]
+
+    def cell_label(self) -> str:
+        """The cell's name as it goes into paths: a spec's function name (``light_gru``)."""
+        return self.cell_name().rpartition(":")[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a JSON- and TOML-able dict, in declaration order."""
+        out = asdict(self)
+        out["cell"] = self.cell_name()
+        return out
+
+    def resolved(self) -> TrainConfig:
+        """The configuration as a run stores it: ``out`` replaced by the actual
+        directory, a dataset file by its absolute path (so that a run can be
+        resumed from another working directory), numbers as floats where a
+        float is expected."""
+        dataset = self.dataset
+        if dataset not in EMBEDDED_DATASETS and Path(dataset).exists():
+            # absolute, but symlinks kept: the suffix tells the file type
+            dataset = os.path.abspath(dataset)
+        return replace(
+            self,
+            out=str(self.out_dir()),
+            dataset=dataset,
+            lr=float(self.lr),
+            clip=float(self.clip),
+            weight_noise=float(self.weight_noise),
+            max_train_seconds=float(self.max_train_seconds),
+        )
+
+
+CONFIG_HELP: dict[str, str] = {
+    "dataset": "embedded dataset name (bach_chorales) or path of a .npz / .pickle dataset",
+    "cell": "recurrent cell: a name ('minigrad cells' lists them) or module:function",
+    "hidden": "state size H of every layer",
+    "layers": "number of stacked recurrent layers",
+    "init": "parameter initialisation",
+    "epochs": "largest number of epochs",
+    "batch_size": "sequences per training batch",
+    "optimizer": "optimiser",
+    "lr": "learning rate",
+    "clip": "largest global gradient norm (0: no clipping)",
+    "weight_noise": "std of the Gaussian weight noise (0: none)",
+    "patience": "early stopping: epochs without a better validation NLL (0: never stop early)",
+    "seed": "seed of the initial parameters, the shuffling and the weight noise",
+    "dtype": "floating-point type",
+    "out": "run directory; {dataset} {cell} {hidden} {layers} {seed} are filled in",
+    "resume": "continue the run saved in OUT/checkpoint.npz",
+    "overwrite": "start a new run even if OUT already holds one",
+    "progress": "live progress line on a terminal (--no-progress: one line per epoch)",
+    "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
+    "eval_batch_size": "sequences per batch when scoring a split",
+    "allow_data_change": "with --resume: continue even if the dataset file changed",
+    "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
+}
+"""One help line per option of ``TrainConfig``."""
+
+CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
+    "init": INITS,
+    "optimizer": OPTIMIZERS,
+    "dtype": DTYPES,
+}
+"""The valid values of the options that take a name."""
+
+_FIELD_TYPES: dict[str, type] = {
+    "dataset": str,
+    "cell": str,
+    "hidden": int,
+    "layers": int,
+    "init": str,
+    "epochs": int,
+    "batch_size": int,
+    "optimizer": str,
+    "lr": float,
+    "clip": float,
+    "weight_noise": float,
+    "patience": int,
+    "seed": int,
+    "dtype": str,
+    "out": str,
+    "resume": bool,
+    "overwrite": bool,
+    "progress": bool,
+    "max_train_seconds": float,
+    "eval_batch_size": int,
+    "allow_data_change": bool,
+    "blas_threads": int,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def fill_template(template: str, values: Mapping[str, str], what: str) -> str:
+    """Replace each ``{name}`` of ``template`` by ``values[name]``, as plain text.
+
+    Unlike ``str.format`` nothing is evaluated: ``{dataset.__class__}`` or
+    ``{hidden:>99999}`` are unknown fields, not expressions.
+
+    Raises:
+        ValueError: naming ``what``, for an unknown field or a stray brace.
+    """
+
+    def field(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise ValueError(
+                f"{what}: unknown field {{{name}}} in {template!r}; the fields are "
+                + ", ".join(f"{{{k}}}" for k in values)
+            )
+        return values[name]
+
+    text = _FIELD.sub(field, template)
+    if "{" in _FIELD.sub("", template) or "}" in _FIELD.sub("", template):
+        raise ValueError(f"{what}: stray brace in {template!r}")
+    return text
+
+
+def _check_cell(cell: object) -> None:
+    """Raise ValueError unless ``cell`` is a function, a known name or a ``module:function``
+    spec (checked by its form only: nothing is imported here)."""
+    if callable(cell) and not isinstance(cell, str):
+        return
+    if not isinstance(cell, str):
+        raise ValueError(f"option 'cell': expected a name or a function, got {cell!r}")
+    if not is_known_cell(cell):
+        raise ValueError(
+            f"option 'cell': unknown value {cell!r}; valid: {', '.join(CELLS)}, or a "
+            "module:function spec such as mypkg.cells:light_gru"
+        )
+
+
+def _type_ok(value: object, want: type) -> bool:
+    if want is bool:
+        return isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, where: str = "configuration", base: TrainConfig | None = None
+) -> TrainConfig:
+    """Build a ``TrainConfig`` from a mapping of option names (``batch_size`` or ``batch-size``).
+
+    Args:
+        data: option name -> value (TOML or JSON types).
+        where: the source, named in messages (a file name); empty for none.
+        base: the configuration whose values are kept for missing options
+            (default: ``TrainConfig()``).
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ValueError: one line naming ``where`` and the key at fault (unknown
+            key, wrong type, invalid value).
+    """
+    names = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in given:
+            raise ValueError(
+                f"{where}: option {name!r} is given twice (as {given[name]!r} and {key!r})"
+            )
+        given[name] = str(key)
+        if name not in names:
+            raise ValueError(
+                f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(names))}"
+            )
+        want = _FIELD_TYPES[name]
+        if not _type_ok(value, want):
+            raise ValueError(f"{where}: key {key!r} must be {_TYPE_NAMES[want]}, got {value!r}")
+        values[name] = float(value) if want is float else value
+    cfg = replace(base or TrainConfig(), **values)
+    try:
+        return cfg.validate()
+    except ValueError as exc:
+        if not where:
+            raise
+        raise ValueError(f"{where}: {exc}") from None
