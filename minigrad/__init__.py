@@ -14,14 +14,17 @@ Public API (re-exported from the private-by-convention modules below):
   ``write_graph``;
 * gradient checking (``minigrad.check``): ``gradcheck``,
   ``gradcheck_node``, ``gradcheck_cell``, ``check_grads``;
+* noise inputs (``minigrad.noise``): ``draw`` gives dropout and zoneout masks
+  (training) or their evaluation values, and builder rewrites add them to any cell;
 * initialisers (``minigrad.init``) and errors (``minigrad.errors``).
 """
 
-from minigrad import init
+from minigrad import init, noise
 from minigrad.cell import (
     Cell,
     CellBuilder,
     InputSpec,
+    NoiseSpec,
     OpSpec,
     ParamSpec,
     Ref,
@@ -29,6 +32,7 @@ from minigrad.cell import (
     add,
     affine,
     concat,
+    dropout,
     gru_update,
     l2_loss,
     matmul,
@@ -43,6 +47,7 @@ from minigrad.cell import (
     softmax_cross_entropy,
     sub,
     tanh,
+    zoneout,
 )
 from minigrad.check import (
     GradcheckResult,
@@ -72,6 +77,7 @@ from minigrad.nodes import (
     Add,
     Affine,
     Concat,
+    Dropout,
     GRUUpdate,
     Identity,
     L2Loss,
@@ -88,6 +94,7 @@ from minigrad.nodes import (
     SoftmaxCrossEntropy,
     Sub,
     Tanh,
+    Zoneout,
 )
 from minigrad.passes import ALL_PASSES, DEFAULT_PASSES, classify
 from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
@@ -106,6 +113,7 @@ __all__ = [
     "CellBuilder",
     "Concat",
     "DTypeError",
+    "Dropout",
     "GRUUpdate",
     "GradcheckError",
     "GradcheckResult",
@@ -123,6 +131,7 @@ __all__ = [
     "NegSigmoid",
     "Node",
     "NodeContractError",
+    "NoiseSpec",
     "NonFiniteError",
     "OneMinus",
     "OpSpec",
@@ -140,6 +149,7 @@ __all__ = [
     "StateSpec",
     "Sub",
     "Tanh",
+    "Zoneout",
     "__version__",
     "add",
     "affine",
@@ -148,6 +158,7 @@ __all__ = [
     "classify",
     "compile_plan",
     "concat",
+    "dropout",
     "explain",
     "explain_all",
     "gradcheck",
@@ -159,6 +170,7 @@ __all__ = [
     "matmul",
     "mul",
     "neg_sigmoid",
+    "noise",
     "one_minus",
     "relu",
     "scale",
@@ -171,4 +183,5 @@ __all__ = [
     "unroll",
     "unrolled_to_dot",
     "write_graph",
+    "zoneout",
 ]
