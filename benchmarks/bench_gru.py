@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     import reference_gru as ref
 
     from models.data import batches, load_dataset
-    from models.gru import GRU
-    from models.optim import RMSProp, clip_grad_norm
-    from models.sequence import SequenceModel
+    from models.nets.gru import GRU
+    from models.nets.sequence import SequenceModel
+    from models.train.optim import RMSProp, clip_grad_norm
 
     def median_pair(
         f: Callable[[], object], g: Callable[[], object], n: int

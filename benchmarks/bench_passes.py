@@ -2,7 +2,7 @@
 
     python benchmarks/bench_passes.py [--size T,B,D,H] [--dtype float64] [--repeats 9]
 
-Times ``Plan.loss_and_grads`` of the GRU of ``models.gru`` (variant "chung")
+Times ``Plan.loss_and_grads`` of the GRU of ``models.nets.gru`` (variant "chung")
 with all passes, with each pass switched off in turn, and with none (the plain
 plan: one instruction per node and step), interleaved in one process; prints
 medians and the slowdown against all passes.
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import minigrad as mg
-    from models.gru import GRU
+    from models.nets.gru import GRU
 
     T, B, D, H = (int(v) for v in args.size.split(","))
     dtype = np.dtype(args.dtype)

@@ -2,12 +2,17 @@
 
 * ``models.cells``: cell fragments (one recurrent layer's nodes added into a
   ``CellBuilder``) for the GRU in Chung et al.'s and PyTorch's conventions,
-  the peephole LSTM, the tanh-RNN and the minimal gated unit (import them
-  from ``models.cells``: ``models.lstm`` and ``models.mgu`` are the modules
-  of the model classes), ``CELLS`` and ``stack``;
-* ``models.base``: ``RecurrentModel``, a stack of fragments with an L2 head;
-* ``GRU``, ``LSTM``, ``TanhRNN``, ``MGU``: one class per cell;
-* ``Stacked`` and ``Bidirectional``: deep, reversed and bidirectional models.
+  the peephole LSTM, the tanh-RNN and the minimal gated unit, the registry
+  ``CELLS`` and ``stack``;
+* ``models.nets``: ``RecurrentModel`` (a stack of fragments with an L2 head),
+  ``GRU``, ``LSTM``, ``TanhRNN``, ``MGU`` (one class per cell), ``Stacked``
+  and ``Bidirectional``, and ``SequenceModel`` (the music model);
+* ``models.data``, ``models.train``, ``models.generate``, ``models.sweep``:
+  datasets, training, generating music, learning-rate sweeps;
+* ``models.cli``: the ``minigrad`` command.
+
+Imports flow one way: cells -> data -> nets -> train -> generate -> sweep ->
+cli (``tests/test_imports_models.py`` fails on a cycle).
 
 No module here writes a derivative: every gradient comes from minigrad's
 BPTT over the nodes' local derivatives.
@@ -19,13 +24,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.base import RecurrentModel, check_array
-    from models.cells import CELLS, INITS, Fragment, layer_prefix, stack, state_names
-    from models.gru import GRU, GRU_VARIANTS
-    from models.lstm import LSTM
-    from models.mgu import MGU
-    from models.rnn import TanhRNN
-    from models.wrappers import Bidirectional, Stacked
+    from models.cells.fragment import INITS, Fragment
+    from models.cells.registry import CELLS
+    from models.cells.stack import layer_prefix, stack, state_names
+    from models.nets.base import RecurrentModel, check_array
+    from models.nets.gru import GRU, GRU_VARIANTS
+    from models.nets.lstm import LSTM
+    from models.nets.mgu import MGU
+    from models.nets.rnn import TanhRNN
+    from models.nets.wrappers import Bidirectional, Stacked
 
 __all__ = [
     "CELLS",
@@ -46,21 +53,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CELLS": "models.cells",
-    "GRU": "models.gru",
-    "GRU_VARIANTS": "models.gru",
-    "INITS": "models.cells",
-    "LSTM": "models.lstm",
-    "MGU": "models.mgu",
-    "Bidirectional": "models.wrappers",
-    "Fragment": "models.cells",
-    "RecurrentModel": "models.base",
-    "Stacked": "models.wrappers",
-    "TanhRNN": "models.rnn",
-    "check_array": "models.base",
-    "layer_prefix": "models.cells",
-    "stack": "models.cells",
-    "state_names": "models.cells",
+    "CELLS": "models.cells.registry",
+    "GRU": "models.nets.gru",
+    "GRU_VARIANTS": "models.nets.gru",
+    "INITS": "models.cells.fragment",
+    "LSTM": "models.nets.lstm",
+    "MGU": "models.nets.mgu",
+    "Bidirectional": "models.nets.wrappers",
+    "Fragment": "models.cells.fragment",
+    "RecurrentModel": "models.nets.base",
+    "Stacked": "models.nets.wrappers",
+    "TanhRNN": "models.nets.rnn",
+    "check_array": "models.nets.base",
+    "layer_prefix": "models.cells.stack",
+    "stack": "models.cells.stack",
+    "state_names": "models.cells.stack",
 }
 
 

@@ -40,7 +40,7 @@ def test_new_blocks_when_one_is_full_and_zeros_are_zero() -> None:
 
 
 def test_a_plan_workspace_lives_in_its_arena() -> None:
-    from models.gru import GRU
+    from models.nets.gru import GRU
 
     gru = GRU(input_size=3, hidden_size=4, seed=0)
     rng = np.random.default_rng(0)

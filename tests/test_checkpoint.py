@@ -1,4 +1,4 @@
-"""Tests for models.checkpoint: round trips, atomicity, corrupt and hostile files."""
+"""Tests for models.train.checkpoint: round trips, atomicity, corrupt and hostile files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from minigrad.types import Array
-from models.checkpoint import (
+from models.train.checkpoint import (
     FORMAT_NAME,
     Checkpoint,
     CheckpointError,
@@ -22,7 +22,7 @@ from models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from models.optim import Adam
+from models.train.optim import Adam
 
 
 def _params(seed: int = 0) -> dict[str, Array]:

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
 
-import models.train as train_mod
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.cli import build_parser, config_to_toml, main
+import models.train.loop as train_mod
+from models.cli.main import build_parser, main
+from models.cli.train import config_to_toml
 from models.data import load_dataset
 from models.train import ConsoleReporter, TrainConfig
+from models.train.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import minigrad as mg
-from models.base import RecurrentModel
 from models.cells import CELLS
-from models.cli import main
+from models.cli.main import main
+from models.nets.base import RecurrentModel
 
 HAVE_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAVE_DOT, reason="Graphviz 'dot' is not installed")

@@ -27,7 +27,7 @@ from models.data import (
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DATASETS_DIR = Path(__file__).resolve().parents[1] / "models" / "datasets"
+DATASETS_DIR = Path(__file__).resolve().parents[1] / "models" / "data" / "datasets"
 SPLITS = ("train", "valid", "test")
 
 # A sequence: a list of time steps, each a list of MIDI note numbers.
@@ -140,7 +140,7 @@ def test_embedded_dataset_loads() -> None:
 def test_embedded_dataset_rebuilds_identically() -> None:
     """Rebuilding from the music21 corpus gives the shipped arrays (about a minute)."""
     music21 = pytest.importorskip("music21")
-    from models.datasets import build_chorales
+    from models.data.datasets import build_chorales
 
     with np.load(DATASETS_DIR / f"{EMBEDDED}.npz", allow_pickle=False) as archive:
         shipped = {k: archive[k] for k in archive.files}
@@ -155,7 +155,7 @@ def test_embedded_dataset_rebuilds_identically() -> None:
 
 
 def test_npz_writer_is_byte_deterministic(tmp_path: Path) -> None:
-    from models.datasets import build_chorales
+    from models.data.datasets import build_chorales
 
     arrays = npz_arrays(small_data())
     build_chorales.write_npz(tmp_path / "a.npz", arrays)
@@ -165,7 +165,7 @@ def test_npz_writer_is_byte_deterministic(tmp_path: Path) -> None:
 
 
 def test_assign_split_is_stable() -> None:
-    from models.datasets.build_chorales import assign_split
+    from models.data.datasets.build_chorales import assign_split
 
     names = [f"bwv{i}.{j}.mxl" for i in range(1, 200) for j in range(1, 4)]
     splits = [assign_split(n) for n in names]

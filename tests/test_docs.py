@@ -28,7 +28,7 @@ import pytest
 import minigrad
 import models
 import models.cells
-from models.cli import build_parser, main
+from models.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

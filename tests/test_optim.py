@@ -1,4 +1,4 @@
-"""Tests for models.optim: update rules, state round trips, clipping, weight noise."""
+"""Tests for models.train.optim: update rules, state round trips, clipping, weight noise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from minigrad.types import Array
-from models.optim import (
+from models.train.optim import (
     SGD,
     Adam,
     Optimizer,

@@ -1,4 +1,4 @@
-"""Tests for models.sample (generating piano rolls, ``minigrad sample``) and models.midi."""
+"""Tests for models.generate.sample (generating piano rolls, ``minigrad sample``) and models.generate.midi."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
 
-import models.sample  # noqa: F401  (registers ``minigrad sample``)
-from models.cli import main
+from models.cli.main import main
 from models.data import N_PITCHES, PITCH_LO, Split, batches
-from models.midi import MissingExtraError, read_midi_notes, write_midi
-from models.sample import PrimeSpec, load_model, sample
-from models.sequence import SequenceModel
+from models.generate.midi import MissingExtraError, read_midi_notes, write_midi
+from models.generate.sample import PrimeSpec, load_model, sample
+from models.nets.sequence import SequenceModel
 from models.train import Reporter, TrainConfig, train
 
 SVG = "{http://www.w3.org/2000/svg}"

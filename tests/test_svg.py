@@ -1,4 +1,4 @@
-"""Tests for models.svg: well-formed SVG, element counts, escaping, edge cases."""
+"""Tests for models.train.svg: well-formed SVG, element counts, escaping, edge cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.svg import learning_curves_svg, piano_roll_svg, write_svg
+from models.generate.roll_svg import piano_roll_svg
+from models.train.curves import learning_curves_svg
+from models.train.svg import write_svg
 
 NS = "{http://www.w3.org/2000/svg}"
 

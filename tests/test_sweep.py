@@ -4,11 +4,11 @@ Dask, failed and killed trials, re-runs, and ``minigrad sweep``."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
+from sweep_faults import FAILED_ON_PURPOSE, faulty_trial
 
-import models.sweep  # also registers ``minigrad sweep``
-from models.cli import main
+import models.cli.sweep
+import models.sweep.trial
+from models.cli.main import main
 from models.data import N_PITCHES, PITCH_LO
 from models.sweep import (
     BLAS_ENV,
     RESULTS_CSV,
     RESULTS_JSON,
-    TEST_HOOK_ENV,
     TRIALS_CSV,
     SweepConfig,
     SweepResult,
@@ -77,12 +78,6 @@ def local_sweep(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> SweepRe
     """The tiny sweep run once on the local process pool."""
     out = tmp_path_factory.mktemp("sweep") / "local"
     return run_sweep(tiny_sweep(tiny, out), executor="local:2")
-
-
-@pytest.fixture
-def no_hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(TEST_HOOK_ENV, raising=False)
-    yield
 
 
 def _table(result: SweepResult) -> list[tuple[Any, ...]]:
@@ -225,7 +220,7 @@ def test_local_sweep_table(local_sweep: SweepResult) -> None:
 
 
 def test_dask_gives_the_same_table(
-    local_sweep: SweepResult, tiny: Path, tmp_path: Path, no_hook: None
+    local_sweep: SweepResult, tiny: Path, tmp_path: Path
 ) -> None:
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
@@ -247,13 +242,16 @@ def test_dask_reports_a_failing_trial(
     distributed = pytest.importorskip("distributed")
     cfg = tiny_sweep(tiny, tmp_path / "dask", cells=("gru",))
     victim = cfg.trials()[1].name
-    monkeypatch.setenv(TEST_HOOK_ENV, f"raise:{victim}")  # threads: raise, never exit
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
     ) as cluster:
-        res = run_sweep(cfg, executor=cluster.scheduler_address.replace("tcp://", "dask://"))
+        res = run_sweep(
+            cfg,
+            executor=cluster.scheduler_address.replace("tcp://", "dask://"),
+            trial_runner=functools.partial(faulty_trial, raise_on=(victim,)),  # threads: never exit
+        )
     (failed,) = res.failed
-    assert failed["name"] == victim and TEST_HOOK_ENV in failed["error"]
+    assert failed["name"] == victim and FAILED_ON_PURPOSE in failed["error"]
     assert res.cells[0]["trials_ok"] == 1 and res.cells[0]["trials_failed"] == 1
     assert res.cells[0]["lr"] == cfg.trials()[0].lr  # chosen among the trials that finished
 
@@ -293,7 +291,10 @@ def test_killed_trial_then_rerun(
         "--eval-batch-size",
         "4",
     ]
-    monkeypatch.setenv(TEST_HOOK_ENV, f"exit:{victim}")
+    killing = functools.partial(faulty_trial, exit_on=(victim,))
+    monkeypatch.setattr(
+        models.cli.sweep, "run_sweep", functools.partial(run_sweep, trial_runner=killing)
+    )
     assert main(argv) == 1
     stdout, stderr = capsys.readouterr()
     assert "gru" in stdout and "lstm" in stdout  # the table is printed
@@ -311,9 +312,9 @@ def test_killed_trial_then_rerun(
     lstm = local_sweep.cells[1]
     assert doc["cells"][1]["valid_nll"] == pytest.approx(lstm["valid_nll"], rel=1e-12)
 
-    # Re-run without the hook: the finished trials are skipped, the killed one runs;
+    # Re-run with the plain trials: the finished trials are skipped, the killed one runs;
     # a trial that lost its metrics (but kept its checkpoint) is resumed.
-    monkeypatch.delenv(TEST_HOOK_ENV)
+    monkeypatch.undo()
     lost = cfg.trials()[3]
     (lost.out / "metrics.json").unlink()
     stamps = {
@@ -335,7 +336,7 @@ def test_killed_trial_then_rerun(
 
 
 def test_finished_runs_with_other_options_are_not_reused(
-    local_sweep: SweepResult, tmp_path: Path, no_hook: None
+    local_sweep: SweepResult, tmp_path: Path
 ) -> None:
     src = Path(local_sweep.data["sweep"]["out"])
     out = tmp_path / "copy"
@@ -355,7 +356,7 @@ def test_finished_runs_with_other_options_are_not_reused(
 def test_blas_environment_is_set_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
-    with models.sweep._blas_env():
+    with models.sweep.trial.blas_env():
         assert {k: os.environ.get(k) for k in BLAS_ENV} == dict.fromkeys(BLAS_ENV, "1")
     assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
 
@@ -370,7 +371,7 @@ def test_trials_run_with_one_blas_thread(
         seen.update({k: os.environ.get(k) for k in BLAS_ENV})
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(models.sweep, "train", fake_train)  # the workers are threads here
+    monkeypatch.setattr(models.sweep.trial, "train", fake_train)  # the workers are threads here
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     cfg = tiny_sweep(tiny, tmp_path / "s", cells=("gru",), lr_candidates=1)
     with distributed.LocalCluster(

@@ -1,4 +1,4 @@
-"""Tests for models.sequence (the music model and its metric) and models.train (the loop,
+"""Tests for models.nets.sequence (the music model and its metric) and models.train (the loop,
 checkpoints, resume, non-finite values, interruption, output files)."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
 
-import models.train as train_mod
+import models.train.loop as train_mod
 from minigrad.errors import NonFiniteError
-from models.checkpoint import load_checkpoint
-from models.cli import main
+from models.cli.main import main
 from models.data import Batch, Split, batches, load_dataset, load_npz
-from models.sequence import SequenceModel, frame_counts, pad_batch
+from models.nets.sequence import SequenceModel, frame_counts, pad_batch
 from models.train import Reporter, TrainConfig, TrainingInterrupted, load_model, train
+from models.train.checkpoint import load_checkpoint
 
 # --------------------------------------------------------------------------- helpers
 
@@ -399,7 +399,7 @@ def test_ctrl_c_in_first_epoch_resumes_from_epoch_0(
 
 
 def _toml(tmp_path: Path, cfg: TrainConfig) -> str:
-    from models.cli import config_to_toml
+    from models.cli.train import config_to_toml
 
     path = tmp_path / "run.toml"
     path.write_text(config_to_toml(cfg))

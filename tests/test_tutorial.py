@@ -12,7 +12,7 @@ import pytest
 
 import minigrad as mg
 from models.examples import tutorial_two_steps as tut
-from models.gru import GRU
+from models.nets.gru import GRU
 
 FD_TOL = 1e-8
 

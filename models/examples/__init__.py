@@ -1,1 +1,3 @@
 """Runnable examples (``python -m models.examples.<name>``)."""
+
+from __future__ import annotations

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigrad.types import Array
-from models.gru import GRU
+from models.nets.gru import GRU
 
 __all__ = [
     "BIASES",

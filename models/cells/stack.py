@@ -1,0 +1,80 @@
+"""Stacking fragments into layers, and the names of their states."""
+
+from __future__ import annotations
+
+from minigrad.cell import (
+    CellBuilder,
+    Ref,
+)
+from models.cells.lstm import lstm
+from models.cells.registry import fragment
+
+
+def check_layers(layers: int) -> None:
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"the number of layers must be an int >= 1, got {layers!r}")
+
+
+def layer_prefix(layer: int, layers: int) -> str:
+    """The name prefix of layer ``layer`` (0-based) in a stack of ``layers``:
+    ``""`` for a single layer, ``"l{layer}."`` otherwise."""
+    return "" if layers == 1 else f"l{layer}."
+
+
+def stack(
+    b: CellBuilder,
+    x: Ref,
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    layers: int,
+    *,
+    init: str = "default",
+) -> list[Ref]:
+    """Add ``layers`` layers of the cell named ``cell``, each reading the previous one's new state.
+
+    Args:
+        b: the builder to add to.
+        x: the input of the first layer, (B, input_size).
+        cell: a key of ``CELLS``.
+        input_size: D, the first layer's input size (the others read H).
+        hidden_size: H, every layer's state size.
+        layers: the number of layers L >= 1.
+        init: ``"default"`` or ``"orthogonal"``.
+
+    Layer l uses the prefix ``f"l{l}."`` when L > 1 and ``""`` when L == 1
+    (so ``gru_reset_after`` layers get PyTorch's names ``weight_ih_l{l}``).
+
+    Returns:
+        Each layer's new hidden state, bottom first: L Refs of shape (B, H).
+
+    Raises:
+        ValueError: for an unknown cell name (listing the valid ones) or L < 1.
+    """
+    frag = fragment(cell)
+    check_layers(layers)
+    out: list[Ref] = []
+    inp, size = x, input_size
+    for layer in range(layers):
+        h = frag(b, inp, size, hidden_size, prefix=layer_prefix(layer, layers), init=init)
+        out.append(h)
+        inp, size = h, hidden_size
+    return out
+
+
+def state_names(cell: str, layers: int) -> list[str]:
+    """The names of the states ``stack(b, x, cell, D, H, layers)`` declares.
+
+    Args:
+        cell: a key of ``CELLS``.
+        layers: the number of layers L >= 1.
+
+    Returns:
+        Layer by layer, bottom first: ``h`` (and then ``c`` for the LSTM)
+        with the layer's prefix, e.g. ``["l0.h", "l0.c", "l1.h", "l1.c"]``.
+        Each state has shape (B, H).
+    """
+    frag = fragment(cell)
+    check_layers(layers)
+    kinds = ("h", "c") if frag is lstm else ("h",)
+    return [f"{layer_prefix(layer, layers)}{k}" for layer in range(layers) for k in kinds]

@@ -1,0 +1,70 @@
+"""``minigrad evaluate``: score a trained model on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from models.cli.common import Formatter, Subparsers
+from models.data.dataset import SPLIT_NAMES
+from models.data.load import load_dataset
+from models.train.checkpoint import CheckpointError
+from models.train.loop import load_model
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def add(sub: Subparsers) -> None:
+    """Add ``minigrad evaluate``."""
+    p = sub.add_parser(
+        "evaluate",
+        help="score a trained model on a dataset split",
+        description=(
+            "Score a run's model.npz (or the best parameters of its checkpoint.npz)\n"
+            "and print JSON: split, nll (nats per time step), frame_accuracy, n_steps."
+        ),
+        formatter_class=Formatter,
+    )
+    p.add_argument(
+        "--checkpoint", required=True, metavar="FILE", help="a run's model.npz or checkpoint.npz"
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="embedded name or .npz / .pickle path (default: the run's dataset)",
+    )
+    p.add_argument("--split", default="test", choices=SPLIT_NAMES, help="the split to score")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per batch")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``minigrad evaluate``: print the metrics as JSON; returns the exit code."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    model, info = load_model(args.checkpoint)
+    name = args.dataset if args.dataset is not None else info["config"].get("dataset")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{args.checkpoint}: the stored configuration names no dataset")
+    dataset = load_dataset(name)
+    scores = model.evaluate(dataset.split(args.split), args.batch_size)
+    out = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": name,
+        "split": args.split,
+        "nll": scores["nll"],
+        "frame_accuracy": scores["frame_accuracy"],
+        "n_steps": scores["n_steps"],
+        "n_sequences": scores["n_sequences"],
+        "params": info["params"],
+        "epoch": info["epoch"],
+        "cell": model.cell_type,
+        "hidden": model.hidden_size,
+        "layers": model.layers,
+    }
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return 0
+
+

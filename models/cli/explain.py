@@ -1,0 +1,63 @@
+"""``minigrad explain``: how BPTT assembles a parameter's gradient."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from minigrad.errors import GraphError
+from minigrad.explain import DEFAULT_MAX_PATHS, explain, explain_all
+from models.cli.common import Formatter, Subparsers, add_cell_options, model_cell
+
+
+def add(sub: Subparsers) -> None:
+    """Add ``minigrad explain``."""
+    p = sub.add_parser(
+        "explain",
+        help="show how BPTT assembles a parameter's gradient",
+        description=(
+            "Print how backpropagation through time assembles the gradient of one\n"
+            "parameter (or of every parameter, with --param all) of a cell with an\n"
+            "L2 loss on its state at every step: the per-step contributions, the\n"
+            "paths from each step's loss back to the parameter with each node's\n"
+            "local derivative, and the shared state adjoints dL/dh_t."
+        ),
+        formatter_class=Formatter,
+    )
+    add_cell_options(p)
+    p.add_argument(
+        "--param",
+        required=True,
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help="a parameter of the cell, or 'all'",
+    )
+    p.add_argument("--steps", type=int, default=2, metavar="N", help="time steps to unroll")
+    p.add_argument(
+        "--max-paths",
+        type=int,
+        default=DEFAULT_MAX_PATHS,
+        metavar="K",
+        help="paths printed per step (the others are counted)",
+    )
+    p.set_defaults(func=run_explain)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """``minigrad explain``: print the explanation; returns the exit code."""
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.max_paths < 0:
+        raise ValueError(f"--max-paths must be >= 0, got {args.max_paths}")
+    cell = model_cell(args)
+    if args.param == "all":
+        text = explain_all(cell, args.steps, max_paths=args.max_paths)
+    else:
+        try:
+            text = explain(cell, args.param, args.steps, max_paths=args.max_paths)
+        except GraphError as exc:
+            raise GraphError(f"{exc}, or 'all' for every parameter") from None
+    sys.stdout.write(text)
+    return 0
+
+

@@ -1,0 +1,96 @@
+"""Padded, time-major batches cut from a split's piano roll."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from minigrad.types import Array, FloatDType, IntArray
+from models.data.dataset import N_PITCHES, Split
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """A padded, time-major batch for next-step prediction.
+
+    Attributes:
+        inputs: ``(T, B, 88)``: ``inputs[t]`` is frame ``t - 1`` of each sequence
+            and ``inputs[0]`` is zeros (the first frame is predicted from the
+            initial state); zero on padding.
+        targets: ``(T, B, 88)``: frame ``t`` of each sequence; zero on padding.
+        mask: ``(T, B)``, 1.0 on real steps and 0.0 on padding, in the dtype of
+            ``inputs``.
+        lengths: ``(B,)`` int64, the number of real steps of each sequence;
+            ``T == lengths.max()``.
+        n_steps: number of real steps, ``mask.sum()``.
+    """
+
+    inputs: Array
+    targets: Array
+    mask: Array
+    lengths: IntArray
+    n_steps: int
+
+
+def _make_batch(split: Split, idx: npt.NDArray[np.int64], dtype: FloatDType) -> Batch:
+    """Gather and pad the sequences ``idx`` (``(B,)``) of ``split`` into one batch."""
+    starts = split.offsets[idx]
+    lengths = split.offsets[idx + 1] - starts
+    n_time = int(lengths.max()) if lengths.size else 0
+    t = np.arange(n_time, dtype=np.int64)[:, None]
+    real = t < lengths[None, :]  # (T, B)
+    rows = starts[None, :] + t  # (T, B), meaningful where real
+    targets = np.zeros((n_time, idx.shape[0], N_PITCHES), dtype=dtype)
+    targets[real] = split.roll[rows[real]]
+    inputs = np.zeros_like(targets)
+    shifted = real & (t >= 1)
+    inputs[shifted] = split.roll[rows[shifted] - 1]
+    return Batch(
+        inputs=inputs,
+        targets=targets,
+        mask=real.astype(dtype),
+        lengths=lengths,
+        n_steps=int(lengths.sum()),
+    )
+
+
+def batches(
+    split: Split,
+    batch_size: int,
+    *,
+    dtype: FloatDType = np.float64,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Batch]:
+    """Yield one epoch of padded batches over the sequences of ``split``.
+
+    Every sequence appears in exactly one batch. Each batch is padded to its
+    longest sequence; the last batch may hold fewer than ``batch_size``.
+
+    Args:
+        split: the sequences, ``len(split)`` of them.
+        batch_size: maximum number of sequences ``B`` per batch, >= 1.
+        dtype: float type of ``inputs``, ``targets`` and ``mask``.
+        rng: ``None`` for the split's order; otherwise the order is
+            ``rng.permutation(len(split))``.
+
+    Yields:
+        :class:`Batch` with ``inputs``/``targets`` ``(T, B, 88)`` and ``mask``
+        ``(T, B)``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"dtype must be a float type, got {np.dtype(dtype)}")
+    n = len(split)
+    order = np.arange(n, dtype=np.int64) if rng is None else rng.permutation(n).astype(np.int64)
+    for begin in range(0, n, int(batch_size)):
+        yield _make_batch(split, order[begin : begin + int(batch_size)], dtype)
+
+

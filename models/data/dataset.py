@@ -1,0 +1,182 @@
+"""Datasets: three splits of piano rolls, 88 keys from A0."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from minigrad.types import IntArray
+
+PITCH_LO: Final = 21
+"""MIDI number of the lowest piano key (A0), column 0 of a piano roll."""
+N_PITCHES: Final = 88
+"""Number of piano keys, the width of a piano roll (MIDI 21..108)."""
+PITCH_HI: Final = PITCH_LO + N_PITCHES - 1
+
+EMBEDDED: Final = "bach_chorales"
+"""Name of the default dataset shipped in ``models/datasets``."""
+EMBEDDED_DATASETS: Final[tuple[str, ...]] = (EMBEDDED,)
+"""Every name :func:`load_dataset` resolves to a file in ``models/datasets``."""
+SPLIT_NAMES: Final[tuple[str, str, str]] = ("train", "valid", "test")
+FORMAT_VERSION: Final = 1
+
+_NPZ_EXPECTED = (
+    "expected a .npz dataset with keys {s}_notes, {s}_step_offsets, {s}_seq_offsets "
+    "for s in train/valid/test and format_version"
+)
+_PICKLE_EXPECTED = (
+    "expected a pickled dict with 'train', 'valid' and 'test' lists of sequences, "
+    "each a list of time steps, each a list of MIDI note numbers"
+)
+
+
+class DataError(ValueError):
+    """A dataset file is missing, unreadable or not in the expected layout.
+
+    The message is one line naming the file and what was expected.
+    """
+
+
+def one_line(text: object) -> str:
+    """Collapse whitespace so that an embedded exception message stays on one line."""
+    return " ".join(str(text).split())
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """The sequences of one split, concatenated in a piano roll.
+
+    Attributes:
+        roll: ``(n_steps, 88)`` uint8, 1 where MIDI note ``PITCH_LO + j`` sounds at
+            a step; every sequence's steps, one after the other. Read-only.
+        offsets: ``(n_seqs + 1,)`` int64, non-decreasing, ``offsets[0] == 0`` and
+            ``offsets[-1] == n_steps``; sequence ``i`` is
+            ``roll[offsets[i]:offsets[i + 1]]``. Read-only.
+    """
+
+    roll: npt.NDArray[np.uint8]
+    offsets: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        roll = np.asarray(self.roll)
+        offsets = np.asarray(self.offsets)
+        if roll.dtype != np.uint8 or roll.ndim != 2 or roll.shape[1] != N_PITCHES:
+            raise DataError(
+                f"Split.roll must be a uint8 array of shape (n_steps, {N_PITCHES}), "
+                f"got {roll.dtype} {roll.shape}"
+            )
+        if roll.size and int(roll.max()) > 1:
+            raise DataError("Split.roll must hold only 0 and 1")
+        if offsets.ndim != 1 or offsets.size == 0 or offsets.dtype.kind not in "iu":
+            raise DataError(
+                f"Split.offsets must be a 1-d integer array of length n_seqs + 1, "
+                f"got {offsets.dtype} {offsets.shape}"
+            )
+        offsets = offsets.astype(np.int64, copy=False)
+        if offsets[0] != 0 or offsets[-1] != roll.shape[0] or np.any(np.diff(offsets) < 0):
+            raise DataError(
+                f"Split.offsets must rise from 0 to n_steps={roll.shape[0]}, "
+                f"got {offsets[0]}..{offsets[-1]}"
+                + (" (decreasing)" if np.any(np.diff(offsets) < 0) else "")
+            )
+        roll = roll.view()
+        roll.flags.writeable = False
+        offsets = offsets.view()
+        offsets.flags.writeable = False
+        object.__setattr__(self, "roll", roll)
+        object.__setattr__(self, "offsets", offsets)
+
+    def __len__(self) -> int:
+        """Number of sequences."""
+        return int(self.offsets.shape[0]) - 1
+
+    @property
+    def n_steps(self) -> int:
+        """Total number of time steps over all sequences."""
+        return int(self.roll.shape[0])
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """``(n_seqs,)`` int64: the number of steps of each sequence."""
+        return np.diff(self.offsets)
+
+    def sequence(self, i: int) -> npt.NDArray[np.uint8]:
+        """Return sequence ``i`` (negative counts from the end) as a read-only view.
+
+        Args:
+            i: sequence index in ``[-len(self), len(self))``.
+
+        Returns:
+            ``(T_i, 88)`` uint8 piano roll.
+        """
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sequence index {i} out of range for a split of {n} sequences")
+        i %= n
+        return self.roll[self.offsets[i] : self.offsets[i + 1]]
+
+    def subset(self, indices: Sequence[int] | IntArray) -> Split:
+        """Return a new split holding the given sequences, in the given order.
+
+        Args:
+            indices: ``(k,)`` sequence indices (negative count from the end;
+                repeats allowed).
+
+        Returns:
+            A split of ``k`` sequences with its own compact roll.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"subset indices out of range for a split of {n} sequences")
+        idx = idx % max(n, 1)
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
+        new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # Row r of the new roll is row starts[j] + (r - new_offsets[j]) of this one,
+        # j being the sequence that row r falls in.
+        within = np.arange(int(new_offsets[-1]), dtype=np.int64) - np.repeat(
+            new_offsets[:-1], lengths
+        )
+        rows = np.repeat(starts, lengths) + within
+        return Split(roll=self.roll[rows], offsets=new_offsets)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A named dataset of three splits.
+
+    Attributes:
+        name: the embedded name or the file's stem, e.g. ``"bach_chorales"``.
+        train: training sequences.
+        valid: validation sequences.
+        test: test sequences.
+    """
+
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+
+    def split(self, name: str) -> Split:
+        """Return the split called ``name``: ``"train"``, ``"valid"`` or ``"test"``.
+
+        Raises:
+            DataError: for any other name.
+        """
+        if name not in SPLIT_NAMES:
+            raise DataError(
+                f"dataset {self.name!r} has no split {name!r}; expected one of "
+                + ", ".join(SPLIT_NAMES)
+            )
+        split: Split = getattr(self, name)
+        return split
+
+

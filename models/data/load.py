@@ -1,0 +1,331 @@
+"""Loading polyphonic-music datasets as 88-key piano rolls: embedded, ``.npz`` or pickle.
+
+A dataset has three splits (``train``, ``valid``, ``test``). Each split holds
+its sequences concatenated in one ``(n_steps, 88)`` uint8 piano roll, built
+once when the dataset is loaded, plus the offsets where each sequence starts.
+:func:`batches` then only gathers and pads rows of that roll.
+
+Three sources are read:
+
+* the embedded dataset :data:`EMBEDDED` (``"bach_chorales"``), Bach chorales
+  built from the music21 corpus and shipped in ``models/datasets``;
+* a ``.npz`` archive in the layout below (:func:`load_npz`);
+* the benchmark's original Python pickles (``JSB Chorales.pickle``,
+  ``Nottingham.pickle``, ``MuseData.pickle``, ``Piano-midi.de.pickle``), read
+  by a restricted unpickler that builds nothing but lists, tuples, dicts and
+  numbers (:func:`load_pickle`).
+
+The ``.npz`` layout, for each split ``s``:
+
+* ``s_notes`` (n_notes,) integers: every sounding MIDI note of every step,
+  concatenated;
+* ``s_step_offsets`` (n_steps + 1,) integers: the notes of step ``k`` are
+  ``s_notes[o[k]:o[k + 1]]`` (an empty slice is a rest);
+* ``s_seq_offsets`` (n_seqs + 1,) integers: sequence ``i`` is steps ``q[i]``
+  to ``q[i + 1] - 1``;
+
+plus the scalar ``format_version`` (1). The scalars ``pitch_lo``, ``pitch_hi``,
+``source`` and ``source_sha256`` may be present and are not needed.
+"""
+
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+import zlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from models.data.dataset import (
+    _NPZ_EXPECTED,
+    _PICKLE_EXPECTED,
+    EMBEDDED_DATASETS,
+    FORMAT_VERSION,
+    N_PITCHES,
+    PITCH_HI,
+    PITCH_LO,
+    SPLIT_NAMES,
+    DataError,
+    Dataset,
+    Split,
+    one_line,
+)
+
+# --------------------------------------------------------------------------- loading
+
+
+def _split_from_events(
+    notes: npt.NDArray[Any],
+    step_offsets: npt.NDArray[Any],
+    seq_offsets: npt.NDArray[Any],
+    where: str,
+) -> Split:
+    """Check the three arrays of one split and build its piano roll.
+
+    Args:
+        notes: ``(n_notes,)`` MIDI numbers in ``PITCH_LO..PITCH_HI``.
+        step_offsets: ``(n_steps + 1,)`` from 0 to ``n_notes``, non-decreasing.
+        seq_offsets: ``(n_seqs + 1,)`` from 0 to ``n_steps``, non-decreasing.
+        where: prefix for error messages, e.g. ``"data.npz: split 'train'"``.
+    """
+    for key, arr in (
+        ("notes", notes),
+        ("step_offsets", step_offsets),
+        ("seq_offsets", seq_offsets),
+    ):
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            raise DataError(
+                f"{where}_{key}: expected a 1-d integer array, got {arr.dtype} {arr.shape}"
+            )
+    for key, offs, total, what in (
+        ("step_offsets", step_offsets, notes.shape[0], "the number of notes"),
+        ("seq_offsets", seq_offsets, step_offsets.shape[0] - 1, "the number of steps"),
+    ):
+        if offs.shape[0] == 0 or offs[0] != 0 or offs[-1] != total:
+            first = int(offs[0]) if offs.shape[0] else None
+            last = int(offs[-1]) if offs.shape[0] else None
+            raise DataError(
+                f"{where}_{key}: expected offsets from 0 to {what} ({total}), got {first}..{last}"
+            )
+        if np.any(np.diff(offs.astype(np.int64)) < 0):
+            raise DataError(f"{where}_{key}: expected non-decreasing offsets")
+    if notes.shape[0]:
+        lo, hi = int(notes.min()), int(notes.max())
+        if lo < PITCH_LO or hi > PITCH_HI:
+            raise DataError(
+                f"{where}_notes: expected MIDI notes in {PITCH_LO}..{PITCH_HI}, got {lo}..{hi}"
+            )
+    n_steps = step_offsets.shape[0] - 1
+    step_ends: npt.NDArray[np.int64] = step_offsets.astype(np.int64)
+    notes_per_step: npt.NDArray[np.int64] = step_ends[1:] - step_ends[:-1]
+    step_of_note = np.repeat(np.arange(n_steps, dtype=np.int64), notes_per_step)
+    roll = np.zeros((n_steps, N_PITCHES), dtype=np.uint8)
+    roll[step_of_note, notes.astype(np.int64) - PITCH_LO] = 1
+    return Split(roll=roll, offsets=seq_offsets.astype(np.int64))
+
+
+def _check_file(path: Path, kind: str) -> None:
+    """Raise :class:`DataError` unless ``path`` is an existing regular file."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file (expected a {kind} dataset)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a {kind} file")
+
+
+def _read_npz_arrays(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Read every array of a ``.npz`` archive, turning any failure into :class:`DataError`."""
+    _check_file(path, ".npz")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({one_line(exc)})") from exc
+    if magic.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: is a single .npy array; {_NPZ_EXPECTED}")
+    if not magic.startswith(b"PK"):
+        raise DataError(f"{path}: is not a .npz (zip) archive; {_NPZ_EXPECTED}")
+    member = "(archive directory)"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            out: dict[str, npt.NDArray[Any]] = {}
+            for member in archive.files:
+                out[member] = np.asarray(archive[member])
+            return out
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise DataError(
+            f"{path}: corrupt or truncated .npz archive, cannot read {member} "
+            f"({type(exc).__name__}: {one_line(exc)})"
+        ) from exc
+
+
+def load_npz(path: str | os.PathLike[str]) -> Dataset:
+    """Load a dataset from a ``.npz`` archive in the layout of the module docstring.
+
+    Args:
+        path: the archive; the dataset is named after its stem.
+
+    Returns:
+        The dataset, its piano rolls built once here.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or of another layout.
+    """
+    path = Path(path)
+    arrays = _read_npz_arrays(path)
+    required = ["format_version"] + [
+        f"{s}_{k}" for s in SPLIT_NAMES for k in ("notes", "step_offsets", "seq_offsets")
+    ]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}; {_NPZ_EXPECTED}")
+    version = arrays["format_version"]
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: key format_version: expected the integer {FORMAT_VERSION}, "
+            f"got {version.dtype} {version.tolist()!r}"
+        )
+    splits = {
+        s: _split_from_events(
+            arrays[f"{s}_notes"],
+            arrays[f"{s}_step_offsets"],
+            arrays[f"{s}_seq_offsets"],
+            f"{path}: key {s}",
+        )
+        for s in SPLIT_NAMES
+    }
+    return Dataset(name=path.stem, **splits)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that refuses every global, so it can only build plain containers."""
+
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        super().__init__(file, encoding="latin1")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise DataError(
+            f"{self._path}: refused to load the pickle: it references {module}.{name}; "
+            "only plain lists, tuples, dicts and numbers are accepted"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(
+            f"{self._path}: refused to load the pickle: it uses persistent ids; "
+            "only plain lists, tuples, dicts and numbers are accepted"
+        )
+
+
+def _pickle_split(obj: object, path: Path, split: str) -> Split:
+    """Check one split of an original pickle and build its piano roll."""
+    where = f"{path}: split {split!r}"
+    if not isinstance(obj, list | tuple):
+        raise DataError(f"{where}: expected a list of sequences, got {type(obj).__name__}")
+    notes: list[int] = []
+    step_sizes: list[int] = []
+    seq_sizes: list[int] = []
+    for i, seq in enumerate(obj):
+        if not isinstance(seq, list | tuple):
+            raise DataError(
+                f"{where}, sequence {i}: expected a list of time steps, got {type(seq).__name__}"
+            )
+        for k, step in enumerate(seq):
+            if not isinstance(step, list | tuple):
+                raise DataError(
+                    f"{where}, sequence {i}, step {k}: expected a list of MIDI note numbers, "
+                    f"got {type(step).__name__}"
+                )
+            for note in step:
+                if type(note) is int:
+                    value = note
+                elif type(note) is float and note.is_integer():
+                    value = int(note)
+                else:
+                    raise DataError(
+                        f"{where}, sequence {i}, step {k}: note {note!r} is not a MIDI note "
+                        "number (expected an int or an integral float)"
+                    )
+                if not PITCH_LO <= value <= PITCH_HI:
+                    raise DataError(
+                        f"{where}, sequence {i}, step {k}: note {value} is outside "
+                        f"{PITCH_LO}..{PITCH_HI}"
+                    )
+                notes.append(value)
+            step_sizes.append(len(step))
+        seq_sizes.append(len(seq))
+    return _split_from_events(
+        np.asarray(notes, dtype=np.int64),
+        np.concatenate([[0], np.cumsum(step_sizes, dtype=np.int64)]).astype(np.int64),
+        np.concatenate([[0], np.cumsum(seq_sizes, dtype=np.int64)]).astype(np.int64),
+        where,
+    )
+
+
+def load_pickle(path: str | os.PathLike[str]) -> Dataset:
+    """Load one of the benchmark's original pickles (Boulanger-Lewandowski et al. 2012).
+
+    The file must hold a dict with ``"train"``, ``"valid"`` and ``"test"``, each
+    a list of sequences, each a list of time steps, each a list or tuple of MIDI
+    note numbers (ints, or floats with an integral value) in 21..108. Python 2
+    pickles are read with ``encoding="latin1"``. No global is ever resolved, so
+    a pickle that names a class or function (e.g. one crafted to run a command)
+    is refused before anything in it is called.
+
+    Args:
+        path: the ``.pickle`` file; the dataset is named after its stem.
+
+    Returns:
+        The dataset, its piano rolls built once here.
+
+    Raises:
+        DataError: missing, unreadable, refused or of another structure; the
+            message names the split and sequence at fault.
+    """
+    path = Path(path)
+    _check_file(path, ".pickle")
+    try:
+        with path.open("rb") as fh:
+            obj = _RestrictedUnpickler(fh, path).load()
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({one_line(exc)})") from exc
+    except Exception as exc:  # the unpickler can fail in many ways on a bad file
+        raise DataError(
+            f"{path}: not a readable pickle ({type(exc).__name__}: {one_line(exc)}); "
+            f"{_PICKLE_EXPECTED}"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: got a pickled {type(obj).__name__}; {_PICKLE_EXPECTED}")
+    missing = [s for s in SPLIT_NAMES if s not in obj]
+    if missing:
+        raise DataError(f"{path}: missing split(s) {', '.join(missing)}; {_PICKLE_EXPECTED}")
+    splits = {s: _pickle_split(obj[s], path, s) for s in SPLIT_NAMES}
+    return Dataset(name=path.stem, **splits)
+
+
+def _load_embedded(name: str) -> Dataset:
+    """Load the embedded dataset ``name`` from the ``models.data.datasets`` package."""
+    ref = resources.files("models.data.datasets").joinpath(f"{name}.npz")
+    with resources.as_file(ref) as path:
+        dataset = load_npz(path)
+    return Dataset(name=name, train=dataset.train, valid=dataset.valid, test=dataset.test)
+
+
+def load_dataset(name_or_path: str | os.PathLike[str]) -> Dataset:
+    """Load a dataset by embedded name or from a file.
+
+    Args:
+        name_or_path: an embedded name (:data:`EMBEDDED_DATASETS`), or the path
+            of a ``.npz`` archive (:func:`load_npz`) or of an original
+            ``.pickle`` / ``.pkl`` file (:func:`load_pickle`).
+
+    Returns:
+        The dataset with its three splits.
+
+    Raises:
+        DataError: an unknown name, a missing file or a bad file.
+    """
+    if isinstance(name_or_path, str) and name_or_path in EMBEDDED_DATASETS:
+        return _load_embedded(name_or_path)
+    path = Path(name_or_path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise DataError(
+            f"{str(name_or_path)!r} is neither an embedded dataset "
+            f"({', '.join(EMBEDDED_DATASETS)}) nor an existing file; a path to a .npz "
+            "or .pickle dataset is also accepted"
+        )
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a .npz or .pickle dataset file")
+    if suffix == ".npz":
+        return load_npz(path)
+    if suffix in (".pickle", ".pkl"):
+        return load_pickle(path)
+    raise DataError(f"{path}: unknown file type {suffix or '(none)'!r}; expected .npz or .pickle")

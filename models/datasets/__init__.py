@@ -1,5 +1,0 @@
-"""Datasets shipped with minigrad's models, read through :func:`models.data.load_dataset`.
-
-``bach_chorales.npz`` is built by :mod:`models.datasets.build_chorales`; see
-``README.md`` in this folder for its provenance and counts.
-"""

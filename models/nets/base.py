@@ -1,0 +1,365 @@
+"""``RecurrentModel``: a stack of cell fragments with an L2 head, and its array checks.
+
+A model owns a built minigrad ``Cell`` made of
+
+* the input ``"x"`` (B, D) and the target ``"y"`` (B, H) of every step;
+* one or more recurrent layers (``models.cells.stack``);
+* the loss ``l2_loss(h_top, y)`` at every step, i.e. over a sequence
+  ``0.5 * sum_t ||h_t - y_t||^2`` summed over the batch;
+* the output ``"h"``: the top layer's new state at every step;
+
+and its parameters ``{name: array}``. Everything is time-major: ``x`` is
+(T, B, D), ``y`` and the returned hidden states (T, B, H). The model never
+casts: every array given must already have the model's dtype.
+
+Gradients come from ``Cell.plan(T)``: BPTT derived by minigrad from the
+nodes' local derivatives; nothing here differentiates anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from minigrad.cell import Cell, CellBuilder, l2_loss
+from minigrad.errors import ShapeError
+from minigrad.plan import Plan
+from minigrad.types import Array, FloatDType, format_shape
+from models.cells.fragment import INITS
+from models.cells.lstm import lstm
+from models.cells.registry import CELLS
+from models.cells.stack import layer_prefix, stack
+
+__all__ = ["RecurrentModel", "check_array", "check_state_dict"]
+
+
+def check_array(
+    what: str,
+    arr: object,
+    shape: tuple[int | str, ...],
+    dtype: np.dtype[Any],
+    *,
+    dims: str = "",
+) -> Array:
+    """Check that ``arr`` is a numpy array of exactly ``shape`` and ``dtype``.
+
+    Args:
+        what: the argument's name, for messages (``"x"``, ``"h0"``).
+        arr: the value given.
+        shape: the expected shape; an entry that is a string (``"T"``) matches
+            any size >= 1.
+        dtype: the expected dtype.
+        dims: optional description of the dimensions, e.g. ``"(T, B, D)"``.
+
+    Returns:
+        ``arr`` itself (not copied).
+
+    Raises:
+        ShapeError: wrong number of dimensions or sizes (a ``ValueError``).
+        ValueError: not a numpy array, or another dtype (no silent casting).
+    """
+    expected = format_shape(shape) + (f" = {dims}" if dims else "")
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(
+            f"{what} must be a numpy array of shape {expected} and dtype {dtype.name}, "
+            f"got {type(arr).__name__}"
+        )
+    if arr.ndim != len(shape):
+        raise ShapeError(
+            f"{what} must have {len(shape)} dimensions, shape {expected}; got shape {arr.shape}"
+        )
+    for got, want in zip(arr.shape, shape, strict=True):
+        if (isinstance(want, str) and got < 1) or (isinstance(want, int) and got != want):
+            raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}")
+    if arr.dtype != dtype:
+        raise ValueError(
+            f"{what} has dtype {arr.dtype}, but the model is {dtype.name}: convert it "
+            f"explicitly (e.g. {what}.astype(np.{dtype.name})); arrays are never cast silently"
+        )
+    return arr
+
+
+def _model_dtype(dtype: object) -> np.dtype[np.floating]:
+    for dt in (np.dtype(np.float32), np.dtype(np.float64)):
+        if dtype is None:
+            break
+        try:
+            if dt == dtype:
+                return dt
+        except TypeError:
+            break
+    raise ValueError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+
+
+def check_state_dict(
+    current: Mapping[str, Array], d: object, *, where: str = "", what: str = "the model"
+) -> dict[str, Array]:
+    """Check a state dict against a model's parameters, changing nothing.
+
+    Args:
+        current: the model's parameters, ``{name: array}``.
+        d: the state dict given, which must have exactly the names, shapes and
+            dtypes of ``current``.
+        where: optional prefix for messages (a file name).
+        what: how messages name the model (``"a 'gru' model with hidden size 46"``).
+
+    Returns:
+        Copies of the arrays, in the order of ``current``.
+
+    Raises:
+        ValueError: naming the key at fault (missing, unexpected, not an array,
+            wrong shape, wrong dtype).
+    """
+    pre = f"{where}: " if where else ""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{pre}a state dict must be a mapping, got {type(d).__name__}")
+    missing = [k for k in current if k not in d]
+    if missing:
+        raise ValueError(f"{pre}state dict: key(s) {missing} of {what} are missing; got {list(d)}")
+    unexpected = [k for k in d if k not in current]
+    if unexpected:
+        raise ValueError(
+            f"{pre}state dict: unexpected key(s) {unexpected} for {what}; expected {list(current)}"
+        )
+    out: dict[str, Array] = {}
+    for k, cur in current.items():
+        v = d[k]
+        if not isinstance(v, np.ndarray):
+            raise ValueError(
+                f"{pre}state dict: key '{k}' must be a numpy array, got {type(v).__name__}"
+            )
+        if v.shape != cur.shape:
+            raise ValueError(
+                f"{pre}state dict: key '{k}' has shape {v.shape}, but {what} needs {cur.shape}"
+            )
+        if v.dtype != cur.dtype:
+            raise ValueError(
+                f"{pre}state dict: key '{k}' is {v.dtype}, but {what} is {cur.dtype} "
+                "(convert it explicitly; arrays are never cast silently)"
+            )
+        out[k] = np.array(v, copy=True)
+    return out
+
+
+class RecurrentModel:
+    """L recurrent layers of one cell type with an L2 loss on the top layer's states.
+
+    Args:
+        cell: a key of ``models.cells.CELLS`` (``"gru"``, ``"gru_reset_after"``,
+            ``"lstm"``, ``"tanh"``, ``"mgu"``, ...).
+        input_size: D, the size of each step's input.
+        hidden_size: H, the size of every layer's state.
+        dtype: ``numpy.float32`` or ``numpy.float64``.
+        seed: seed (or ``numpy.random.Generator``) of the initial parameters.
+        init: ``"default"`` or ``"orthogonal"`` (see ``models.cells``).
+        num_layers: L >= 1.
+        name: the cell's name in messages (default: ``cell``).
+
+    Attributes:
+        cell: the built minigrad ``Cell``.
+        params: ``{name: array}``, the current parameters (use ``state_dict``
+            for copies).
+        dtype: the model's ``numpy.dtype``.
+        input_size, hidden_size, num_layers, cell_type, init: as given.
+
+    Initial states: ``h0`` is (B, H) for a single layer and (L, B, H) for a
+    stack (layer 0 first); the LSTM also takes ``c0`` of the same shape. A
+    missing initial state is zero.
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        *,
+        dtype: FloatDType | np.dtype[np.floating] = np.float64,
+        seed: int | np.random.Generator = 0,
+        init: str = "default",
+        num_layers: int = 1,
+        name: str | None = None,
+    ) -> None:
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(repr(c) for c in CELLS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(repr(i) for i in INITS)}")
+        for what, v in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"{what} must be an int >= 1, got {v!r}")
+        self.cell_type = cell
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.init = init
+        self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
+        #: the state kinds of one layer: ("h",) or ("h", "c") for the LSTM
+        self.state_kinds: tuple[str, ...] = ("h", "c") if CELLS[cell] is lstm else ("h",)
+        self._reverse = False
+        self.cell: Cell = self._build(name or cell)
+        self.params: dict[str, Array] = self.cell.init_params(seed)
+
+    def _build(self, name: str) -> Cell:
+        b = CellBuilder(name, dtype=self.dtype)
+        x = b.input("x", self.input_size)
+        y = b.input("y", self.hidden_size)
+        tops = stack(
+            b, x, self.cell_type, self.input_size, self.hidden_size, self.num_layers, init=self.init
+        )
+        b.output("h", tops[-1])
+        b.loss(l2_loss(tops[-1], y, name="loss"))
+        return b.build()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(cell={self.cell_type!r}, input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+            f"dtype={self.dtype.name}, params={self.num_params})"
+        )
+
+    @property
+    def num_params(self) -> int:
+        """The number of scalar parameters."""
+        return int(sum(p.size for p in self.params.values()))
+
+    # -- parameters -----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of the parameters, ``{name: array of the parameter's shape}``, in
+        declaration order."""
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def validate_state_dict(self, d: Mapping[str, object]) -> dict[str, Array]:
+        """Check a state dict against the model without changing the model
+        (``check_state_dict`` against ``self.params``)."""
+        return check_state_dict(self.params, d)
+
+    def load_state_dict(self, d: Mapping[str, object]) -> None:
+        """Replace every parameter by a copy of ``d[name]``.
+
+        Everything is checked before anything is replaced: on any error the
+        model is left unchanged.
+
+        Args:
+            d: ``{name: array}`` with exactly the model's parameter names,
+                shapes and dtype (see ``state_dict``).
+
+        Raises:
+            ValueError: naming the key at fault.
+        """
+        self.params = self.validate_state_dict(d)
+
+    # -- argument checks --------------------------------------------------------
+
+    @property
+    def stacked_states(self) -> bool:
+        """True when initial states carry a layer axis, (L, B, H); False for (B, H)."""
+        return self.num_layers > 1
+
+    def _check_x(self, x: object) -> Array:
+        return check_array("x", x, ("T", "B", self.input_size), self.dtype, dims="(T, B, D)")
+
+    def _check_y(self, y: object, x: Array) -> Array:
+        T, B = x.shape[0], x.shape[1]
+        return check_array("y", y, (T, B, self.hidden_size), self.dtype, dims="(T, B, H)")
+
+    def _initial_states(self, given: Mapping[str, object | None], batch: int) -> dict[str, Array]:
+        """Map ``{"h": h0, "c": c0}`` (each None, (B, H) or (L, B, H)) to cell states."""
+        L, H = self.num_layers, self.hidden_size
+        out: dict[str, Array] = {}
+        for kind, arr in given.items():
+            arg = f"{kind}0"
+            if kind not in self.state_kinds:
+                if arr is None:
+                    continue
+                raise ValueError(
+                    f"{arg} is not used by a {self.cell_type!r} model (states: "
+                    f"{', '.join(k + '0' for k in self.state_kinds)})"
+                )
+            if arr is None:
+                continue
+            if self.stacked_states:
+                a = check_array(arg, arr, (L, batch, H), self.dtype, dims="(L, B, H)")
+                for layer in range(L):
+                    out[layer_prefix(layer, L) + kind] = a[layer]
+            else:
+                out[kind] = check_array(arg, arr, (batch, H), self.dtype, dims="(B, H)")
+        return out
+
+    def _state_grads(self, states: Mapping[str, Array]) -> dict[str, Array]:
+        """Initial-state gradients of the cell as ``{"h0": ..., "c0": ...}`` shaped like h0."""
+        L = self.num_layers
+        out: dict[str, Array] = {}
+        for kind in self.state_kinds:
+            if self.stacked_states:
+                out[f"{kind}0"] = np.stack(
+                    [states[layer_prefix(layer, L) + kind] for layer in range(L)]
+                )
+            else:
+                out[f"{kind}0"] = states[kind]
+        return out
+
+    def _plan(self, steps: int) -> Plan:
+        wrt = [*self.cell.params, "x", *self.cell.states]
+        return self.cell.plan(steps, wrt=wrt)
+
+    # -- running ------------------------------------------------------------------
+
+    def _forward(self, x: object, states: Mapping[str, object | None]) -> Array:
+        xa = self._check_x(x)
+        st = self._initial_states(states, xa.shape[1])
+        if self._reverse:
+            xa = xa[::-1]
+        y = np.zeros((*xa.shape[:2], self.hidden_size), dtype=self.dtype)
+        run = self._plan(xa.shape[0]).forward(self.params, {"x": xa, "y": y}, st)
+        h = run.outputs["h"]
+        return np.ascontiguousarray(h[::-1]) if self._reverse else h
+
+    def _loss_and_grads(
+        self, x: object, y: object, states: Mapping[str, object | None]
+    ) -> tuple[float, dict[str, Array]]:
+        xa = self._check_x(x)
+        ya = self._check_y(y, xa)
+        st = self._initial_states(states, xa.shape[1])
+        if self._reverse:
+            xa, ya = xa[::-1], ya[::-1]
+        loss, g = self._plan(xa.shape[0]).loss_and_grads(self.params, {"x": xa, "y": ya}, st)
+        grads: dict[str, Array] = {k: g.params[k] for k in self.params}
+        gx = g.inputs["x"]
+        grads["x"] = np.ascontiguousarray(gx[::-1]) if self._reverse else gx
+        grads.update(self._state_grads(g.states))
+        return loss, grads
+
+    def forward(self, x: Array, h0: Array | None = None) -> Array:
+        """Run the model over a batch of sequences.
+
+        Args:
+            x: (T, B, D), time-major, the model's dtype.
+            h0: optional initial state, (B, H) (or (L, B, H) for a stack); zeros if None.
+
+        Returns:
+            The top layer's hidden states h_1 .. h_T, (T, B, H).
+        """
+        return self._forward(x, {"h": h0})
+
+    def loss_and_grads(
+        self, x: Array, y: Array, h0: Array | None = None
+    ) -> tuple[float, dict[str, Array]]:
+        """The L2 loss ``0.5 * sum_t ||h_t - y_t||^2`` (summed over the batch) and its gradients.
+
+        Args:
+            x: (T, B, D), time-major, the model's dtype.
+            y: (T, B, H), the target of every top-layer state.
+            h0: optional initial state, (B, H) (or (L, B, H) for a stack); zeros if None.
+
+        Returns:
+            ``(loss, grads)``: ``grads`` has one entry per ``state_dict`` key
+            (the parameter's shape), ``"x"`` (T, B, D) and ``"h0"`` (the shape
+            of h0), all of the model's dtype.
+        """
+        return self._loss_and_grads(x, y, {"h": h0})

@@ -1,0 +1,444 @@
+"""``SequenceModel``: a recurrent network predicting the next frame of a piano roll.
+
+The model is one minigrad ``Cell`` built with ``models.cells.stack``:
+
+* the input ``"x"`` (B, 88): the previous frame (zeros at the first step,
+  see ``models.data.Batch``) and the target ``"t"`` (B, 88): the frame to
+  predict;
+* ``layers`` recurrent layers of one cell type;
+* an affine read-out ``logits = h_top V + c_out`` with ``V`` (H, 88) and
+  ``c_out`` (88,), one sigmoid unit per piano key;
+* the loss ``nll = sigmoid_bce(logits, t)``: at each step and for each row of
+  the batch, the negative log-likelihood of the frame in nats,
+  ``-sum_k [t_k log p_k + (1 - t_k) log(1 - p_k)]`` with ``p = sigmoid(logits)``;
+* the output ``"logits"`` (B, 88).
+
+The metric (``evaluate``) is the benchmark's: the sum of that NLL over every
+real step of every sequence (each step predicted, the first from the initial
+state), divided by the number of real steps; and the frame-level accuracy
+``TP / (TP + FP + FN)`` summed over every real frame, a note being predicted
+when ``p > 0.5``.
+
+**Padding to a multiple of 16.** A plan is compiled (and cached by the cell)
+for each distinct number of steps T. To keep the number of compiled plans
+small, every batch is padded with empty steps up to the next multiple of
+``PAD_MULTIPLE`` (16) steps. The batch mask marks those steps as padding, and
+the engine carries the states unchanged through them, counts their loss as
+zero and ignores their gradient, so the padding changes no number: loss,
+gradients and metrics are exactly those of the unpadded batch.
+
+Gradients come from ``Cell.plan(T, wrt=params)``: BPTT derived by minigrad from
+the nodes' local derivatives, with respect to the parameters only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from minigrad.cell import Cell, CellBuilder, affine, sigmoid_bce
+from minigrad.errors import NonFiniteError
+from minigrad.init import pytorch_uniform
+from minigrad.plan import Plan, Run
+from minigrad.types import Array, FloatDType
+from models.cells.fragment import INITS
+from models.cells.registry import CELLS
+from models.cells.stack import stack, state_names
+from models.data.batches import Batch, batches
+from models.data.dataset import N_PITCHES, Split
+from models.nets.base import check_state_dict
+
+__all__ = ["PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
+
+PAD_MULTIPLE = 16
+"""Batches are padded with empty steps up to a multiple of this many steps."""
+
+READOUT = ("V", "c_out")
+"""Names of the read-out weight (H, K) and bias (K,). The bias is not called
+``c``: the GRU and MGU fragments name their candidate node ``c`` and a one-layer
+LSTM its cell state ``c``."""
+
+
+def _int_arg(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
+        raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _model_dtype(dtype: object) -> np.dtype[np.floating]:
+    dt: np.dtype[np.floating] | None
+    try:
+        dt = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    assert dt is not None
+    return dt
+
+
+def pad_batch(batch: Batch, multiple: int = PAD_MULTIPLE) -> Batch:
+    """Pad a batch with empty steps so that its number of steps is a multiple of ``multiple``.
+
+    Args:
+        batch: ``inputs``/``targets`` (T, B, K), ``mask`` (T, B).
+        multiple: the step multiple, >= 1.
+
+    Returns:
+        A batch with ``inputs``/``targets`` (T', B, K) and ``mask`` (T', B),
+        ``T'`` the smallest multiple of ``multiple`` >= T (at least
+        ``multiple``), zeros on the added steps; ``lengths`` and ``n_steps``
+        unchanged. The batch itself when no step needs to be added.
+    """
+    T = int(batch.inputs.shape[0])
+    target = max(multiple, -(-T // multiple) * multiple)
+    if target == T:
+        return batch
+    extra = target - T
+
+    def grow(a: Array) -> Array:
+        pad = np.zeros((extra, *a.shape[1:]), dtype=a.dtype)
+        return np.concatenate([a, pad], axis=0)
+
+    return Batch(
+        inputs=grow(batch.inputs),
+        targets=grow(batch.targets),
+        mask=grow(batch.mask),
+        lengths=batch.lengths,
+        n_steps=batch.n_steps,
+    )
+
+
+def frame_counts(proba: Array, targets: Array, mask: Array) -> tuple[int, int, int]:
+    """Count true positives, false positives and false negatives of note predictions.
+
+    A note is predicted when its probability is > 0.5; only real steps count.
+
+    Args:
+        proba: (T, B, K) note probabilities.
+        targets: (T, B, K) 0/1 frames.
+        mask: (T, B), 1 on real steps and 0 on padding.
+
+    Returns:
+        ``(TP, FP, FN)`` summed over every real step, row and note.
+    """
+    real = (np.asarray(mask) != 0)[..., None]
+    pred = (proba > 0.5) & real
+    truth = (targets != 0) & real
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    return tp, fp, fn
+
+
+def _sigmoid(z: Array) -> Array:
+    """Logistic sigmoid without overflow, any shape, dtype kept."""
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    e = np.exp(z[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+class SequenceModel:
+    """Next-frame prediction on 88-key piano rolls with a stack of recurrent layers.
+
+    Args:
+        cell: a key of ``models.cells.CELLS`` (``"gru"``, ``"gru_reset_after"``,
+            ``"lstm"``, ``"tanh"``, ``"mgu"``).
+        input_size: K, the width of a frame (88 piano keys).
+        hidden_size: H, the state size of every layer.
+        layers: L >= 1, the number of stacked layers.
+        dtype: ``numpy.float32`` or ``numpy.float64`` (parameters and batches).
+        seed: int seed (or ``numpy.random.Generator``) of the initial parameters.
+        init: ``"default"`` or ``"orthogonal"`` (see ``models.cells``).
+
+    Attributes:
+        cell: the built minigrad ``Cell``.
+        params: ``{name: array}``, the current parameters, updated in place
+            by optimisers; the read-out ``V`` (H, K) and ``c_out`` (K,) come last.
+        readout: the names of the read-out weight and bias, ``("V", "c_out")``.
+        states: the names of the carried states (``models.cells.state_names``).
+        dtype, cell_type, input_size, hidden_size, layers, init: as given.
+    """
+
+    def __init__(
+        self,
+        cell: str = "gru",
+        input_size: int = N_PITCHES,
+        hidden_size: int = 46,
+        layers: int = 1,
+        dtype: FloatDType | np.dtype[np.floating] | str = np.float64,
+        seed: int | np.random.Generator = 0,
+        init: str = "default",
+    ) -> None:
+        if not isinstance(cell, str) or cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(repr(c) for c in CELLS)}")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(repr(i) for i in INITS)}")
+        self.cell_type = cell
+        self.input_size = _int_arg("input_size", input_size)
+        self.hidden_size = _int_arg("hidden_size", hidden_size)
+        self.layers = _int_arg("layers", layers)
+        self.init = init
+        self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
+        self.states: list[str] = state_names(cell, self.layers)
+        self.readout: tuple[str, str] = READOUT
+        self.cell: Cell = self._build()
+        self.params: dict[str, Array] = self.cell.init_params(seed)
+
+    def _build(self) -> Cell:
+        K, H = self.input_size, self.hidden_size
+        b = CellBuilder(f"{self.cell_type}_music", dtype=self.dtype)
+        x = b.input("x", K)
+        t = b.input("t", K)
+        tops = stack(b, x, self.cell_type, K, H, self.layers, init=self.init)
+        names = self.readout
+        V = b.param(names[0], (H, K), init=pytorch_uniform(H))
+        c = b.param(names[1], K, init=pytorch_uniform(H))
+        logits = affine(tops[-1], V, c, name="logits")
+        b.output("logits", logits)
+        b.loss(sigmoid_bce(logits, t, name="nll"))
+        return b.build()
+
+    def __repr__(self) -> str:
+        return (
+            f"SequenceModel(cell={self.cell_type!r}, hidden_size={self.hidden_size}, "
+            f"layers={self.layers}, dtype={self.dtype.name}, params={self.num_params})"
+        )
+
+    @property
+    def num_params(self) -> int:
+        """The number of scalar parameters."""
+        return int(sum(p.size for p in self.params.values()))
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that fix the parameter layout, as JSON-able values."""
+        return {
+            "cell": self.cell_type,
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "layers": self.layers,
+            "dtype": self.dtype.name,
+            "init": self.init,
+        }
+
+    # -- parameters -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Array]:
+        """Copies of the parameters, ``{name: array of the parameter's shape}``."""
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def validate_state_dict(self, d: Mapping[str, object], *, where: str = "") -> dict[str, Array]:
+        """Check a state dict against the model without changing the model.
+
+        Args:
+            d: ``{name: array}`` with exactly the model's parameter names,
+                shapes and dtype.
+            where: optional prefix for messages (a file name).
+
+        Returns:
+            Copies of the arrays, in the model's parameter order.
+
+        Raises:
+            ValueError: naming the key at fault (missing, unexpected, not an
+                array, wrong shape or dtype).
+        """
+        what = f"a {self.cell_type!r} model with hidden size {self.hidden_size}"
+        return check_state_dict(self.params, d, where=where, what=what)
+
+    def load_state_dict(self, d: Mapping[str, object], *, where: str = "") -> None:
+        """Replace every parameter by a copy of ``d[name]``; on any error the model is unchanged.
+
+        Args:
+            d: ``{name: array}`` with exactly the model's parameter names, shapes
+                ((H, K) for ``V``, ...) and dtype.
+            where: optional prefix for messages (a file name).
+
+        Raises:
+            ValueError: naming the key at fault.
+        """
+        self.params = self.validate_state_dict(d, where=where)
+
+    # -- running ------------------------------------------------------------------
+
+    def plan(self, steps: int) -> Plan:
+        """The cached plan for ``steps`` steps, differentiating with respect to the parameters."""
+        return self.cell.plan(steps, wrt=self.params)
+
+    def _inputs(self, batch: Batch) -> tuple[Batch, dict[str, Array]]:
+        if not isinstance(batch, Batch):
+            raise ValueError(f"expected a models.data.Batch, got {type(batch).__name__}")
+        K = self.input_size
+        for what, arr in (("inputs", batch.inputs), ("targets", batch.targets)):
+            if arr.ndim != 3 or arr.shape[2] != K or arr.shape[0] < 1 or arr.shape[1] < 1:
+                raise ValueError(f"batch.{what} must have shape (T, B, {K}), got {arr.shape}")
+            if arr.dtype != self.dtype:
+                raise ValueError(
+                    f"batch.{what} is {arr.dtype}, but the model is {self.dtype.name}: build "
+                    f"the batches with dtype=np.{self.dtype.name}"
+                )
+        if batch.targets.shape != batch.inputs.shape or batch.mask.shape != batch.inputs.shape[:2]:
+            raise ValueError(
+                f"batch: inputs {batch.inputs.shape}, targets {batch.targets.shape} and mask "
+                f"{batch.mask.shape} do not agree; expected (T, B, {K}), (T, B, {K}), (T, B)"
+            )
+        padded = pad_batch(batch)
+        mask = padded.mask.astype(self.dtype, copy=False)
+        return Batch(padded.inputs, padded.targets, mask, padded.lengths, padded.n_steps), {
+            "x": padded.inputs,
+            "t": padded.targets,
+        }
+
+    def _run(self, batch: Batch, params: Mapping[str, Array] | None) -> tuple[Plan, Run, Batch]:
+        padded, inputs = self._inputs(batch)
+        plan = self.plan(int(padded.inputs.shape[0]))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run = plan.forward(self.params if params is None else params, inputs, mask=padded.mask)
+        return plan, run, padded
+
+    def _nonfinite(
+        self, plan: Plan, run: Run, params: Mapping[str, Array], what: str
+    ) -> NonFiniteError:
+        bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
+        found = plan.first_nonfinite(run)
+        parts = [what]
+        if found is not None:
+            node, step = found
+            where = f"step {step}" if step >= 0 else "a parameter-only node"
+            parts.append(f"first non-finite value at node '{node}', {where}")
+        else:
+            node, step = None, None
+        if bad:
+            parts.append(f"parameter(s) {bad} hold non-finite values")
+        elif found is None:
+            parts.append("every node's value is finite: the sum of the loss terms overflowed")
+        return NonFiniteError("; ".join(parts), node=node, step=step)
+
+    def loss_and_grads(
+        self,
+        batch: Batch,
+        params: Mapping[str, Array] | None = None,
+        loss_scale: float = 1.0,
+        *,
+        check_finite: bool = True,
+    ) -> tuple[float, dict[str, Array]]:
+        """The summed NLL of a batch and the gradient of ``loss_scale`` times it.
+
+        Args:
+            batch: ``inputs``/``targets`` (T, B, K) and ``mask`` (T, B) of the
+                model's dtype (``models.data.batches``); padded here to a
+                multiple of 16 steps (exact, see the module docstring).
+            params: parameters to use instead of ``self.params`` (e.g. a
+                weight-noise copy), ``{name: array of the parameter's shape}``.
+            loss_scale: multiplies the loss before differentiation, e.g.
+                ``1 / batch.n_steps`` for the mean NLL per step.
+            check_finite: raise ``NonFiniteError`` when the loss or a gradient
+                is NaN or infinite. numpy's floating-point warnings are silenced
+                during the passes either way: non-finite values are found by
+                this check instead.
+
+        Returns:
+            ``(nll_sum, grads)``: the NLL in nats summed over every real step
+            and row (not scaled), and ``{name: gradient of the parameter's
+            shape}`` of ``loss_scale * nll_sum``.
+
+        Raises:
+            NonFiniteError: naming the first node and step holding a NaN or an
+                infinity (its ``node`` and ``step`` attributes are set).
+        """
+        p = self.params if params is None else params
+        plan, run, _ = self._run(batch, p)
+        finite = bool(np.isfinite(run.loss))
+        if check_finite and not finite:
+            raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            g = plan.backward(run, loss_scale=loss_scale)
+        grads = {k: g.params[k] for k in self.params}
+        if check_finite:
+            bad = [k for k, v in grads.items() if not np.all(np.isfinite(v))]
+            if bad:
+                raise self._nonfinite(plan, run, p, f"the gradient of {bad} is not finite")
+        return float(run.loss), grads
+
+    def logits(self, batch: Batch, params: Mapping[str, Array] | None = None) -> Array:
+        """The read-out logits of every step.
+
+        Args:
+            batch: ``inputs``/``targets`` (T, B, K), ``mask`` (T, B).
+            params: optional parameters instead of ``self.params``.
+
+        Returns:
+            (T, B, K) logits, zeros on padded steps.
+        """
+        _, run, _ = self._run(batch, params)
+        T = int(batch.inputs.shape[0])
+        return run.outputs["logits"][:T]
+
+    def predict_proba(self, batch: Batch, params: Mapping[str, Array] | None = None) -> Array:
+        """The predicted probability of every note at every step (from the previous frames).
+
+        Args:
+            batch: ``inputs``/``targets`` (T, B, K), ``mask`` (T, B); the
+                targets do not change the probabilities.
+            params: optional parameters instead of ``self.params``.
+
+        Returns:
+            (T, B, K) probabilities ``sigmoid(logits)``; 0.5 on padded steps.
+        """
+        return _sigmoid(self.logits(batch, params))
+
+    def evaluate(
+        self,
+        split: Split,
+        batch_size: int = 64,
+        params: Mapping[str, Array] | None = None,
+    ) -> dict[str, Any]:
+        """The benchmark metrics of a split.
+
+        Args:
+            split: the sequences to score (``models.data.Split``).
+            batch_size: sequences per forward pass (does not change the numbers
+                beyond floating-point summation order).
+            params: optional parameters instead of ``self.params``.
+
+        Returns:
+            ``{"nll": float, "frame_accuracy": float, "n_steps": int,
+            "n_sequences": int}``: ``nll`` is the summed NLL (nats) of every
+            real step divided by the number of real steps; ``frame_accuracy``
+            is ``TP / (TP + FP + FN)`` over every real frame, a note counting
+            as predicted when ``p > 0.5`` (1.0 when there is no note to
+            predict and none is predicted).
+
+        Raises:
+            ValueError: for an empty split or a bad batch size.
+            NonFiniteError: when the loss is not finite.
+        """
+        if not isinstance(split, Split):
+            raise ValueError(f"expected a models.data.Split, got {type(split).__name__}")
+        bs = _int_arg("batch_size", batch_size)
+        if len(split) == 0 or split.n_steps == 0:
+            raise ValueError("cannot evaluate an empty split (no time steps)")
+        p = self.params if params is None else params
+        dt: Any = self.dtype.type
+        total = 0.0
+        tp = fp = fn = 0
+        n = 0
+        for batch in batches(split, bs, dtype=dt):
+            plan, run, padded = self._run(batch, p)
+            if not np.isfinite(run.loss):
+                raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
+            total += run.loss
+            n += batch.n_steps
+            a, b, c = frame_counts(_sigmoid(run.outputs["logits"]), padded.targets, padded.mask)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        denom = tp + fp + fn
+        return {
+            "nll": total / n,
+            "frame_accuracy": 1.0 if denom == 0 else tp / denom,
+            "n_steps": n,
+            "n_sequences": len(split),
+        }

@@ -1,0 +1,526 @@
+"""Training a ``SequenceModel`` on a polyphonic-music dataset, with checkpoints and resume.
+
+One epoch:
+
+1. shuffle the training sequences with the run's ``numpy.random.Generator``
+   and cut them into padded batches (``models.data.batches``);
+2. for each batch: draw weight noise (if ``weight_noise > 0``) on a copy of
+   the parameters, run forward and backward on that copy for the **mean NLL
+   per real time step of the batch** (``loss_scale = 1 / n_steps``), clip the
+   global gradient norm, and step the optimiser on the clean parameters;
+3. score the validation split (NLL per time step) with the clean parameters;
+   keep a copy of the parameters of the best epoch so far;
+4. write ``DIR/checkpoint.npz`` (parameters, best parameters, optimiser
+   state, epoch, generator state, configuration, history), then
+   ``DIR/metrics.json`` and ``DIR/curves.svg``.
+
+Training stops after ``epochs`` epochs, or earlier when the validation NLL
+has not improved for ``patience`` epochs (early stopping), or when
+``max_train_seconds`` is exceeded. The best parameters are then restored,
+the three splits are scored, and ``DIR/model.npz`` (best parameters and
+configuration), ``DIR/metrics.json`` and ``DIR/curves.svg`` are written.
+Every file is written atomically.
+
+``DIR/metrics.json`` holds ``status`` (``"running"`` while training,
+``"finished"`` at the end), ``config`` (the resolved options), ``model``
+(cell, sizes, number of parameters), ``dataset`` (name, sequences and steps
+per split), ``epochs`` (one record per epoch: ``epoch``, ``train_nll`` -- the
+mean NLL per step of the epoch's batches, with weight noise and moving
+parameters --, ``valid_nll``, ``valid_frame_accuracy``, ``seconds``),
+``best_epoch``, ``stop_reason`` (``"max_epochs"``, ``"early_stopping"`` or
+``"time_limit"``), ``train_seconds``, ``wall_seconds`` and, when finished,
+``train_nll``, ``valid_nll``, ``test_nll``, ``*_frame_accuracy`` and
+``*_steps`` of the best parameters on each split (clean, no weight noise).
+Every NLL is in nats per time step (``SequenceModel.evaluate``).
+
+Determinism: the initial parameters and the run's generator both come from
+``seed`` (two independent streams of one ``SeedSequence``), and the generator
+state is saved with every checkpoint, so the same configuration gives the same
+numbers, and a run stopped after any epoch and resumed with ``resume=True``
+ends with exactly the numbers of an uninterrupted run.
+
+Interruptions: a checkpoint of epoch 0 is written before the first epoch, so
+a Ctrl-C (``KeyboardInterrupt``) at any point leaves the checkpoint of the
+last completed epoch on disk; ``train`` then raises ``TrainingInterrupted``
+(a ``KeyboardInterrupt``) naming it. A NaN or an infinity in the loss or a
+gradient raises ``minigrad.errors.NonFiniteError`` naming the epoch, the batch
+and the first node and time step where it appeared; the last good checkpoint
+is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minigrad.errors import NonFiniteError
+from minigrad.types import Array
+from models.data.batches import batches
+from models.data.dataset import Dataset, Split
+from models.data.load import load_dataset
+from models.nets.sequence import SequenceModel
+from models.train.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+from models.train.config import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESUMABLE_CHANGES,
+    SVG_FILE,
+    TrainConfig,
+    config_from_mapping,
+)
+from models.train.curves import learning_curves_svg
+from models.train.optim import Optimizer, add_weight_noise, clip_grad_norm, make_optimizer
+from models.train.report import ConsoleReporter, Reporter
+from models.train.svg import write_svg
+
+# --------------------------------------------------------------------------- results
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); a resumable checkpoint is on disk.
+
+    Attributes:
+        checkpoint: the checkpoint file.
+        epoch: the last completed epoch it holds.
+    """
+
+    def __init__(self, checkpoint: Path, epoch: int) -> None:
+        super().__init__(f"interrupted; {checkpoint} holds epoch {epoch}")
+        self.checkpoint = checkpoint
+        self.epoch = epoch
+
+
+@dataclass
+class TrainResult:
+    """The outcome of ``train``.
+
+    Attributes:
+        out: the run directory.
+        metrics: the contents of ``metrics.json``.
+        model: the model holding the best parameters.
+        files: ``{"checkpoint", "model", "metrics", "curves"}`` -> path.
+    """
+
+    out: Path
+    metrics: dict[str, Any]
+    model: SequenceModel
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def test_nll(self) -> float:
+        """The test NLL per time step of the best parameters (nats)."""
+        return float(self.metrics["test_nll"])
+
+    @property
+    def valid_nll(self) -> float:
+        """The validation NLL per time step of the best parameters (nats)."""
+        return float(self.metrics["valid_nll"])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dtype_type(name: str) -> Any:
+    return np.float32 if name == "float32" else np.float64
+
+
+def _make_model(config: TrainConfig) -> SequenceModel:
+    init_seq, _ = np.random.SeedSequence(config.seed).spawn(2)
+    return SequenceModel(
+        cell=config.cell,
+        hidden_size=config.hidden,
+        layers=config.layers,
+        dtype=_dtype_type(config.dtype),
+        seed=np.random.default_rng(init_seq),
+        init=config.init,
+    )
+
+
+def _run_rng(seed: int) -> np.random.Generator:
+    _, run_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(run_seq)
+
+
+def model_from_config(config: Mapping[str, Any], *, where: str) -> SequenceModel:
+    """Build the (untrained) model a run configuration describes.
+
+    Args:
+        config: a run configuration (``TrainConfig.to_dict()``, as stored in
+            checkpoints and ``model.npz``).
+        where: the source, named in messages.
+
+    Raises:
+        ValueError: naming ``where`` and the key at fault.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = config_from_mapping({k: v for k, v in config.items() if k in known}, where=where)
+    return _make_model(cfg)
+
+
+def load_model(path: str | Path) -> tuple[SequenceModel, dict[str, Any]]:
+    """Load the model saved by a run: ``DIR/model.npz`` or ``DIR/checkpoint.npz``.
+
+    From a checkpoint the best parameters so far are taken (the current ones
+    when it holds none).
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``(model, info)``: the model with the saved parameters, and
+        ``{"config": dict, "epoch": int, "params": "best" | "current"}``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a run's file.
+        ValueError: the parameters do not fit the model the configuration
+            describes (naming the key and both shapes).
+    """
+    ck = load_checkpoint(path)
+    model = model_from_config(ck.config, where=f"{path}: stored configuration")
+    extra = ck.extra or {}
+    is_model = extra.get("kind") == "model"
+    which = "best" if ck.best_params is not None or is_model else "current"
+    params = ck.best_params if ck.best_params is not None else ck.params
+    model.load_state_dict(params, where=str(path))
+    epoch = ck.epoch
+    if ck.best_params is not None and isinstance(extra.get("best_epoch"), int):
+        epoch = int(extra["best_epoch"])
+    return model, {"config": ck.config, "epoch": epoch, "params": which}
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
+    """Raise ValueError naming the first option that differs from the checkpoint's run."""
+    for f in fields(TrainConfig):
+        if f.name in RESUMABLE_CHANGES:
+            continue
+        if f.name not in saved:
+            raise CheckpointError(f"{path}: the stored configuration lacks option {f.name!r}")
+        mine, theirs = getattr(config, f.name), saved[f.name]
+        if mine != theirs:
+            raise ValueError(
+                f"option {f.name!r} is {mine!r}, but {path} was trained with {theirs!r}; "
+                f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
+            )
+
+
+def _split_info(split: Split) -> dict[str, int]:
+    return {"sequences": len(split), "steps": split.n_steps}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class _State:
+    """Everything that evolves during a run and is saved in the checkpoint."""
+
+    epoch: int
+    best_epoch: int
+    best_valid: float
+    best_params: dict[str, Array]
+    history: list[dict[str, Any]]
+    train_seconds: float
+    stop_reason: str | None = None
+
+
+def _save_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    model: SequenceModel,
+    opt: Optimizer,
+    rng: np.random.Generator,
+    st: _State,
+) -> None:
+    save_checkpoint(
+        path,
+        params=model.params,
+        optimizer=opt.state_dict(),
+        epoch=st.epoch,
+        rng_state=rng.bit_generator.state,
+        config=config.to_dict(),
+        extra={
+            "kind": "checkpoint",
+            "history": st.history,
+            "best_epoch": st.best_epoch,
+            "best_valid_nll": st.best_valid if math.isfinite(st.best_valid) else None,
+            "train_seconds": st.train_seconds,
+            "model": model.config(),
+        },
+        best_params=st.best_params,
+    )
+
+
+def _restore(
+    path: Path, config: TrainConfig, model: SequenceModel, opt: Optimizer
+) -> tuple[np.random.Generator, _State]:
+    ck = load_checkpoint(path)
+    _check_resume_config(config, ck.config, path)
+    extra = ck.extra or {}
+    if extra.get("kind") != "checkpoint" or ck.best_params is None:
+        raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
+    model.validate_state_dict(ck.best_params, where=f"{path} (best parameters)")
+    model.load_state_dict(ck.params, where=str(path))
+    try:
+        opt.load_state_dict(ck.optimizer)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: optimizer state: {exc}") from None
+    history = extra.get("history")
+    if not isinstance(history, list) or len(history) != ck.epoch:
+        raise CheckpointError(f"{path}: the history does not hold {ck.epoch} epoch(s)")
+    best_valid = extra.get("best_valid_nll")
+    st = _State(
+        epoch=ck.epoch,
+        best_epoch=int(extra.get("best_epoch", 0)),
+        best_valid=math.inf if best_valid is None else float(best_valid),
+        best_params={k: np.array(v) for k, v in ck.best_params.items()},
+        history=history,
+        train_seconds=float(extra.get("train_seconds", 0.0)),
+    )
+    return ck.make_rng(), st
+
+
+def _metrics(
+    config: TrainConfig,
+    model: SequenceModel,
+    dataset: Dataset,
+    st: _State,
+    wall: float,
+    final: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "status": "finished" if final is not None else "running",
+        "config": config.to_dict(),
+        "model": {**model.config(), "num_params": model.num_params},
+        "dataset": {
+            "name": dataset.name,
+            **{s: _split_info(dataset.split(s)) for s in ("train", "valid", "test")},
+        },
+        "epochs": st.history,
+        "best_epoch": st.best_epoch,
+        "stop_reason": st.stop_reason,
+        "train_seconds": st.train_seconds,
+        "wall_seconds": wall,
+    }
+    if final is not None:
+        for s in ("train", "valid", "test"):
+            m[f"{s}_nll"] = final[s]["nll"]
+            m[f"{s}_frame_accuracy"] = final[s]["frame_accuracy"]
+            m[f"{s}_steps"] = final[s]["n_steps"]
+    return m
+
+
+def _write_outputs(out: Path, metrics: Mapping[str, Any]) -> None:
+    atomic_write_text(out / METRICS_FILE, _json(metrics))
+    history = metrics["epochs"]
+    epochs = [int(r["epoch"]) for r in history]
+    svg = learning_curves_svg(
+        epochs,
+        {
+            "train (running, noisy)": [float(r["train_nll"]) for r in history],
+            "valid": [float(r["valid_nll"]) for r in history],
+        },
+        title=f"{metrics['model']['cell']} H={metrics['model']['hidden_size']} on "
+        f"{metrics['dataset']['name']}",
+        marker_epoch=int(metrics["best_epoch"]) if metrics["best_epoch"] > 0 else None,
+    )
+    write_svg(out / SVG_FILE, svg)
+
+
+def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResult:
+    """Train a ``SequenceModel`` as ``config`` says (see the module docstring).
+
+    Args:
+        config: the options; ``out`` may hold ``{...}`` fields.
+        reporter: receives progress events; default a ``ConsoleReporter`` on
+            stderr (live line when it is a terminal and ``config.progress``).
+
+    Returns:
+        The ``TrainResult`` (metrics also written to ``DIR/metrics.json``).
+
+    Raises:
+        ValueError: an invalid option, or an option that differs from the
+            checkpoint being resumed (naming it).
+        DataError: the dataset cannot be loaded.
+        CheckpointError: resuming from a missing or bad checkpoint, or
+            starting a new run in a directory that holds one (without
+            ``overwrite``).
+        NonFiniteError: a NaN or infinity appeared (naming epoch, batch,
+            node and time step); the last good checkpoint is kept.
+        TrainingInterrupted: Ctrl-C; the checkpoint of the last completed
+            epoch is on disk.
+        OSError: a file cannot be written.
+    """
+    wall0 = time.perf_counter()
+    config = config.validate().resolved()
+    if reporter is None:
+        reporter = ConsoleReporter(live=None if config.progress else False)
+    out = Path(config.out)
+    ckpt = out / CHECKPOINT_FILE
+    dataset = load_dataset(config.dataset)
+    for s in ("train", "valid", "test"):
+        if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
+            raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
+    model = _make_model(config)
+    opt = make_optimizer(config.optimizer, config.lr)
+    if config.resume:
+        rng, st = _restore(ckpt, config, model, opt)
+        reporter.message(f"resuming {ckpt} after epoch {st.epoch}")
+    else:
+        if ckpt.exists() and not config.overwrite:
+            raise CheckpointError(
+                f"{out} already holds a run ({CHECKPOINT_FILE}); continue it with --resume, "
+                "or pass --overwrite, or choose another --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MODEL_FILE).unlink(missing_ok=True)  # an overwritten run's model is stale
+        rng = _run_rng(config.seed)
+        st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
+        _save_checkpoint(ckpt, config, model, opt, rng, st)
+
+    dtype = _dtype_type(config.dtype)
+    train_split = dataset.train
+    n_batches = -(-len(train_split) // config.batch_size)
+    reporter.start(config, n_batches, st.epoch + 1)
+    saved_epoch = st.epoch
+    try:
+        st.stop_reason = None
+        while True:
+            if st.epoch >= config.epochs:
+                st.stop_reason = "max_epochs"
+                break
+            if config.patience and st.epoch - st.best_epoch >= config.patience:
+                st.stop_reason = "early_stopping"
+                break
+            if config.max_train_seconds and st.train_seconds >= config.max_train_seconds:
+                st.stop_reason = "time_limit"
+                break
+            epoch = st.epoch + 1
+            t0 = time.perf_counter()
+            total, steps = 0.0, 0
+            for i, batch in enumerate(
+                batches(train_split, config.batch_size, dtype=dtype, rng=rng), 1
+            ):
+                params = (
+                    add_weight_noise(model.params, config.weight_noise, rng)
+                    if config.weight_noise > 0
+                    else model.params
+                )
+                try:
+                    nll, grads = model.loss_and_grads(batch, params, 1.0 / batch.n_steps)
+                except NonFiniteError as exc:
+                    raise NonFiniteError(
+                        f"epoch {epoch}, batch {i}/{n_batches}: {exc}; the last good "
+                        f"checkpoint is {ckpt} (epoch {saved_epoch})",
+                        node=exc.node,
+                        step=exc.step,
+                    ) from None
+                with np.errstate(over="ignore", invalid="ignore"):
+                    if config.clip > 0:
+                        clip_grad_norm(grads, config.clip)
+                    opt.step(model.params, grads)
+                total += nll
+                steps += batch.n_steps
+                elapsed = time.perf_counter() - t0
+                frac = i / n_batches
+                per_epoch = st.train_seconds / st.epoch if st.epoch else elapsed / frac
+                left = (1.0 - frac) * per_epoch + (config.epochs - epoch) * per_epoch
+                reporter.batch(epoch, i, n_batches, total / steps, steps / max(elapsed, 1e-9), left)
+            bad = [k for k, v in model.params.items() if not np.all(np.isfinite(v))]
+            if bad:
+                raise NonFiniteError(
+                    f"epoch {epoch}, after the last batch: parameter(s) {bad} are not finite; "
+                    f"the last good checkpoint is {ckpt} (epoch {saved_epoch})"
+                )
+            try:
+                valid = model.evaluate(dataset.valid, config.eval_batch_size)
+            except NonFiniteError as exc:
+                raise NonFiniteError(
+                    f"epoch {epoch}, validation: {exc}; the last good checkpoint is {ckpt} "
+                    f"(epoch {saved_epoch})",
+                    node=exc.node,
+                    step=exc.step,
+                ) from None
+            seconds = time.perf_counter() - t0
+            st.epoch = epoch
+            st.train_seconds += seconds
+            record = {
+                "epoch": epoch,
+                "train_nll": total / steps,
+                "valid_nll": valid["nll"],
+                "valid_frame_accuracy": valid["frame_accuracy"],
+                "seconds": seconds,
+            }
+            st.history.append(record)
+            if valid["nll"] < st.best_valid:
+                st.best_valid = float(valid["nll"])
+                st.best_epoch = epoch
+                st.best_params = model.state_dict()
+            _save_checkpoint(ckpt, config, model, opt, rng, st)
+            saved_epoch = epoch
+            _write_outputs(
+                out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
+            )
+            reporter.epoch(record, st.best_epoch, config.epochs)
+
+        reasons = {
+            "max_epochs": f"reached {config.epochs} epochs",
+            "early_stopping": f"no improvement for {config.patience} epochs",
+            "time_limit": f"training time limit of {config.max_train_seconds:g}s reached",
+        }
+        reporter.message(
+            f"stopped: {reasons[st.stop_reason]}; best epoch {st.best_epoch} "
+            f"(valid {st.best_valid:.4f})"
+        )
+        if st.best_epoch > 0:
+            model.load_state_dict(st.best_params)
+        final = {
+            s: model.evaluate(dataset.split(s), config.eval_batch_size)
+            for s in ("train", "valid", "test")
+        }
+        save_checkpoint(
+            out / MODEL_FILE,
+            params=model.params,
+            optimizer={},
+            epoch=st.best_epoch,
+            rng_state=rng.bit_generator.state,
+            config=config.to_dict(),
+            extra={
+                "kind": "model",
+                "best_epoch": st.best_epoch,
+                "model": model.config(),
+                "test_nll": final["test"]["nll"],
+                "valid_nll": final["valid"]["nll"],
+            },
+        )
+        metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
+        _write_outputs(out, metrics)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(ckpt, saved_epoch) from None
+    return TrainResult(
+        out=out,
+        metrics=metrics,
+        model=model,
+        files={
+            "checkpoint": ckpt,
+            "model": out / MODEL_FILE,
+            "metrics": out / METRICS_FILE,
+            "curves": out / SVG_FILE,
+        },
+    )
