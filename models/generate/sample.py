@@ -118,7 +118,9 @@ def sample(
         # step t reads frame t - 1 and predicts frame t; on primed steps only the
         # state it leaves matters (teacher forcing: frame t is the given one)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(model.params, {"x": frame, "t": target}, states)
+            run = plan.forward(
+                model.params, {"x": frame, "t": target, **model.noise(1, 1)}, states
+            )
         states = run.states
         if t >= n_primed:
             logits = run.outputs["logits"][0, 0]
