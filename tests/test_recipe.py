@@ -248,3 +248,24 @@ def test_every_cell_gets_dropout_and_zoneout_through_the_stack() -> None:
         assert ("l0.c.rdrop.mask" in noise) is False
         plain = SequenceModel(cell, hidden_size=4, layers=2)
         assert m.num_params == plain.num_params
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_music_cell_with_every_regulariser_passes_gradcheck(cell: str) -> None:
+    import minigrad as mg
+
+    m = SequenceModel(
+        cell, hidden_size=3, layers=2, dropout=0.3, recurrent_dropout=0.3, zoneout=0.3
+    )
+    T, B = 3, 2
+    rng = np.random.default_rng(0)
+    inputs = {
+        "x": (rng.random((T, B, 88)) < 0.1).astype(np.float64),
+        "t": (rng.random((T, B, 88)) < 0.1).astype(np.float64),
+        **{k: np.array(v) for k, v in m.noise(T, B, np.random.default_rng(1)).items()},
+    }
+    assert any(np.any(v == 0) for k, v in inputs.items() if k.endswith("drop.mask"))
+    # gradcheck raises GradcheckError on a wrong gradient; the worst relative errors it
+    # reports on this loss are 2e-6 to 3e-6 without regularisers and up to 2e-4 with them
+    result = mg.gradcheck(m.cell, m.params, inputs)
+    assert result.max_rel_error < 1e-3 and result.checks > 0
