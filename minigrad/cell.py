@@ -408,10 +408,6 @@ class CellBuilder:
             raise self._unknown(name, "ref()")
         return Ref(name, self)
 
-    def declared_states(self) -> list[str]:
-        """The names of the states declared so far, in declaration order."""
-        return list(self._states)
-
     def op_of(self, name: str) -> tuple[N.Node, tuple[str, ...]]:
         """The node type and input names of the node ``name``."""
         if name not in self._ops:
@@ -450,6 +446,10 @@ class CellBuilder:
         if name not in self._outputs:
             raise GraphError(f"cell '{self.name}': there is no output '{name}'")
         self._outputs[name] = value.name if isinstance(value, Ref) else value
+
+    def state_names(self) -> list[str]:
+        """The states declared so far, in declaration order."""
+        return list(self._states)
 
     # -- checking ---------------------------------------------------------
 

@@ -67,7 +67,7 @@ def test_help_lists_the_new_subcommands(capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = _run(["explain", "--help"], capsys)
     assert code == 0
     text = " ".join(out.split())
-    for piece in ("--cell NAME", "--param NAME", "--steps N", "(default: 2)", "mgu"):
+    for piece in ("--cell NAME", "--param NAME", "--steps N", "(default: 2)", "minigrad cells"):
         assert piece in text, piece
     code, out, _ = _run(["graph", "--help"], capsys)
     assert code == 0

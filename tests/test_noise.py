@@ -78,7 +78,7 @@ def test_recurrent_dropout_never_masks_an_lstm_memory() -> None:
     b = CellBuilder("lstm")
     x = b.input("x", D)
     lstm(b, x, D, H)
-    masked = recurrent_dropout(b, b.declared_states(), 0.5)
+    masked = recurrent_dropout(b, b.state_names(), 0.5)
     assert masked == ["h"]
 
 
@@ -202,3 +202,22 @@ def test_evaluation_dropout_is_the_identity() -> None:
     run = with_drop.plan(T).forward(params, {**inputs, **draw(with_drop, T, B, None, False)})
     np.testing.assert_array_equal(run.outputs["out"], ref.outputs["out"])
     assert run.loss == ref.loss
+
+
+def test_noise_inputs_travel_in_cell_descriptions() -> None:
+    from minigrad.serialize import CellDescriptionError, from_dict, from_json, to_dict, to_json
+
+    cell = _regularised_gru(0.3, 0.2, 0.1)
+    again = from_json(to_json(cell))
+    assert {n: s.noise for n, s in again.inputs.items()} == {
+        n: s.noise for n, s in cell.inputs.items()
+    }
+    assert [type(again.ops[n].op) for n in again.order] == [
+        type(cell.ops[n].op) for n in cell.order
+    ]
+    data = to_dict(cell)
+    noisy = [item for item in data["inputs"] if "noise" in item]
+    assert len(noisy) == 3
+    noisy[0]["noise"]["rate"] = 1.5
+    with pytest.raises(CellDescriptionError, match=r"inputs\[\d+\]: .*rate must be a number"):
+        from_dict(data)

@@ -27,7 +27,8 @@ Names: parameters, states and nodes all carry ``prefix`` (``"l1.z"``,
 are meaningful (``z``, ``r``, ``c``, ``h_next``, ...) because ``explain`` and
 error messages print them.
 
-Initialisers (``init=``):
+Initialisers (``init=``): ``minigrad.init.layer_inits(init, hidden_size)``,
+public so that a user's cell initialises its weights the same way:
 
 * ``"default"``: PyTorch's ``uniform(-1/sqrt(H), 1/sqrt(H))`` for every
   parameter (H the hidden size), except the LSTM forget-gate bias, set to 1;
@@ -38,18 +39,16 @@ Initialisers (``init=``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from minigrad import init as mginit
 from minigrad.cell import (
     CellBuilder,
     Ref,
 )
-from minigrad.init import Initializer
+from minigrad.init import SCHEMES
 
-INITS: tuple[str, ...] = ("default", "orthogonal")
-"""The names accepted by the ``init=`` argument of every fragment."""
+INITS: tuple[str, ...] = SCHEMES
+"""The names accepted by the ``init=`` argument of every fragment (``minigrad.init.SCHEMES``)."""
 
 
 class Fragment(Protocol):
@@ -67,34 +66,6 @@ class Fragment(Protocol):
     ) -> Ref:
         """Add one layer reading ``x`` (B, input_size); return its new state (B, hidden_size)."""
         ...
-
-
-@dataclass(frozen=True)
-class Inits:
-    """The initialisers of one layer: input weights, recurrent weights, biases,
-    LSTM forget-gate bias and LSTM peepholes."""
-
-    input: Initializer
-    recurrent: Initializer
-    bias: Initializer
-    forget_bias: Initializer
-    peephole: Initializer
-
-
-def layer_inits(init: str, hidden_size: int) -> Inits:
-    """The initialisers named ``init`` for a layer of ``hidden_size`` units."""
-    if init == "default":
-        u = mginit.pytorch_uniform(hidden_size)
-        return Inits(u, u, u, mginit.constant(1.0), u)
-    if init == "orthogonal":
-        return Inits(
-            mginit.glorot_uniform(),
-            mginit.orthogonal(),
-            mginit.zeros(),
-            mginit.constant(1.0),
-            mginit.zeros(),
-        )
-    raise ValueError(f"unknown init {init!r}; valid: {', '.join(repr(i) for i in INITS)}")
 
 
 def check_sizes(input_size: int, hidden_size: int) -> None:

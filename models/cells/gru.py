@@ -16,7 +16,8 @@ from minigrad.cell import (
     slice_,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 # --------------------------------------------------------------------------
 # GRU, Chung et al. 2014

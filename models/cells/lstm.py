@@ -12,7 +12,8 @@ from minigrad.cell import (
     sigmoid,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 # --------------------------------------------------------------------------
 # LSTM with peepholes (Graves 2013, as in Chung et al. 2014)

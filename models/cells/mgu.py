@@ -13,7 +13,8 @@ from minigrad.cell import (
     sigmoid,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 
 def mgu(

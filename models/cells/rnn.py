@@ -10,7 +10,8 @@ from minigrad.cell import (
     matmul,
     tanh,
 )
-from models.cells.fragment import check_sizes, layer_inits
+from minigrad.init import layer_inits
+from models.cells.fragment import check_sizes
 
 # --------------------------------------------------------------------------
 # tanh-RNN (Elman) and the minimal gated unit

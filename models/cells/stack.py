@@ -15,11 +15,12 @@ from minigrad.cell import (
     Ref,
 )
 from minigrad.noise import dropout_value, recurrent_dropout, zoneout_states
-from models.cells.lstm import lstm
+from models.cells.fragment import Fragment
 from models.cells.registry import fragment
 
 
 def check_layers(layers: int) -> None:
+    """Raise ValueError unless ``layers`` is an int >= 1."""
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ValueError(f"the number of layers must be an int >= 1, got {layers!r}")
 
@@ -33,7 +34,7 @@ def layer_prefix(layer: int, layers: int) -> str:
 def stack(
     b: CellBuilder,
     x: Ref,
-    cell: str,
+    cell: str | Fragment,
     input_size: int,
     hidden_size: int,
     layers: int,
@@ -48,7 +49,7 @@ def stack(
     Args:
         b: the builder to add to.
         x: the input of the first layer, (B, input_size).
-        cell: a key of ``CELLS``.
+        cell: a cell name, ``module:function`` spec or fragment (``resolve_cell``).
         input_size: D, the first layer's input size (the others read H).
         hidden_size: H, every layer's state size.
         layers: the number of layers L >= 1.
@@ -76,9 +77,9 @@ def stack(
     for layer in range(layers):
         prefix = layer_prefix(layer, layers)
         inp = dropout_value(b, inp, size, dropout, name=f"{prefix}in.drop")
-        before = set(b.declared_states())
+        before = set(b.state_names())
         h = frag(b, inp, size, hidden_size, prefix=prefix, init=init)
-        mine = [s for s in b.declared_states() if s not in before]
+        mine = [s for s in b.state_names() if s not in before]
         recurrent_dropout(b, mine, recurrent)
         h = zoneout_states(b, mine, zoneout).get(h.name, h)
         out.append(h)
@@ -86,19 +87,33 @@ def stack(
     return out
 
 
-def state_names(cell: str, layers: int) -> list[str]:
+def layer_states(cell: str | Fragment) -> tuple[str, ...]:
+    """The names of the states one layer of ``cell`` declares, without prefix, in order.
+
+    Read from the cell itself: the fragment is run once into a scratch
+    builder (sizes 1) and its declared states are listed, so a cell with any
+    number of states needs no special case (``("h",)`` for the GRU,
+    ``("h", "c")`` for the LSTM).
+    """
+    frag = fragment(cell)
+    b = CellBuilder("probe")
+    x = b.input("x", 1)
+    frag(b, x, 1, 1, prefix="", init="default")
+    return tuple(b.state_names())
+
+
+def state_names(cell: str | Fragment, layers: int) -> list[str]:
     """The names of the states ``stack(b, x, cell, D, H, layers)`` declares.
 
     Args:
-        cell: a key of ``CELLS``.
+        cell: a cell name, ``module:function`` spec or fragment.
         layers: the number of layers L >= 1.
 
     Returns:
-        Layer by layer, bottom first: ``h`` (and then ``c`` for the LSTM)
-        with the layer's prefix, e.g. ``["l0.h", "l0.c", "l1.h", "l1.c"]``.
-        Each state has shape (B, H).
+        Layer by layer, bottom first, each layer's declared states with the
+        layer's prefix, e.g. ``["l0.h", "l0.c", "l1.h", "l1.c"]`` for the
+        LSTM. Each state has shape (B, H).
     """
-    frag = fragment(cell)
     check_layers(layers)
-    kinds = ("h", "c") if frag is lstm else ("h",)
+    kinds = layer_states(cell)
     return [f"{layer_prefix(layer, layers)}{k}" for layer in range(layers) for k in kinds]

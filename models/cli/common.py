@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Any
 
 from minigrad.cell import Cell
-from models.cells.registry import CELLS
+from minigrad.serialize import register_node_types
+from models.data.dataset import one_line
 from models.nets.base import RecurrentModel
 
 PROG = "minigrad"
@@ -40,22 +42,52 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_cell_options(p: argparse.ArgumentParser) -> None:
-    """``--cell``, ``--input-size`` and ``--hidden``: the cell of a ``RecurrentModel``."""
+CELL_HELP = "a cell name ('minigrad cells' lists them) or a module:function spec"
+
+
+def add_import_option(p: argparse.ArgumentParser) -> None:
+    """``--import MODULE`` (repeatable): modules whose node types become known."""
     p.add_argument(
-        "--cell",
-        default="gru",
-        metavar="NAME",
-        help=f"a cell of models.cells.CELLS: {', '.join(CELLS)}",
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE and register the node types it defines (repeatable), so that a "
+        "cell using them can be built or loaded",
     )
+
+
+def import_modules(names: list[str]) -> list[str]:
+    """Import each module named with ``--import`` and register its node types.
+
+    Returns:
+        The node type names registered.
+
+    Raises:
+        ValueError: a module that cannot be imported (naming it).
+    """
+    registered: list[str] = []
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"--import {name}: cannot import it: {one_line(exc)}") from None
+        registered += register_node_types(module)
+    return registered
+
+
+def add_cell_options(p: argparse.ArgumentParser) -> None:
+    """``--cell``, ``--input-size``, ``--hidden`` and ``--import``: the cell of a
+    ``RecurrentModel``."""
+    p.add_argument("--cell", default="gru", metavar="NAME", help=CELL_HELP)
     p.add_argument("--input-size", type=int, default=3, metavar="D", help="input size D")
     p.add_argument("--hidden", type=int, default=4, metavar="H", help="state size H")
+    add_import_option(p)
 
 
 def model_cell(args: argparse.Namespace) -> Cell:
     """The cell named by ``--cell`` with an L2 head (``models.nets.base.RecurrentModel``)."""
-    if args.cell not in CELLS:
-        raise ValueError(f"unknown cell {args.cell!r}; valid: {', '.join(CELLS)}")
     return RecurrentModel(args.cell, args.input_size, args.hidden).cell
 
 

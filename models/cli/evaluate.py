@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from models.cli.common import Formatter, Subparsers
+from models.cli.common import Formatter, Subparsers, add_import_option
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
@@ -37,6 +37,7 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument("--split", default="test", choices=SPLIT_NAMES, help="the split to score")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per batch")
+    add_import_option(p)
     p.set_defaults(func=run_evaluate)
 
 

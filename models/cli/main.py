@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from minigrad.errors import MinigradError
-from models.cli import evaluate, explain, graph, sample, sweep, train
-from models.cli.common import PROG, Formatter, Subparsers
+from models.cli import cells, evaluate, explain, graph, sample, sweep, train
+from models.cli.common import PROG, Formatter, Subparsers, import_modules
 from models.data.dataset import DataError, one_line
 from models.train.checkpoint import CheckpointError
 from models.train.loop import TrainingInterrupted
@@ -25,7 +25,7 @@ class Command(Protocol):
         """Add the command's parser to ``sub``."""
 
 
-COMMANDS: tuple[Command, ...] = (train, evaluate, sample, explain, graph, sweep)
+COMMANDS: tuple[Command, ...] = (train, evaluate, sample, explain, graph, sweep, cells)
 """The command modules, in the order of ``--help``. Adding a command: one module
 in ``models/cli/`` with ``add(sub)``, and its entry here."""
 
@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        import_modules(getattr(args, "imports", []))
         code: int = args.func(args)
         return code
     except TrainingInterrupted as exc:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from models.cli.common import Formatter, Subparsers
+from models.cli.common import Formatter, Subparsers, add_import_option
 from models.data.dataset import PITCH_LO, one_line
 from models.generate.midi import MissingExtraError, write_midi
 from models.generate.roll_svg import piano_roll_svg
@@ -53,6 +53,7 @@ def add(sub: Subparsers) -> None:
     p.add_argument(
         "--tempo", type=float, default=100.0, metavar="BPM", help="MIDI tempo, steps per minute"
     )
+    add_import_option(p)
     p.set_defaults(func=run_sample)
 
 

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, flag
+from models.cli.common import METAVARS, Formatter, Subparsers, add_import_option, flag
 from models.data.dataset import one_line
 from models.train.checkpoint import load_checkpoint
 from models.train.config import (
@@ -84,6 +84,7 @@ def add(sub: Subparsers) -> None:
         default=None,
         help="print the resolved configuration (TOML, or JSON) and exit",
     )
+    add_import_option(p)
     p.set_defaults(func=run_train)
 
 

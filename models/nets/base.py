@@ -27,10 +27,9 @@ from minigrad.cell import Cell, CellBuilder, l2_loss
 from minigrad.errors import ShapeError
 from minigrad.plan import Plan
 from minigrad.types import Array, FloatDType, format_shape
-from models.cells.fragment import INITS
-from models.cells.lstm import lstm
-from models.cells.registry import CELLS
-from models.cells.stack import layer_prefix, stack
+from models.cells.fragment import INITS, Fragment
+from models.cells.registry import resolve_cell
+from models.cells.stack import layer_prefix, layer_states, stack
 
 __all__ = ["RecurrentModel", "check_array", "check_state_dict"]
 
@@ -147,8 +146,9 @@ class RecurrentModel:
     """L recurrent layers of one cell type with an L2 loss on the top layer's states.
 
     Args:
-        cell: a key of ``models.cells.CELLS`` (``"gru"``, ``"gru_reset_after"``,
-            ``"lstm"``, ``"tanh"``, ``"mgu"``, ...).
+        cell: a cell name (``"gru"``, ``"gru_reset_after"``, ``"lstm"``,
+            ``"tanh"``, ``"mgu"``, a registered one), a ``module:function``
+            spec or a fragment function (``models.cells.resolve_cell``).
         input_size: D, the size of each step's input.
         hidden_size: H, the size of every layer's state.
         dtype: ``numpy.float32`` or ``numpy.float64``.
@@ -165,13 +165,14 @@ class RecurrentModel:
         input_size, hidden_size, num_layers, cell_type, init: as given.
 
     Initial states: ``h0`` is (B, H) for a single layer and (L, B, H) for a
-    stack (layer 0 first); the LSTM also takes ``c0`` of the same shape. A
-    missing initial state is zero.
+    stack (layer 0 first); every further state a layer declares (``c`` for
+    the LSTM) takes ``<name>0`` of the same shape (``c0``). A missing initial
+    state is zero.
     """
 
     def __init__(
         self,
-        cell: str,
+        cell: str | Fragment,
         input_size: int,
         hidden_size: int,
         *,
@@ -181,8 +182,7 @@ class RecurrentModel:
         num_layers: int = 1,
         name: str | None = None,
     ) -> None:
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(repr(c) for c in CELLS)}")
+        cell_type, frag = resolve_cell(cell)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(repr(i) for i in INITS)}")
         for what, v in (
@@ -192,16 +192,17 @@ class RecurrentModel:
         ):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ValueError(f"{what} must be an int >= 1, got {v!r}")
-        self.cell_type = cell
+        self.cell_type = cell_type
+        self.fragment: Fragment = frag
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
         self.init = init
         self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
-        #: the state kinds of one layer: ("h",) or ("h", "c") for the LSTM
-        self.state_kinds: tuple[str, ...] = ("h", "c") if CELLS[cell] is lstm else ("h",)
+        #: the states one layer declares, e.g. ("h",), or ("h", "c") for the LSTM
+        self.state_kinds: tuple[str, ...] = layer_states(frag)
         self._reverse = False
-        self.cell: Cell = self._build(name or cell)
+        self.cell: Cell = self._build(name or cell_type)
         self.params: dict[str, Array] = self.cell.init_params(seed)
 
     def _build(self, name: str) -> Cell:
@@ -209,7 +210,7 @@ class RecurrentModel:
         x = b.input("x", self.input_size)
         y = b.input("y", self.hidden_size)
         tops = stack(
-            b, x, self.cell_type, self.input_size, self.hidden_size, self.num_layers, init=self.init
+            b, x, self.fragment, self.input_size, self.hidden_size, self.num_layers, init=self.init
         )
         b.output("h", tops[-1])
         b.loss(l2_loss(tops[-1], y, name="loss"))

@@ -49,10 +49,11 @@ from minigrad.errors import NonFiniteError
 from minigrad.init import pytorch_uniform
 from minigrad.noise import draw, dropout_value
 from minigrad.plan import Plan, Run
+from minigrad.serialize import from_json, to_json
 from minigrad.types import Array, FloatDType
-from models.cells.fragment import INITS
-from models.cells.registry import CELLS
-from models.cells.stack import stack, state_names
+from models.cells.fragment import INITS, Fragment
+from models.cells.registry import resolve_cell
+from models.cells.stack import stack
 from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
 from models.nets.base import check_state_dict
@@ -160,9 +161,14 @@ def _sigmoid(z: Array) -> Array:
 class SequenceModel:
     """Next-frame prediction on 88-key piano rolls with a stack of recurrent layers.
 
+    Any cell works the same way: a cell fragment (with any number of
+    states) under a read-out head. ``SequenceModel.from_description`` builds
+    a model from a saved cell description instead (no fragment needed).
+
     Args:
-        cell: a key of ``models.cells.CELLS`` (``"gru"``, ``"gru_reset_after"``,
-            ``"lstm"``, ``"tanh"``, ``"mgu"``).
+        cell: a cell name (``"gru"``, ``"gru_reset_after"``, ``"lstm"``,
+            ``"tanh"``, ``"mgu"`` or a registered one), a ``module:function``
+            spec or a fragment function (``models.cells.resolve_cell``).
         input_size: K, the width of a frame (88 piano keys).
         hidden_size: H, the state size of every layer.
         layers: L >= 1, the number of stacked layers.
@@ -180,14 +186,16 @@ class SequenceModel:
         params: ``{name: array}``, the current parameters, updated in place
             by optimisers; the read-out ``V`` (H, K) and ``c_out`` (K,) come last.
         readout: the names of the read-out weight and bias, ``("V", "c_out")``.
-        states: the names of the carried states (``models.cells.state_names``).
-        dtype, cell_type, input_size, hidden_size, layers, init, dropout,
+        states: the names of the carried states, as the cell declares them
+            (``"h"``, ``"l0.h"``, ``"l0.c"``, ...), each (B, H).
+        cell_type: the cell's name (a registered name or ``module:function``).
+        dtype, input_size, hidden_size, layers, init, dropout,
         recurrent_dropout, zoneout: as given.
     """
 
     def __init__(
         self,
-        cell: str = "gru",
+        cell: str | Fragment = "gru",
         input_size: int = N_PITCHES,
         hidden_size: int = 46,
         layers: int = 1,
@@ -198,11 +206,10 @@ class SequenceModel:
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
     ) -> None:
-        if not isinstance(cell, str) or cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(repr(c) for c in CELLS)}")
+        cell_type, frag = resolve_cell(cell)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(repr(i) for i in INITS)}")
-        self.cell_type = cell
+        self.cell_type = cell_type
         self.input_size = _int_arg("input_size", input_size)
         self.hidden_size = _int_arg("hidden_size", hidden_size)
         self.layers = _int_arg("layers", layers)
@@ -211,12 +218,59 @@ class SequenceModel:
         self.recurrent_dropout = _rate_arg("recurrent_dropout", recurrent_dropout)
         self.zoneout = _rate_arg("zoneout", zoneout)
         self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
-        self.states: list[str] = state_names(cell, self.layers)
         self.readout: tuple[str, str] = READOUT
-        self.cell: Cell = self._build()
+        self.cell: Cell = self._build(frag)
+        self.states: list[str] = list(self.cell.states)
         self.params: dict[str, Array] = self.cell.init_params(seed)
 
-    def _build(self) -> Cell:
+    @classmethod
+    def from_description(
+        cls, description: str, config: Mapping[str, Any], *, where: str = "cell description"
+    ) -> SequenceModel:
+        """The model whose cell a JSON description holds (``minigrad.serialize``), with
+        zero parameters (load them with ``load_state_dict``). Imports nothing.
+
+        Args:
+            description: ``to_json`` of a ``SequenceModel``'s cell (``describe()``).
+            config: ``config()`` of that model: ``cell``, ``hidden_size``,
+                ``layers``, ``init`` (``input_size`` and ``dtype`` come from the cell).
+            where: the source, named in messages (a file name).
+
+        Raises:
+            minigrad.serialize.CellDescriptionError: a malformed description or
+                an unknown node type (naming it and how to make it known).
+            ValueError: a cell that is not a sequence model's (no input ``x``
+                or ``t``, no output ``logits``, no read-out), naming ``where``.
+        """
+        cell = from_json(description)
+        model = cls.__new__(cls)
+        need = {"inputs": ("x", "t"), "outputs": ("logits",), "params": READOUT}
+        for what, names in need.items():
+            missing = [n for n in names if n not in getattr(cell, what)]
+            if missing:
+                raise ValueError(f"{where}: not a sequence model's cell (no {what} {missing})")
+        model.cell_type = str(config.get("cell", cell.name))
+        model.input_size = int(cell.inputs["x"].shape[1])
+        model.hidden_size = _int_arg("hidden_size", config.get("hidden_size"))
+        model.layers = _int_arg("layers", config.get("layers", 1))
+        model.init = str(config.get("init", "default"))
+        model.dropout = _rate_arg("dropout", config.get("dropout", 0.0))
+        model.recurrent_dropout = _rate_arg(
+            "recurrent_dropout", config.get("recurrent_dropout", 0.0)
+        )
+        model.zoneout = _rate_arg("zoneout", config.get("zoneout", 0.0))
+        model.dtype = cell.dtype
+        model.readout = READOUT
+        model.cell = cell
+        model.states = list(cell.states)
+        model.params = {n: np.zeros(p.shape, dtype=p.dtype) for n, p in cell.params.items()}
+        return model
+
+    def describe(self) -> str:
+        """The model's cell as a JSON description (``minigrad.serialize.to_json``)."""
+        return to_json(self.cell)
+
+    def _build(self, frag: Fragment) -> Cell:
         K, H = self.input_size, self.hidden_size
         b = CellBuilder(f"{self.cell_type}_music", dtype=self.dtype)
         x = b.input("x", K)
@@ -224,7 +278,7 @@ class SequenceModel:
         tops = stack(
             b,
             x,
-            self.cell_type,
+            frag,
             K,
             H,
             self.layers,

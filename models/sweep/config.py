@@ -10,7 +10,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from models.train.config import CELL_CHOICES, TrainConfig, config_from_mapping
+from models.cells.registry import CELLS, is_known_cell
+from models.train.config import TrainConfig, config_from_mapping
 
 PAPER_HIDDEN: Final[Mapping[str, int]] = {"gru": 46, "lstm": 36, "tanh": 100}
 """Chung et al.'s hidden sizes, about 20k parameters each with 88-key inputs."""
@@ -106,9 +107,10 @@ def parse_hidden(text: str) -> dict[str, int]:
         cell = cell.strip()
         if not sep:
             raise ValueError(f"--hidden {text!r}: entry {entry!r} is not CELL=H (e.g. gru=46)")
-        if cell not in CELL_CHOICES:
+        if not is_known_cell(cell):
             raise ValueError(
-                f"--hidden {text!r}: unknown cell {cell!r}; valid: {', '.join(CELL_CHOICES)}"
+                f"--hidden {text!r}: unknown cell {cell!r}; valid: "
+                f"{', '.join(CELLS)} or module:function"
             )
         try:
             h = int(size)
@@ -132,9 +134,10 @@ def parse_cells(text: str) -> tuple[str, ...]:
     if not cells:
         raise ValueError("--cells: give at least one cell, e.g. gru,lstm,tanh")
     for c in cells:
-        if c not in CELL_CHOICES:
+        if not is_known_cell(c):
             raise ValueError(
-                f"--cells {text!r}: unknown cell {c!r}; valid: {', '.join(CELL_CHOICES)}"
+                f"--cells {text!r}: unknown cell {c!r}; valid: "
+                f"{', '.join(CELLS)} or module:function"
             )
     if len(set(cells)) != len(cells):
         raise ValueError(f"--cells {text!r}: a cell is repeated")
@@ -169,8 +172,9 @@ class Trial:
 
 
 def trial_name(cell: str, lr: float, seed: int) -> str:
-    """``<cell>-lr<lr with 4 significant digits>-s<seed>``, e.g. ``gru-lr3.162e-03-s0``."""
-    return f"{cell}-lr{lr:.3e}-s{seed}"
+    """``<cell>-lr<lr with 4 significant digits>-s<seed>``, e.g. ``gru-lr3.162e-03-s0``
+    (a ``module:function`` cell is named by its function)."""
+    return f"{cell.rpartition(':')[2]}-lr{lr:.3e}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,7 @@ class SweepConfig:
     Args:
         dataset: an embedded dataset name or a dataset file.
         out: the sweep directory.
-        cells: the cells swept (``models.train.CELL_CHOICES``).
+        cells: the cells swept (names of ``models.cells.CELLS`` or ``module:function`` specs).
         hidden: hidden size per cell, overriding ``PAPER_HIDDEN``; a cell
             that is in neither needs one.
         lr_candidates: the number of learning rates tried per cell, >= 1.
@@ -311,5 +315,3 @@ def parse_executor(spec: str) -> tuple[str, int | str]:
             raise ValueError(f"--executor {spec!r}: no scheduler address; {forms}")
         return "dask", address if "://" in address else f"tcp://{address}"
     raise ValueError(f"--executor {spec!r}: {forms}")
-
-

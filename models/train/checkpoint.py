@@ -59,6 +59,7 @@ _PARAM = "param/"
 _BEST = "best/"
 _OPTIM = "optim/"
 _META = "meta"
+_CELL = "cell"
 _NDARRAY_TAG = "__ndarray__"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, or an empty zip
 _BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
@@ -80,6 +81,8 @@ class Checkpoint:
         config: the run configuration (JSON-decoded).
         extra: further JSON-decoded data, or None if none was saved.
         best_params: the best parameters by name, or None if none were saved.
+        cell: the model's cell as JSON text (``minigrad.serialize``), or None
+            for a file written without one.
     """
 
     params: dict[str, Array]
@@ -89,6 +92,7 @@ class Checkpoint:
     config: dict[str, Any]
     extra: dict[str, Any] | None
     best_params: dict[str, Array] | None
+    cell: str | None = None
 
     def make_rng(self) -> np.random.Generator:
         """Build a Generator whose bit generator is restored to :attr:`rng_state`.
@@ -251,6 +255,7 @@ def save_checkpoint(
     config: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     best_params: Mapping[str, Array] | None = None,
+    cell: str | None = None,
 ) -> None:
     """Write a checkpoint atomically to ``path`` (used verbatim; no suffix is added).
 
@@ -266,6 +271,8 @@ def save_checkpoint(
         extra: further JSON-able data (history, best epoch, ...), or None.
         best_params: the best parameters so far by name (shapes as in
             ``params``), or None.
+        cell: the model's cell as JSON text (``minigrad.serialize.to_json``),
+            stored as the member ``cell`` (a 0-d unicode array), or None.
 
     Raises:
         CheckpointError: naming the file, if an argument cannot be stored
@@ -293,6 +300,10 @@ def save_checkpoint(
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{target}: metadata is not JSON-serialisable: {exc}") from exc
     arrays[_META] = np.array(text)
+    if cell is not None:
+        if not isinstance(cell, str):
+            raise CheckpointError(f"{target}: the cell description must be JSON text")
+        arrays[_CELL] = np.array(cell)
 
     def write(f: IO[bytes]) -> None:
         # ``cast``: numpy's stub types ``savez``'s keyword arguments as possibly ``allow_pickle``.
@@ -405,8 +416,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     params: dict[str, Array] = {}
     best: dict[str, Array] = {}
     optim: dict[str, AnyArray] = {}
+    cell: str | None = None
     for key, array in members.items():
         if key == _META:
+            continue
+        if key == _CELL:
+            if array.shape != () or array.dtype.kind != "U":
+                raise CheckpointError(
+                    f"{target}: 'cell' must be a 0-d unicode array (JSON text), got shape "
+                    f"{array.shape} dtype {array.dtype}"
+                )
+            cell = str(array[()])
             continue
         for prefix, store in ((_PARAM, params), (_BEST, best)):
             if key.startswith(prefix):
@@ -431,4 +451,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config=meta["config"],
         extra=meta["extra"],
         best_params=best if meta["has_best"] else None,
+        cell=cell,
     )

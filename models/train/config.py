@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from models.cells.fragment import INITS
-from models.cells.registry import CELLS
+from models.cells.fragment import INITS, Fragment
+from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.data.dataset import EMBEDDED_DATASETS
 from models.train.schedule import SCHEDULES
 
@@ -20,8 +20,6 @@ SVG_FILE = "curves.svg"
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DTYPES = ("float32", "float64")
-#: every cell registered in ``models.cells.CELLS`` (registering a cell there is enough)
-CELL_CHOICES = tuple(CELLS)
 
 RESUMABLE_CHANGES = frozenset(
     {"epochs", "patience", "max_train_seconds", "out", "resume", "overwrite", "progress"}
@@ -40,7 +38,11 @@ class TrainConfig:
     Args:
         dataset: an embedded dataset name (``"bach_chorales"``) or the path of
             a ``.npz`` or original ``.pickle`` dataset.
-        cell: ``"gru"``, ``"gru_reset_after"``, ``"lstm"``, ``"tanh"`` or ``"mgu"``.
+        cell: a cell name (``"gru"``, ``"gru_reset_after"``, ``"lstm"``,
+            ``"tanh"``, ``"mgu"``, or one registered with
+            ``models.cells.register_cell`` or an entry point), a
+            ``module:function`` spec, or a fragment function itself;
+            ``to_dict`` writes a function as its name or ``module:qualname``.
         hidden: H, the state size of every layer, >= 1.
         layers: L, the number of stacked layers, >= 1.
         init: ``"default"`` or ``"orthogonal"`` (``models.cells``).
@@ -90,7 +92,7 @@ class TrainConfig:
     """
 
     dataset: str = "bach_chorales"
-    cell: str = "gru"
+    cell: str | Fragment = "gru"
     hidden: int = 46
     layers: int = 1
     init: str = "default"
@@ -130,10 +132,10 @@ class TrainConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             want = _FIELD_TYPES[f.name]
-            if not _type_ok(value, want):
+            if f.name != "cell" and not _type_ok(value, want):
                 raise ValueError(f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {value!r}")
+        _check_cell(self.cell)
         choices = {
-            "cell": CELL_CHOICES,
             "init": INITS,
             "optimizer": OPTIMIZERS,
             "dtype": DTYPES,
@@ -192,7 +194,7 @@ class TrainConfig:
         try:
             text = self.out.format(
                 dataset=stem,
-                cell=self.cell,
+                cell=self.cell_label(),
                 hidden=self.hidden,
                 layers=self.layers,
                 seed=self.seed,
@@ -206,9 +208,19 @@ class TrainConfig:
             raise ValueError("option 'out': must not be empty")
         return Path(text)
 
+    def cell_name(self) -> str:
+        """The cell's name: as given, or a function's registered name or ``module:qualname``."""
+        return self.cell if isinstance(self.cell, str) else resolve_cell(self.cell)[0]
+
+    def cell_label(self) -> str:
+        """The cell's name as it goes into paths: a spec's function name (``light_gru``)."""
+        return self.cell_name().rpartition(":")[2]
+
     def to_dict(self) -> dict[str, Any]:
         """The options as a JSON- and TOML-able dict, in declaration order."""
-        return asdict(self)
+        out = asdict(self)
+        out["cell"] = self.cell_name()
+        return out
 
     def resolved(self) -> TrainConfig:
         """The configuration as a run stores it: ``out`` replaced by the actual
@@ -237,7 +249,7 @@ class TrainConfig:
 
 CONFIG_HELP: dict[str, str] = {
     "dataset": "embedded dataset name (bach_chorales) or path of a .npz / .pickle dataset",
-    "cell": "recurrent cell",
+    "cell": "recurrent cell: a name ('minigrad cells' lists them) or module:function",
     "hidden": "state size H of every layer",
     "layers": "number of stacked recurrent layers",
     "init": "parameter initialisation",
@@ -272,7 +284,6 @@ CONFIG_HELP: dict[str, str] = {
 """One help line per option of ``TrainConfig``."""
 
 CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
-    "cell": CELL_CHOICES,
     "init": INITS,
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
@@ -314,6 +325,20 @@ _FIELD_TYPES: dict[str, type] = {
     "zoneout": float,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_cell(cell: object) -> None:
+    """Raise ValueError unless ``cell`` is a function, a known name or a ``module:function``
+    spec (checked by its form only: nothing is imported here)."""
+    if callable(cell) and not isinstance(cell, str):
+        return
+    if not isinstance(cell, str):
+        raise ValueError(f"option 'cell': expected a name or a function, got {cell!r}")
+    if not is_known_cell(cell):
+        raise ValueError(
+            f"option 'cell': unknown value {cell!r}; valid: {', '.join(CELLS)}, or a "
+            "module:function spec such as mypkg.cells:light_gru"
+        )
 
 
 def _type_ok(value: object, want: type) -> bool:

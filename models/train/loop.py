@@ -72,11 +72,13 @@ import numpy as np
 
 from minigrad.errors import NonFiniteError
 from minigrad.types import Array
+from models.cells.registry import CELLS
 from models.data.batches import batches
 from models.data.dataset import Dataset, Split
 from models.data.load import load_dataset
 from models.nets.sequence import SequenceModel
 from models.train.checkpoint import (
+    Checkpoint,
     CheckpointError,
     atomic_write_text,
     load_checkpoint,
@@ -190,8 +192,35 @@ def _run_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(run_seq)
 
 
+def model_from_checkpoint(ck: Checkpoint, *, where: str) -> SequenceModel:
+    """The model a checkpoint or ``model.npz`` holds, built from its cell description
+    (``minigrad.serialize``): nothing the file names is imported. Its parameters
+    are zeros; load them with ``load_state_dict``.
+
+    A file written without a description (older runs) is rebuilt from its
+    configuration, which must name a registered cell.
+
+    Raises:
+        CheckpointError: no description and a cell that is not registered.
+        minigrad.serialize.CellDescriptionError: a bad description or an
+            unknown node type (naming it and how to make it known).
+    """
+    extra = ck.extra or {}
+    if ck.cell is not None:
+        shape = extra.get("model")
+        return SequenceModel.from_description(
+            ck.cell, shape if isinstance(shape, dict) else {}, where=where
+        )
+    cell = ck.config.get("cell")
+    if not isinstance(cell, str) or cell not in CELLS:
+        raise CheckpointError(
+            f"{where}: holds no cell description and its cell {cell!r} is not a registered one"
+        )
+    return model_from_config(ck.config, where=f"{where}: stored configuration")
+
+
 def model_from_config(config: Mapping[str, Any], *, where: str) -> SequenceModel:
-    """Build the (untrained) model a run configuration describes.
+    """Build the (untrained) model a run configuration describes (resolving its cell).
 
     Args:
         config: a run configuration (``TrainConfig.to_dict()``, as stored in
@@ -225,7 +254,7 @@ def load_model(path: str | Path) -> tuple[SequenceModel, dict[str, Any]]:
             describes (naming the key and both shapes).
     """
     ck = load_checkpoint(path)
-    model = model_from_config(ck.config, where=f"{path}: stored configuration")
+    model = model_from_checkpoint(ck, where=str(path))
     extra = ck.extra or {}
     is_model = extra.get("kind") == "model"
     which = "best" if ck.best_params is not None or is_model else "current"
@@ -255,7 +284,7 @@ def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Pa
             continue  # an option added since the checkpoint was written, at its default
         if f.name not in saved:
             raise CheckpointError(f"{path}: the stored configuration lacks option {f.name!r}")
-        mine, theirs = getattr(config, f.name), saved[f.name]
+        mine, theirs = config.to_dict()[f.name], saved[f.name]
         if mine != theirs:
             raise ValueError(
                 f"option {f.name!r} is {mine!r}, but {path} was trained with {theirs!r}; "
@@ -318,13 +347,18 @@ def _save_checkpoint(
             "model": model.config(),
         },
         best_params=st.best_params,
+        cell=model.describe(),
     )
 
 
 def _restore(
-    path: Path, config: TrainConfig, model: SequenceModel, opt: Optimizer, sched: LRSchedule
+    path: Path,
+    ck: Checkpoint,
+    config: TrainConfig,
+    model: SequenceModel,
+    opt: Optimizer,
+    sched: LRSchedule,
 ) -> tuple[np.random.Generator, _State]:
-    ck = load_checkpoint(path)
     _check_resume_config(config, ck.config, path)
     extra = ck.extra or {}
     if extra.get("kind") != "checkpoint" or ck.best_params is None:
@@ -458,13 +492,15 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
     for s in ("train", "valid", "test"):
         if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
             raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
-    model = _make_model(config)
     opt = make_optimizer(config.optimizer, config.lr)
     train_split = dataset.train
     n_batches = -(-len(train_split) // config.batch_size)
     sched = _schedule(config, n_batches)
     if config.resume:
-        rng, st = _restore(ckpt, config, model, opt, sched)
+        # the model comes from the checkpoint's cell description: nothing is imported
+        ck = load_checkpoint(ckpt)
+        model = model_from_checkpoint(ck, where=str(ckpt))
+        rng, st = _restore(ckpt, ck, config, model, opt, sched)
         reporter.message(f"resuming {ckpt} after epoch {st.epoch}")
     else:
         if ckpt.exists() and not config.overwrite:
@@ -472,6 +508,7 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
                 f"{out} already holds a run ({CHECKPOINT_FILE}); continue it with --resume, "
                 "or pass --overwrite, or choose another --out"
             )
+        model = _make_model(config)
         out.mkdir(parents=True, exist_ok=True)
         (out / MODEL_FILE).unlink(missing_ok=True)  # an overwritten run's model is stale
         rng = _run_rng(config.seed)
@@ -617,6 +654,7 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
                 "test_nll": final["test"]["nll"],
                 "valid_nll": final["valid"]["nll"],
             },
+            cell=model.describe(),
         )
         metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
         _write_outputs(out, metrics)
