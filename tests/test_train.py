@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 from npz_layout import write_npz_dataset
+from threadpoolctl import threadpool_limits
 
 import models.train.loop as train_mod
 from minigrad.errors import NonFiniteError
+from minigrad.threads import blas_thread_counts
 from models.cli.main import main
 from models.data import Batch, Split, batches, load_dataset, load_npz
 from models.nets.sequence import SequenceModel, frame_counts, pad_batch
@@ -458,3 +460,30 @@ def test_cli_end_to_end(tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFi
     ev = json.loads(capsys.readouterr().out)
     assert ev["nll"] == pytest.approx(m["valid_nll"], rel=1e-12)
     assert ev["params"] == "best"
+
+
+# --------------------------------------------------------------------------- BLAS threads
+
+
+class _ThreadsSeen(Reporter):
+    def __init__(self) -> None:
+        self.seen: list[dict[str, int]] = []
+
+    def epoch(self, record: Any, best_epoch: int, epochs: int) -> None:
+        self.seen.append(blas_thread_counts())
+
+
+@pytest.mark.parametrize(("option", "inside"), [(1, 1), (0, 2), (2, 2)])
+def test_train_sets_the_blas_threads_from_python(
+    tiny_npz: Path, tmp_path: Path, option: int, inside: int
+) -> None:
+    if not blas_thread_counts():
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    seen = _ThreadsSeen()
+    with threadpool_limits(limits=2, user_api="blas"):  # as a user's process may have it
+        before = blas_thread_counts()
+        train(tiny_config(tiny_npz, tmp_path / "run", epochs=1, blas_threads=option), reporter=seen)
+        after = blas_thread_counts()
+    assert after == before  # restored
+    most = max(before.values())  # 2, or 1 on a one-core machine
+    assert seen.seen and all(set(c.values()) == {min(inside, most)} for c in seen.seen)

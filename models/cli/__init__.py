@@ -33,7 +33,9 @@ import os
 
 # One BLAS thread unless the user says otherwise: the GEMMs of a recurrent step are
 # small, and a second OpenBLAS thread makes a JSB training epoch about 3x slower here.
-# This must happen before numpy is first imported (models/__init__ imports nothing).
+# Training sets it itself (minigrad.threads, TrainConfig.blas_threads), from Python
+# too; the variables below also cover evaluate and sample. They must be set before
+# numpy is first imported (models/__init__ imports nothing).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 

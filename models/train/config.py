@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.data.dataset import EMBEDDED_DATASETS
@@ -22,7 +23,16 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 DTYPES = ("float32", "float64")
 
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "patience", "max_train_seconds", "out", "resume", "overwrite", "progress"}
+    {
+        "epochs",
+        "patience",
+        "max_train_seconds",
+        "out",
+        "resume",
+        "overwrite",
+        "progress",
+        "blas_threads",
+    }
 )
 """Options that may differ between a checkpoint's run and the run resuming it."""
 
@@ -89,6 +99,9 @@ class TrainConfig:
             computation, ``minigrad.noise.recurrent_dropout``); 0 disables it.
         zoneout: probability that a unit of a state keeps its previous value
             at a step (Krueger et al. 2017); 0 disables it.
+        blas_threads: BLAS threads while training (``minigrad.threads``); 1 is
+            fastest for the small products of a recurrent step; 0 leaves BLAS
+            as it is.
     """
 
     dataset: str = "bach_chorales"
@@ -122,6 +135,7 @@ class TrainConfig:
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    blas_threads: int = DEFAULT_BLAS_THREADS
 
     def validate(self) -> TrainConfig:
         """Check every option; return the configuration itself.
@@ -158,7 +172,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "seed", "max_updates", "warmup_updates"):
+        for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -280,6 +294,7 @@ CONFIG_HELP: dict[str, str] = {
     "dropout": "variational dropout rate on layer inputs and the read-out input (0: none)",
     "recurrent_dropout": "variational dropout rate on the recurrent connections (0: none)",
     "zoneout": "zoneout probability on the states (0: none)",
+    "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
 }
 """One help line per option of ``TrainConfig``."""
 
@@ -323,6 +338,7 @@ _FIELD_TYPES: dict[str, type] = {
     "dropout": float,
     "recurrent_dropout": float,
     "zoneout": float,
+    "blas_threads": int,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
