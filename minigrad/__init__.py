@@ -14,14 +14,17 @@ Public API (re-exported from the private-by-convention modules below):
   ``write_graph``;
 * gradient checking (``minigrad.check``): ``gradcheck``,
   ``gradcheck_node``, ``gradcheck_cell``, ``check_grads``;
+* noise inputs (``minigrad.noise``): ``draw`` gives dropout and zoneout masks
+  (training) or their evaluation values, and builder rewrites add them to any cell;
 * initialisers (``minigrad.init``) and errors (``minigrad.errors``).
 """
 
-from minigrad import init
+from minigrad import init, noise
 from minigrad.cell import (
     Cell,
     CellBuilder,
     InputSpec,
+    NoiseSpec,
     OpSpec,
     ParamSpec,
     Ref,
@@ -29,6 +32,7 @@ from minigrad.cell import (
     add,
     affine,
     concat,
+    dropout,
     gru_update,
     l2_loss,
     matmul,
@@ -43,6 +47,7 @@ from minigrad.cell import (
     softmax_cross_entropy,
     sub,
     tanh,
+    zoneout,
 )
 from minigrad.check import (
     GradcheckResult,
@@ -74,6 +79,7 @@ from minigrad.nodes import (
     Add,
     Affine,
     Concat,
+    Dropout,
     GRUUpdate,
     Identity,
     L2Loss,
@@ -90,6 +96,7 @@ from minigrad.nodes import (
     SoftmaxCrossEntropy,
     Sub,
     Tanh,
+    Zoneout,
 )
 from minigrad.passes import ALL_PASSES, DEFAULT_PASSES, classify
 from minigrad.plan import BufRef, Gradients, Instr, Plan, Run, compile_plan
@@ -112,6 +119,7 @@ __all__ = [
     "CellBuilder",
     "Concat",
     "DTypeError",
+    "Dropout",
     "GRUUpdate",
     "GradcheckError",
     "GradcheckResult",
@@ -129,6 +137,7 @@ __all__ = [
     "NegSigmoid",
     "Node",
     "NodeContractError",
+    "NoiseSpec",
     "NonFiniteError",
     "OneMinus",
     "OpSpec",
@@ -147,6 +156,7 @@ __all__ = [
     "StateSpec",
     "Sub",
     "Tanh",
+    "Zoneout",
     "__version__",
     "add",
     "affine",
@@ -156,6 +166,7 @@ __all__ = [
     "compile",
     "compile_plan",
     "concat",
+    "dropout",
     "explain",
     "explain_all",
     "gradcheck",
@@ -167,6 +178,7 @@ __all__ = [
     "matmul",
     "mul",
     "neg_sigmoid",
+    "noise",
     "one_minus",
     "plan_of",
     "relu",
@@ -180,4 +192,5 @@ __all__ = [
     "unroll",
     "unrolled_to_dot",
     "write_graph",
+    "zoneout",
 ]

@@ -45,7 +45,7 @@ import networkx as nx
 import numpy as np
 
 from minigrad import nodes as N
-from minigrad.errors import DTypeError, GraphError, ShapeError
+from minigrad.errors import ArgumentError, DTypeError, GraphError, ShapeError
 from minigrad.init import Initializer, zeros
 from minigrad.types import BATCH, Array, FloatDType, Shape, SymShape
 from minigrad.types import format_shape as _fmt
@@ -54,6 +54,7 @@ __all__ = [
     "Cell",
     "CellBuilder",
     "InputSpec",
+    "NoiseSpec",
     "OpSpec",
     "ParamSpec",
     "Ref",
@@ -61,6 +62,7 @@ __all__ = [
     "add",
     "affine",
     "concat",
+    "dropout",
     "gru_update",
     "l2_loss",
     "matmul",
@@ -75,6 +77,7 @@ __all__ = [
     "softmax_cross_entropy",
     "sub",
     "tanh",
+    "zoneout",
 ]
 
 Kind = Literal["input", "param", "state", "op"]
@@ -115,13 +118,42 @@ class ParamSpec:
     init: Initializer
 
 
+NoiseKind = Literal["dropout", "zoneout"]
+NoisePer = Literal["sequence", "step"]
+NOISE_KINDS: tuple[NoiseKind, ...] = ("dropout", "zoneout")
+NOISE_PER: tuple[NoisePer, ...] = ("sequence", "step")
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """What a noise input holds (see ``CellBuilder.noise`` and ``minigrad.noise``).
+
+    * ``kind="dropout"``: a dropout mask, 0 with probability ``rate`` and
+      ``1 / (1 - rate)`` otherwise during training, 1 at evaluation;
+    * ``kind="zoneout"``: a keep mask, 1 (keep the previous value) with
+      probability ``rate`` and 0 otherwise during training, ``rate`` at evaluation.
+
+    ``per="sequence"`` draws one mask per sequence, shared by all its steps
+    (variational dropout); ``per="step"`` draws a new one at every step.
+    """
+
+    rate: float
+    kind: NoiseKind = "dropout"
+    per: NoisePer = "sequence"
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """A per-step input of symbolic shape ``("B", *features)``."""
+    """A per-step input of symbolic shape ``("B", *features)``.
+
+    ``noise`` is None for data; for a noise input (``CellBuilder.noise``) it
+    says how ``minigrad.noise.draw`` fills it.
+    """
 
     name: str
     shape: SymShape
     dtype: np.dtype[np.floating]
+    noise: NoiseSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +241,7 @@ class CellBuilder:
         self._kinds: dict[str, Kind] = {}
         self._params: dict[str, tuple[Shape, np.dtype[np.floating], Initializer]] = {}
         self._inputs: dict[str, tuple[SymShape, np.dtype[np.floating]]] = {}
+        self._noise: dict[str, NoiseSpec] = {}
         self._states: dict[str, tuple[SymShape, np.dtype[np.floating], float | Array]] = {}
         self._ops: dict[str, tuple[N.Node, tuple[str, ...]]] = {}
         self._updates: dict[str, str] = {}
@@ -245,6 +278,39 @@ class CellBuilder:
         feat = _as_shape(shape, f"cell '{self.name}': input '{name}'")
         ref = self._claim(name, "input")
         self._inputs[name] = ((BATCH, *feat), self._dtype(dtype))
+        return ref
+
+    def noise(
+        self,
+        name: str,
+        shape: int | Iterable[int],
+        rate: float,
+        kind: NoiseKind = "dropout",
+        per: NoisePer = "sequence",
+        dtype: FloatDType | np.dtype[np.floating] | None = None,
+    ) -> Ref:
+        """Declare a noise input with feature shape ``shape``: a per-step input
+        that ``minigrad.noise.draw`` fills (training masks or their evaluation
+        values) rather than the data.
+
+        Args:
+            name: the input's name.
+            shape: feature shape, e.g. ``H``; at run time the input is (T, B, *shape).
+            rate: the dropout probability (``kind="dropout"``) or the probability
+                that a unit keeps its previous value (``kind="zoneout"``), in [0, 1).
+            kind: ``"dropout"`` or ``"zoneout"`` (see ``NoiseSpec``).
+            per: ``"sequence"`` (one mask per sequence, shared by its steps) or
+                ``"step"`` (a new mask at every step).
+        """
+        where = f"cell '{self.name}': noise input '{name}'"
+        if kind not in NOISE_KINDS:
+            raise ArgumentError(f"{where}: kind must be one of {list(NOISE_KINDS)}, got {kind!r}")
+        if per not in NOISE_PER:
+            raise ArgumentError(f"{where}: per must be one of {list(NOISE_PER)}, got {per!r}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            raise ArgumentError(f"{where}: rate must be a number in [0, 1), got {rate!r}")
+        ref = self.input(name, shape, dtype=dtype)
+        self._noise[name] = NoiseSpec(float(rate), kind, per)
         return ref
 
     def param(
@@ -345,6 +411,61 @@ class CellBuilder:
         if v in self._losses:
             raise GraphError(f"cell '{self.name}': '{v}' is already a loss term")
         self._losses.append(v)
+
+    # -- reading and rewiring what is declared so far ------------------------
+
+    def feature_shape(self, name: str) -> Shape:
+        """The feature shape of a declared input or state (its shape without the batch)."""
+        if name in self._inputs:
+            return tuple(int(d) for d in self._inputs[name][0][1:])
+        if name in self._states:
+            return tuple(int(d) for d in self._states[name][0][1:])
+        raise GraphError(f"cell '{self.name}': '{name}' is not a declared input or state")
+
+    def ref(self, name: str) -> Ref:
+        """A handle on the declared name ``name``."""
+        if name not in self._kinds:
+            raise self._unknown(name, "ref()")
+        return Ref(name, self)
+
+    def op_of(self, name: str) -> tuple[N.Node, tuple[str, ...]]:
+        """The node type and input names of the node ``name``."""
+        if name not in self._ops:
+            raise GraphError(f"cell '{self.name}': '{name}' is not a node")
+        return self._ops[name]
+
+    def readers(self, name: str) -> list[tuple[str, int]]:
+        """The ``(node, input slot)`` pairs that read ``name``, in declaration order."""
+        return [
+            (n, i) for n, (_op, ins) in self._ops.items() for i, r in enumerate(ins) if r == name
+        ]
+
+    def update_of(self, state: Ref | str) -> str | None:
+        """The node that becomes ``state`` at the next step, or None if not given yet."""
+        return self._updates.get(state.name if isinstance(state, Ref) else state)
+
+    def rewire(self, node: str, slot: int, value: Ref | str) -> None:
+        """Make input ``slot`` of the node ``node`` read ``value`` instead."""
+        op, ins = self.op_of(node)
+        if not 0 <= slot < len(ins):
+            raise GraphError(
+                f"cell '{self.name}': node '{node}' ({type(op).__name__}) has no input {slot}"
+            )
+        v = value.name if isinstance(value, Ref) else value
+        self._ops[node] = (op, (*ins[:slot], v, *ins[slot + 1 :]))
+
+    def replace_update(self, state: Ref | str, value: Ref | str) -> None:
+        """Make ``value`` the update of ``state`` in place of the one given before."""
+        s = state.name if isinstance(state, Ref) else state
+        if s not in self._updates:
+            raise GraphError(f"cell '{self.name}': state '{s}' has no update to replace")
+        self._updates[s] = value.name if isinstance(value, Ref) else value
+
+    def replace_output(self, name: str, value: Ref | str) -> None:
+        """Make the output ``name`` return ``value`` in place of the node given before."""
+        if name not in self._outputs:
+            raise GraphError(f"cell '{self.name}': there is no output '{name}'")
+        self._outputs[name] = value.name if isinstance(value, Ref) else value
 
     def state_names(self) -> list[str]:
         """The states declared so far, in declaration order."""
@@ -494,7 +615,10 @@ class CellBuilder:
         params = {p: ParamSpec(p, ps, pd, pi) for p, (ps, pd, pi) in self._params.items()}
         for pname, spec in params.items():
             g.nodes[pname].update(shape=spec.shape, dtype=spec.dtype)
-        inputs = {i: InputSpec(i, ishp, idt) for i, (ishp, idt) in self._inputs.items()}
+        inputs = {
+            i: InputSpec(i, ishp, idt, self._noise.get(i))
+            for i, (ishp, idt) in self._inputs.items()
+        }
         for iname, ispec in inputs.items():
             g.nodes[iname].update(shape=ispec.shape, dtype=ispec.dtype)
         return Cell(
@@ -607,7 +731,12 @@ class Cell:
         for p, ps in self.params.items():
             b.param(p, ps.shape, init=ps.init, dtype=ps.dtype)
         for i, ispec in self.inputs.items():
-            b.input(i, tuple(int(d) for d in ispec.shape[1:]), dtype=ispec.dtype)
+            feat = tuple(int(d) for d in ispec.shape[1:])
+            if ispec.noise is None:
+                b.input(i, feat, dtype=ispec.dtype)
+            else:
+                nz = ispec.noise
+                b.noise(i, feat, nz.rate, kind=nz.kind, per=nz.per, dtype=ispec.dtype)
         for s, ss in self.states.items():
             b.state(s, tuple(int(d) for d in ss.shape[1:]), init=ss.init, dtype=ss.dtype)
         if ops is None:
@@ -717,6 +846,20 @@ def gru_update(z: Ref | str, a: Ref | str, b: Ref | str, *, name: str | None = N
 def slice_(x: Ref | str, start: int, stop: int, *, name: str | None = None) -> Ref:
     """``x[..., start:stop]``."""
     return _b(x).node(name, N.Slice(start, stop), x)
+
+
+def dropout(x: Ref | str, mask: Ref | str, *, name: str | None = None) -> Ref:
+    """``x * mask`` with ``mask`` a noise input (``CellBuilder.noise``, kind "dropout"):
+    x (B, H), mask (B, H) -> (B, H)."""
+    return _b(x, mask).node(name, N.Dropout(), x, mask)
+
+
+def zoneout(
+    keep: Ref | str, h_new: Ref | str, h_prev: Ref | str, *, name: str | None = None
+) -> Ref:
+    """``keep * h_prev + (1 - keep) * h_new`` with ``keep`` a noise input (kind
+    "zoneout"): all three (B, H) -> (B, H)."""
+    return _b(keep, h_new, h_prev).node(name, N.Zoneout(), keep, h_new, h_prev)
 
 
 def concat(*xs: Ref | str, name: str | None = None) -> Ref:

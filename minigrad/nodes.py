@@ -43,6 +43,7 @@ __all__ = [
     "Add",
     "Affine",
     "Concat",
+    "Dropout",
     "GRUUpdate",
     "Identity",
     "L2Loss",
@@ -59,6 +60,7 @@ __all__ = [
     "SoftmaxCrossEntropy",
     "Sub",
     "Tanh",
+    "Zoneout",
     "broadcast_shapes",
     "stable_sigmoid",
     "unbroadcast",
@@ -765,6 +767,47 @@ class GRUUpdate(Node):
             else:
                 np.multiply(g, z, out=oa)
                 np.subtract(g, oa, out=oa)
+
+
+# --------------------------------------------------------------------------
+# regularisation: noise that a cell receives as an input (see ``minigrad.noise``)
+
+
+class Dropout(Mul):
+    """Dropout as a product with a mask input: ``y = x * mask``.
+
+    The mask is a cell input of kind "noise" (``CellBuilder.noise``): during
+    training ``minigrad.noise.draw`` fills it with 0 or ``1 / (1 - rate)``
+    (inverted dropout), drawn once per sequence (variational dropout) or once
+    per step; at evaluation it is all ones, so the node is the identity.
+    Shapes: ``x`` and ``mask`` broadcast together (normally both (..., H)).
+    The mask is data, not a parameter, but its gradient ``g * x`` is returned
+    like any input's.
+    """
+
+    slots = ("x", "mask")
+    formula = "y = x * mask"
+    derivatives = ("dL/dx = g * mask", "dL/dmask = g * x")
+
+
+class Zoneout(GRUUpdate):
+    """Zoneout of a state: ``y = keep * h_prev + (1 - keep) * h_new``.
+
+    ``keep`` is a cell input of kind "noise": during training each unit keeps
+    its previous value (``keep`` = 1) with probability ``rate``, drawn at every
+    step; at evaluation ``keep`` is ``rate`` everywhere, the expectation
+    (Krueger et al. 2017). Shapes: all three broadcast together (normally
+    (..., H)). It is ``GRUUpdate`` with the gate ``keep`` and the roles of the
+    two values named.
+    """
+
+    slots = ("keep", "h_new", "h_prev")
+    formula = "y = keep * h_prev + (1 - keep) * h_new"
+    derivatives = (
+        "dL/dkeep = g * (h_prev - h_new)",
+        "dL/dh_new = g * (1 - keep)",
+        "dL/dh_prev = g * keep",
+    )
 
 
 # --------------------------------------------------------------------------

@@ -8,9 +8,10 @@ built again, in another process, without running any code the data names:
 
 The description (``"format": "minigrad-cell"``, ``"version": 1``) holds the
 cell's ``name`` and ``dtype``; its ``inputs`` and ``states`` (name, feature
-shape, dtype; a state also its ``update`` node and initial value ``init``, a
-number or nested lists); its ``params`` (name, shape, dtype and ``init``, the
-initialiser as data, ``minigrad.init.describe``); its ``nodes`` in
+shape, dtype; a noise input also its ``noise``, ``{"rate", "kind", "per"}``
+as ``CellBuilder.noise`` takes them; a state also its ``update`` node and
+initial value ``init``, a number or nested lists); its ``params`` (name,
+shape, dtype and ``init``, the initialiser as data, ``minigrad.init.describe``); its ``nodes`` in
 topological order (name, registered ``type`` name, ``attrs`` and ``inputs``);
 its ``outputs`` (output name -> node) and ``losses``.
 
@@ -265,7 +266,18 @@ def to_dict(cell: Cell) -> dict[str, Any]:
         "name": cell.name,
         "dtype": cell.dtype.name,
         "inputs": [
-            {"name": n, "shape": feats(s.shape), "dtype": s.dtype.name}
+            {
+                "name": n,
+                "shape": feats(s.shape),
+                "dtype": s.dtype.name,
+                **(
+                    {}
+                    if s.noise is None
+                    else {
+                        "noise": {"rate": s.noise.rate, "kind": s.noise.kind, "per": s.noise.per}
+                    }
+                ),
+            }
             for n, s in cell.inputs.items()
         ],
         "params": [
@@ -375,11 +387,20 @@ def from_dict(data: Mapping[str, Any]) -> Cell:
     b = CellBuilder(_get(data, "name", str, "cell description"), _dtype(data.get("dtype"), "cell"))
     for i, item in enumerate(_items(data, "inputs")):
         where = f"inputs[{i}]"
-        b.input(
-            _get(item, "name", str, where),
-            _shape(item.get("shape"), where),
-            dtype=_dtype(item.get("dtype"), where),
-        )
+        name = _get(item, "name", str, where)
+        shape, dtype = _shape(item.get("shape"), where), _dtype(item.get("dtype"), where)
+        noise = item.get("noise")
+        if noise is None:
+            b.input(name, shape, dtype=dtype)
+            continue
+        if not isinstance(noise, dict) or set(noise) != {"rate", "kind", "per"}:
+            raise CellDescriptionError(
+                f"{where} ({name!r}): noise must be an object with rate, kind and per"
+            )
+        try:
+            b.noise(name, shape, noise["rate"], kind=noise["kind"], per=noise["per"], dtype=dtype)
+        except ValueError as exc:
+            raise CellDescriptionError(f"{where}: {exc}") from None
     for i, item in enumerate(_items(data, "params")):
         where = f"params[{i}]"
         name = _get(item, "name", str, where)

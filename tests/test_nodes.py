@@ -89,6 +89,17 @@ CASES = [
     Case("Mul", N.Mul, [(B, H), (B, H)], [("B", H), ("B", H)], ("B", H), lambda a, b: a * b),
     Case("MulPeephole", N.Mul, [(H,), (B, H)], [(H,), ("B", H)], ("B", H), lambda a, b: a * b),
     Case(
+        "Dropout", N.Dropout, [(B, H), (B, H)], [("B", H), ("B", H)], ("B", H), lambda x, m: x * m
+    ),
+    Case(
+        "Zoneout",
+        N.Zoneout,
+        [(B, H), (B, H), (B, H)],
+        [("B", H)] * 3,
+        ("B", H),
+        lambda k, h_new, h_prev: k * h_prev + (1 - k) * h_new,
+    ),
+    Case(
         "GRUUpdate",
         N.GRUUpdate,
         [(B, H), (B, H), (B, H)],
@@ -293,6 +304,8 @@ BAD_SHAPES: dict[str, list[list[SymShape]]] = {
     "Mul": [[("B", H), (B, H)]],
     "MulPeephole": [[(H + 2,), ("B", H)]],
     "GRUUpdate": [[("B", H), ("B", H), ("B", H - 1)]],
+    "Dropout": [[("B", H), ("B", H + 1)]],
+    "Zoneout": [[("B", H), ("B", H - 1), ("B", H)]],
     "Slice": [[("B", 2)]],
     "Concat": [[("B", 2), (B, 3)]],
     "L2Loss": [[("B", H), ("B", H + 1)]],

@@ -248,3 +248,67 @@ def test_write_svg(tmp_path: Path) -> None:
 def test_curves_extreme_values() -> None:
     root = _parse(learning_curves_svg([1, 2, 3], {"train": [-1e308, 1e308, 1e30]}))
     assert len(_by_class(root, "polyline", "series")) == 1
+
+
+# -- readable learning curves: robust range, legend row, extra panels -------------
+
+
+def _frames(root: ET.Element) -> list[ET.Element]:
+    return _by_class(root, "rect", "frame")
+
+
+def _long_run() -> tuple[list[int], dict[str, list[float]]]:
+    epochs = list(range(1, 61))
+    train = [27.0, 12.0, 10.0] + [9.0 - 0.02 * e for e in range(4, 61)]
+    valid = [20.0, 11.0, 9.8] + [9.1 - 0.01 * e for e in range(4, 61)]
+    return epochs, {"train": train, "valid": valid}
+
+
+def test_first_epochs_do_not_flatten_the_curves() -> None:
+    epochs, series = _long_run()
+    root = _parse(learning_curves_svg(epochs, series, marker_epoch=50))
+    ticks = [float(t) for t in _texts(root) if t.replace(".", "").isdigit()]
+    y_ticks = [t for t in ticks if t < 20]  # epoch ticks are 10, 20, ...
+    assert max(y_ticks) < 12  # the scale follows the later epochs, not epoch 1's 27
+    notes = " ".join("".join(e.itertext()) for e in _by_class(root, "text", "note"))
+    assert "epochs 1 to 3 lie above it (up to 27)" in notes
+    frame = _frames(root)[0]
+    top = float(frame.get("y") or 0)
+    bottom = top + float(frame.get("height") or 0)
+    for pl in _by_class(root, "polyline", "series"):
+        for _x, y in _points(pl):
+            assert top - 1e-6 <= y <= bottom + 1e-6  # cut at the edge, never outside
+
+
+def test_legend_and_marker_label_sit_above_the_plot() -> None:
+    epochs, series = _long_run()
+    root = _parse(learning_curves_svg(epochs, series, title="t", marker_epoch=50))
+    plot_top = float(_frames(root)[0].get("y") or 0)
+    legend = _by_class(root, "text", "legend")
+    assert [e.text for e in legend] == ["train", "valid", "best epoch 50"]
+    assert all(float(e.get("y") or 0) < plot_top for e in legend)
+    width = float(root.get("width") or 0)
+    assert all(float(e.get("x") or 0) + 7 * len(e.text or "") < width for e in legend)
+
+
+def test_panels_only_when_they_vary() -> None:
+    epochs, series = _long_run()
+    lr_const = {"learning rate": {"lr": [3e-3] * 60}}
+    root = _parse(learning_curves_svg(epochs, series, panels=lr_const))
+    assert len(_frames(root)) == 1
+    assert any("learning rate 0.003 throughout" in t for t in _texts(root))
+    varying = {
+        "learning rate": {"lr": [3e-3 * 0.5 ** (e // 20) for e in epochs]},
+        "gradient norm": {"mean": [1.0 + 1 / e for e in epochs], "max": [2.0] * 60},
+    }
+    root = _parse(learning_curves_svg(epochs, series, panels=varying, marker_epoch=50))
+    frames = _frames(root)
+    assert len(frames) == 3
+    tops = [float(f.get("y") or 0) for f in frames]
+    heights = [float(f.get("height") or 0) for f in frames]
+    assert all(tops[i] + heights[i] < tops[i + 1] for i in range(2))  # no overlap
+    assert len(_by_class(root, "line", "marker")) == 3  # the marker crosses every panel
+    names = [pl.get("data-series") for pl in _by_class(root, "polyline", "series")]
+    assert names == ["train", "valid", "lr", "mean", "max"]
+    with pytest.raises(ValueError, match="'max'"):
+        learning_curves_svg([1, 2], {"a": [1.0, 2.0]}, panels={"g": {"max": [1.0]}})

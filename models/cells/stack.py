@@ -1,4 +1,12 @@
-"""Stacking fragments into layers, and the names of their states."""
+"""Stacking fragments into layers, with optional dropout and zoneout, and the names
+of their states.
+
+The regularisers are added around whatever nodes a fragment declares
+(``minigrad.noise``), never per cell type: dropout on each layer's input,
+recurrent dropout on each state where it enters the next step's computation,
+zoneout on each state's update. At rate 0 nothing is added, so the cell is
+exactly the one without them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from minigrad.cell import (
     CellBuilder,
     Ref,
 )
+from minigrad.noise import dropout_value, recurrent_dropout, zoneout_states
 from models.cells.fragment import Fragment
 from models.cells.registry import fragment
 
@@ -31,6 +40,9 @@ def stack(
     layers: int,
     *,
     init: str = "default",
+    dropout: float = 0.0,
+    recurrent: float = 0.0,
+    zoneout: float = 0.0,
 ) -> list[Ref]:
     """Add ``layers`` layers of the cell named ``cell``, each reading the previous one's new state.
 
@@ -42,6 +54,12 @@ def stack(
         hidden_size: H, every layer's state size.
         layers: the number of layers L >= 1.
         init: ``"default"`` or ``"orthogonal"``.
+        dropout: variational dropout rate on each layer's input (noise input
+            ``"{prefix}in.drop.mask"``, one mask per sequence); 0 for none.
+        recurrent: variational dropout rate on each state where it enters the
+            next step's computation (``"{state}.rdrop.mask"``); 0 for none.
+        zoneout: zoneout probability of each state (``"{state}.zoneout.mask"``,
+            a new mask every step); the layer's output is then the zoned state.
 
     Layer l uses the prefix ``f"l{l}."`` when L > 1 and ``""`` when L == 1
     (so ``gru_reset_after`` layers get PyTorch's names ``weight_ih_l{l}``).
@@ -57,7 +75,13 @@ def stack(
     out: list[Ref] = []
     inp, size = x, input_size
     for layer in range(layers):
-        h = frag(b, inp, size, hidden_size, prefix=layer_prefix(layer, layers), init=init)
+        prefix = layer_prefix(layer, layers)
+        inp = dropout_value(b, inp, size, dropout, name=f"{prefix}in.drop")
+        before = set(b.state_names())
+        h = frag(b, inp, size, hidden_size, prefix=prefix, init=init)
+        mine = [s for s in b.state_names() if s not in before]
+        recurrent_dropout(b, mine, recurrent)
+        h = zoneout_states(b, mine, zoneout).get(h.name, h)
         out.append(h)
         inp, size = h, hidden_size
     return out

@@ -86,6 +86,12 @@ METAVARS = {  # the metavariables of the train options that are not counts "N"
     "weight_noise": "X",
     "out": "DIR",
     "max_train_seconds": "SECONDS",
+    "lr_min": "X",
+    "lr_decay": "X",
+    "weight_decay": "X",
+    "dropout": "P",
+    "recurrent_dropout": "P",
+    "zoneout": "P",
 }
 
 

@@ -11,7 +11,13 @@ The model is one minigrad ``Cell`` built with ``models.cells.stack``:
 * the loss ``nll = sigmoid_bce(logits, t)``: at each step and for each row of
   the batch, the negative log-likelihood of the frame in nats,
   ``-sum_k [t_k log p_k + (1 - t_k) log(1 - p_k)]`` with ``p = sigmoid(logits)``;
-* the output ``"logits"`` (B, 88).
+* the output ``"logits"`` (B, 88);
+* optionally dropout, recurrent dropout and zoneout (``dropout``,
+  ``recurrent_dropout``, ``zoneout``): noise inputs of the cell
+  (``minigrad.noise``) that ``loss_and_grads`` fills with training masks when
+  given a generator, and every other method with their evaluation values
+  (dropout off, zoneout's expectation), so scoring and sampling are
+  deterministic. The dropout of the top layer's output sits before the read-out.
 
 The metric (``evaluate``) is the benchmark's: the sum of that NLL over every
 real step of every sequence (each step predicted, the first from the initial
@@ -39,6 +45,7 @@ import numpy as np
 from minigrad.cell import Cell, CellBuilder, affine, sigmoid_bce
 from minigrad.errors import NonFiniteError
 from minigrad.init import pytorch_uniform
+from minigrad.noise import draw, dropout_value
 from minigrad.plan import Run
 from minigrad.program import Program, compile
 from minigrad.serialize import from_json, to_json
@@ -65,6 +72,13 @@ def _int_arg(what: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < 1:
         raise ValueError(f"{what} must be an int >= 1, got {value!r}")
     return int(value)
+
+
+def _rate_arg(what: str, value: object) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not 0 <= float(value) < 1:  # type: ignore[arg-type]
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _model_dtype(dtype: object) -> np.dtype[np.floating]:
@@ -160,6 +174,11 @@ class SequenceModel:
         dtype: ``numpy.float32`` or ``numpy.float64`` (parameters and batches).
         seed: int seed (or ``numpy.random.Generator``) of the initial parameters.
         init: ``"default"`` or ``"orthogonal"`` (see ``models.cells``).
+        dropout: variational dropout rate on each layer's input and on the
+            read-out's input, in [0, 1); 0 for none.
+        recurrent_dropout: variational dropout rate on the recurrent
+            connections, in [0, 1); 0 for none.
+        zoneout: zoneout probability of every state, in [0, 1); 0 for none.
 
     Attributes:
         cell: the built minigrad ``Cell``.
@@ -169,7 +188,8 @@ class SequenceModel:
         states: the names of the carried states, as the cell declares them
             (``"h"``, ``"l0.h"``, ``"l0.c"``, ...), each (B, H).
         cell_type: the cell's name (a registered name or ``module:function``).
-        dtype, input_size, hidden_size, layers, init: as given.
+        dtype, input_size, hidden_size, layers, init, dropout,
+        recurrent_dropout, zoneout: as given.
     """
 
     def __init__(
@@ -181,6 +201,9 @@ class SequenceModel:
         dtype: FloatDType | np.dtype[np.floating] | str = np.float64,
         seed: int | np.random.Generator = 0,
         init: str = "default",
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
     ) -> None:
         cell_type, frag = resolve_cell(cell)
         if init not in INITS:
@@ -190,6 +213,9 @@ class SequenceModel:
         self.hidden_size = _int_arg("hidden_size", hidden_size)
         self.layers = _int_arg("layers", layers)
         self.init = init
+        self.dropout = _rate_arg("dropout", dropout)
+        self.recurrent_dropout = _rate_arg("recurrent_dropout", recurrent_dropout)
+        self.zoneout = _rate_arg("zoneout", zoneout)
         self.dtype: np.dtype[np.floating] = _model_dtype(dtype)
         self.readout: tuple[str, str] = READOUT
         self.cell: Cell = self._build(frag)
@@ -227,6 +253,11 @@ class SequenceModel:
         model.hidden_size = _int_arg("hidden_size", config.get("hidden_size"))
         model.layers = _int_arg("layers", config.get("layers", 1))
         model.init = str(config.get("init", "default"))
+        model.dropout = _rate_arg("dropout", config.get("dropout", 0.0))
+        model.recurrent_dropout = _rate_arg(
+            "recurrent_dropout", config.get("recurrent_dropout", 0.0)
+        )
+        model.zoneout = _rate_arg("zoneout", config.get("zoneout", 0.0))
         model.dtype = cell.dtype
         model.readout = READOUT
         model.cell = cell
@@ -243,11 +274,23 @@ class SequenceModel:
         b = CellBuilder(f"{self.cell_type}_music", dtype=self.dtype)
         x = b.input("x", K)
         t = b.input("t", K)
-        tops = stack(b, x, frag, K, H, self.layers, init=self.init)
+        tops = stack(
+            b,
+            x,
+            frag,
+            K,
+            H,
+            self.layers,
+            init=self.init,
+            dropout=self.dropout,
+            recurrent=self.recurrent_dropout,
+            zoneout=self.zoneout,
+        )
+        top = dropout_value(b, tops[-1], H, self.dropout, name="out.drop")
         names = self.readout
         V = b.param(names[0], (H, K), init=pytorch_uniform(H))
         c = b.param(names[1], K, init=pytorch_uniform(H))
-        logits = affine(tops[-1], V, c, name="logits")
+        logits = affine(top, V, c, name="logits")
         b.output("logits", logits)
         b.loss(sigmoid_bce(logits, t, name="nll"))
         return b.build()
@@ -272,6 +315,9 @@ class SequenceModel:
             "layers": self.layers,
             "dtype": self.dtype.name,
             "init": self.init,
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "zoneout": self.zoneout,
         }
 
     # -- parameters -------------------------------------------------------------
@@ -334,10 +380,27 @@ class SequenceModel:
         """
         x = frame[None]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = self.plan(1).forward(self.params, {"x": x, "t": np.zeros_like(x)}, states)
+            inputs = {"x": x, "t": np.zeros_like(x), **self.noise(1, x.shape[1])}
+            run = self.plan(1).forward(self.params, inputs, states)
         return run.outputs["logits"][0], dict(run.states)
 
-    def _inputs(self, batch: Batch) -> tuple[Batch, dict[str, Array]]:
+    def noise(
+        self, steps: int, batch: int, rng: np.random.Generator | None = None
+    ) -> dict[str, Array]:
+        """The values of the cell's noise inputs (none without dropout or zoneout).
+
+        Args:
+            steps: T; batch: B.
+            rng: a generator for training masks; None for the evaluation values.
+
+        Returns:
+            ``{name: (T, B, H)}`` (``minigrad.noise.draw``).
+        """
+        return draw(self.cell, steps, batch, rng, training=rng is not None)
+
+    def _inputs(
+        self, batch: Batch, rng: np.random.Generator | None = None
+    ) -> tuple[Batch, dict[str, Array]]:
         if not isinstance(batch, Batch):
             raise ValueError(f"expected a models.data.Batch, got {type(batch).__name__}")
         K = self.input_size
@@ -357,15 +420,20 @@ class SequenceModel:
             )
         padded = batch
         mask = padded.mask.astype(self.dtype, copy=False)
+        T, B = int(padded.inputs.shape[0]), int(padded.inputs.shape[1])
         return Batch(padded.inputs, padded.targets, mask, padded.lengths, padded.n_steps), {
             "x": padded.inputs,
             "t": padded.targets,
+            **self.noise(T, B, rng),
         }
 
     def _run(
-        self, batch: Batch, params: Mapping[str, Array] | None
+        self,
+        batch: Batch,
+        params: Mapping[str, Array] | None,
+        rng: np.random.Generator | None = None,
     ) -> tuple[Program, Run, Batch]:
-        padded, inputs = self._inputs(batch)
+        padded, inputs = self._inputs(batch, rng)
         plan = self.plan(int(padded.inputs.shape[0]))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = plan.forward(self.params if params is None else params, inputs, mask=padded.mask)
@@ -396,6 +464,7 @@ class SequenceModel:
         loss_scale: float = 1.0,
         *,
         check_finite: bool = True,
+        noise_rng: np.random.Generator | None = None,
     ) -> tuple[float, dict[str, Array]]:
         """The summed NLL of a batch and the gradient of ``loss_scale`` times it.
 
@@ -411,6 +480,8 @@ class SequenceModel:
                 is NaN or infinite. numpy's floating-point warnings are silenced
                 during the passes either way: non-finite values are found by
                 this check instead.
+            noise_rng: the generator of the dropout and zoneout masks (training);
+                None for their evaluation values. Not used by a model without them.
 
         Returns:
             ``(nll_sum, grads)``: the NLL in nats summed over every real step
@@ -422,7 +493,7 @@ class SequenceModel:
                 infinity (its ``node`` and ``step`` attributes are set).
         """
         p = self.params if params is None else params
-        plan, run, _ = self._run(batch, p)
+        plan, run, _ = self._run(batch, p, noise_rng)
         finite = bool(np.isfinite(run.loss))
         if check_finite and not finite:
             raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")

@@ -14,6 +14,7 @@ from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.data.dataset import EMBEDDED_DATASETS
+from models.train.schedule import SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_FILE = "model.npz"
@@ -90,6 +91,29 @@ class TrainConfig:
             time has passed (counted over resumed runs too); 0 for no limit.
             Runs stopped by time are not reproducible across machines.
         eval_batch_size: sequences per batch when scoring a split, >= 1.
+        max_updates: stop after this many parameter updates (counted over
+            resumed runs too; the epoch in which the budget runs out ends
+            there, and is validated and recorded); 0 for no limit.
+        lr_schedule: ``"constant"``, ``"cosine"``, ``"step"`` or ``"plateau"``
+            (``models.train.schedule``).
+        warmup_updates: linear learning-rate warm-up over this many updates; 0 for none.
+        lr_min: the floor of the decaying schedules, >= 0.
+        lr_decay: the factor of ``"step"`` and ``"plateau"``, in (0, 1).
+        lr_step_epochs: the period of ``"step"`` in epochs, >= 1.
+        lr_plateau_patience: epochs without a better validation NLL before
+            ``"plateau"`` multiplies the rate by ``lr_decay``, >= 1.
+        weight_decay: decoupled weight decay (AdamW style): after each update
+            every weight matrix is multiplied by ``1 - lr_t * weight_decay``
+            (``lr_t`` the update's learning rate); biases and other vectors are
+            not decayed; 0 disables it.
+        dropout: variational dropout rate on every non-recurrent connection
+            (each layer's input and the read-out's input), one mask per
+            sequence; 0 disables it.
+        recurrent_dropout: variational dropout rate on the recurrent
+            connections (each state where it enters the next step's
+            computation, ``minigrad.noise.recurrent_dropout``); 0 disables it.
+        zoneout: probability that a unit of a state keeps its previous value
+            at a step (Krueger et al. 2017); 0 disables it.
         blas_threads: BLAS threads while training (``minigrad.threads``); 1 is
             fastest for the small products of a recurrent step; 0 leaves BLAS
             as it is.
@@ -116,6 +140,17 @@ class TrainConfig:
     max_train_seconds: float = 0.0
     eval_batch_size: int = 16
     allow_data_change: bool = False
+    max_updates: int = 0
+    lr_schedule: str = "constant"
+    warmup_updates: int = 0
+    lr_min: float = 0.0
+    lr_decay: float = 0.5
+    lr_step_epochs: int = 50
+    lr_plateau_patience: int = 5
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
     blas_threads: int = DEFAULT_BLAS_THREADS
 
     def validate(self) -> TrainConfig:
@@ -134,6 +169,7 @@ class TrainConfig:
             "init": INITS,
             "optimizer": OPTIMIZERS,
             "dtype": DTYPES,
+            "lr_schedule": SCHEDULES,
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -141,7 +177,15 @@ class TrainConfig:
                     f"option {name!r}: unknown value {getattr(self, name)!r}; valid: "
                     + ", ".join(valid)
                 )
-        for name in ("hidden", "layers", "epochs", "batch_size", "eval_batch_size"):
+        for name in (
+            "hidden",
+            "layers",
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "lr_step_epochs",
+            "lr_plateau_patience",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
         for name, most in (("hidden", MAX_HIDDEN), ("layers", MAX_LAYERS)):
@@ -153,15 +197,27 @@ class TrainConfig:
                 f"options 'hidden' {self.hidden} and 'layers' {self.layers}: about {n_params:,} "
                 f"parameters, more than the {MAX_PARAMS:,} a run may have"
             )
-        for name in ("patience", "seed", "blas_threads"):
+        for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"option 'lr': must be a positive number, got {self.lr!r}")
-        for name in ("clip", "weight_noise", "max_train_seconds"):
+        for name in ("clip", "weight_noise", "max_train_seconds", "lr_min", "weight_decay"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"option {name!r}: must be a number >= 0, got {v!r}")
+        for name in ("dropout", "recurrent_dropout", "zoneout"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v < 1):
+                raise ValueError(f"option {name!r}: must be a number in [0, 1), got {v!r}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay < 1):
+            raise ValueError(
+                f"option 'lr_decay': must be a number in (0, 1), got {self.lr_decay!r}"
+            )
+        if self.lr_min > self.lr:
+            raise ValueError(
+                f"option 'lr_min': must not exceed lr ({self.lr!r}), got {self.lr_min!r}"
+            )
         if not self.dataset:
             raise ValueError("option 'dataset': must not be empty")
         self.out_dir()
@@ -221,6 +277,12 @@ class TrainConfig:
             clip=float(self.clip),
             weight_noise=float(self.weight_noise),
             max_train_seconds=float(self.max_train_seconds),
+            lr_min=float(self.lr_min),
+            lr_decay=float(self.lr_decay),
+            weight_decay=float(self.weight_decay),
+            dropout=float(self.dropout),
+            recurrent_dropout=float(self.recurrent_dropout),
+            zoneout=float(self.zoneout),
         )
 
 
@@ -246,6 +308,18 @@ CONFIG_HELP: dict[str, str] = {
     "max_train_seconds": "stop after the epoch that exceeds this training time (0: no limit)",
     "eval_batch_size": "sequences per batch when scoring a split",
     "allow_data_change": "with --resume: continue even if the dataset file changed",
+    "max_updates": "stop after this many parameter updates (0: no limit)",
+    "lr_schedule": "learning-rate schedule",
+    "warmup_updates": "linear learning-rate warm-up over this many updates (0: none)",
+    "lr_min": "floor of the cosine, step and plateau schedules",
+    "lr_decay": "factor of the step and plateau schedules",
+    "lr_step_epochs": "step schedule: multiply the rate by lr_decay every this many epochs",
+    "lr_plateau_patience": "plateau schedule: epochs without a better validation NLL "
+    "before the rate is multiplied by lr_decay",
+    "weight_decay": "decoupled weight decay of the weight matrices, AdamW style (0: none)",
+    "dropout": "variational dropout rate on layer inputs and the read-out input (0: none)",
+    "recurrent_dropout": "variational dropout rate on the recurrent connections (0: none)",
+    "zoneout": "zoneout probability on the states (0: none)",
     "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
 }
 """One help line per option of ``TrainConfig``."""
@@ -254,6 +328,7 @@ CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
     "init": INITS,
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
+    "lr_schedule": SCHEDULES,
 }
 """The valid values of the options that take a name."""
 
@@ -279,6 +354,17 @@ _FIELD_TYPES: dict[str, type] = {
     "max_train_seconds": float,
     "eval_batch_size": int,
     "allow_data_change": bool,
+    "max_updates": int,
+    "lr_schedule": str,
+    "warmup_updates": int,
+    "lr_min": float,
+    "lr_decay": float,
+    "lr_step_epochs": int,
+    "lr_plateau_patience": int,
+    "weight_decay": float,
+    "dropout": float,
+    "recurrent_dropout": float,
+    "zoneout": float,
     "blas_threads": int,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

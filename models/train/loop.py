@@ -4,21 +4,28 @@ One epoch:
 
 1. shuffle the training sequences with the run's ``numpy.random.Generator``
    and cut them into padded batches (``models.data.batches``);
-2. for each batch: draw weight noise (if ``weight_noise > 0``) on a copy of
-   the parameters, run forward and backward on that copy for the **mean NLL
-   per real time step of the batch** (``loss_scale = 1 / n_steps``), clip the
-   global gradient norm, and step the optimiser on the clean parameters;
-3. score the validation split (NLL per time step) with the clean parameters;
-   keep a copy of the parameters of the best epoch so far;
+2. for each batch: set the learning rate of this update from the schedule
+   (``models.train.schedule``), draw weight noise (if ``weight_noise > 0``)
+   on a copy of the parameters and dropout and zoneout masks (if the model
+   has them), run forward and backward on that copy for the **mean NLL per
+   real time step of the batch** (``loss_scale = 1 / n_steps``), measure and
+   clip the global gradient norm, step the optimiser on the clean parameters,
+   and apply decoupled weight decay (if ``weight_decay > 0``);
+3. score the validation split (NLL per time step) with the clean parameters
+   (dropout off, zoneout's expectation); keep a copy of the parameters of the
+   best epoch so far; let a reduce-on-plateau schedule see the result;
 4. write ``DIR/checkpoint.npz`` (parameters, best parameters, optimiser
-   state, epoch, generator state, configuration, history), then
+   state, epoch, update count, schedule state, generator state,
+   configuration, history), then
    ``DIR/metrics.json`` and ``DIR/curves.svg``.
 
 Training stops after ``epochs`` epochs, or earlier when the validation NLL
-has not improved for ``patience`` epochs (early stopping), or when
-``max_train_seconds`` is exceeded. The best parameters are then restored,
-the three splits are scored, and ``DIR/model.npz`` (best parameters and
-configuration), ``DIR/metrics.json`` and ``DIR/curves.svg`` are written.
+has not improved for ``patience`` epochs (early stopping), when
+``max_train_seconds`` is exceeded, or when ``max_updates`` updates are made
+(in the middle of an epoch, which is then validated and recorded). The best
+parameters are then restored, the three splits are scored, and
+``DIR/model.npz`` (best parameters and configuration), ``DIR/metrics.json``
+and ``DIR/curves.svg`` are written.
 Every file is written atomically.
 
 ``DIR/metrics.json`` holds ``status`` (``"running"`` while training,
@@ -26,9 +33,12 @@ Every file is written atomically.
 (cell, sizes, number of parameters), ``dataset`` (name, sequences and steps
 per split), ``epochs`` (one record per epoch: ``epoch``, ``train_nll`` -- the
 mean NLL per step of the epoch's batches, with weight noise and moving
-parameters --, ``valid_nll``, ``valid_frame_accuracy``, ``seconds``),
-``best_epoch``, ``stop_reason`` (``"max_epochs"``, ``"early_stopping"`` or
-``"time_limit"``), ``train_seconds``, ``wall_seconds`` and, when finished,
+parameters --, ``valid_nll``, ``valid_frame_accuracy``, ``seconds``, ``lr``
+-- the learning rate of the epoch's last update --, ``grad_norm`` and
+``grad_norm_max`` -- the mean and largest global gradient norm of the epoch's
+updates, before clipping --, and ``updates``, the number of updates so far),
+``best_epoch``, ``stop_reason`` (``"max_epochs"``, ``"early_stopping"``,
+``"time_limit"`` or ``"max_updates"``), ``train_seconds``, ``wall_seconds`` and, when finished,
 ``train_nll``, ``valid_nll``, ``test_nll``, ``*_frame_accuracy`` and
 ``*_steps`` of the best parameters on each split (clean, no weight noise).
 Every NLL is in nats per time step (``SequenceModel.evaluate``).
@@ -96,8 +106,16 @@ from models.train.config import (
     config_from_mapping,
 )
 from models.train.curves import learning_curves_svg
-from models.train.optim import Optimizer, add_weight_noise, clip_grad_norm, make_optimizer
+from models.train.optim import (
+    Optimizer,
+    add_weight_noise,
+    clip_grad_norm,
+    decay_weights,
+    global_norm,
+    make_optimizer,
+)
 from models.train.report import ConsoleReporter, Reporter
+from models.train.schedule import LRSchedule
 from models.train.svg import write_svg
 
 # --------------------------------------------------------------------------- results
@@ -162,6 +180,24 @@ def _make_model(config: TrainConfig) -> SequenceModel:
         dtype=_dtype_type(config.dtype),
         seed=np.random.default_rng(init_seq),
         init=config.init,
+        dropout=config.dropout,
+        recurrent_dropout=config.recurrent_dropout,
+        zoneout=config.zoneout,
+    )
+
+
+def _schedule(config: TrainConfig, updates_per_epoch: int) -> LRSchedule:
+    """The learning-rate schedule of a run; the cosine decays over its whole budget."""
+    budget = config.max_updates or config.epochs * updates_per_epoch
+    return LRSchedule(
+        lr=config.lr,
+        kind=config.lr_schedule,
+        total_updates=budget,
+        warmup_updates=config.warmup_updates,
+        lr_min=config.lr_min,
+        lr_decay=config.lr_decay,
+        step_epochs=config.lr_step_epochs,
+        plateau_patience=config.lr_plateau_patience,
     )
 
 
@@ -254,15 +290,22 @@ def load_model(path: str | Path) -> tuple[SequenceModel, dict[str, Any]]:
     return model, {"config": ck.config, "epoch": epoch, "params": which}
 
 
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
     """Raise ValueError naming the first option that differs from the checkpoint's run."""
+    defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in RESUMABLE_CHANGES:
             continue
+        if f.name not in saved and getattr(config, f.name) == getattr(defaults, f.name):
+            continue  # an option added since the checkpoint was written, at its default
         if f.name not in saved:
             raise CheckpointError(f"{path}: the stored configuration lacks option {f.name!r}")
         mine, theirs = config.to_dict()[f.name], saved[f.name]
@@ -270,6 +313,13 @@ def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Pa
             raise ValueError(
                 f"option {f.name!r} is {mine!r}, but {path} was trained with {theirs!r}; "
                 f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
+            )
+    if config.lr_schedule == "cosine" and not config.max_updates:
+        if config.epochs != saved.get("epochs"):
+            raise ValueError(
+                f"option 'epochs' is {config.epochs!r}, but {path} was trained with "
+                f"{saved.get('epochs')!r}, and the cosine schedule decays over the epochs; "
+                "keep the number of epochs (or set max_updates) when resuming"
             )
 
 
@@ -291,6 +341,7 @@ class _State:
     history: list[dict[str, Any]]
     train_seconds: float
     stop_reason: str | None = None
+    updates: int = 0
 
 
 def _save_checkpoint(
@@ -301,6 +352,7 @@ def _save_checkpoint(
     rng: np.random.Generator,
     st: _State,
     fingerprint: Mapping[str, Any],
+    sched: LRSchedule,
 ) -> None:
     save_checkpoint(
         path,
@@ -315,6 +367,8 @@ def _save_checkpoint(
             "best_epoch": st.best_epoch,
             "best_valid_nll": st.best_valid if math.isfinite(st.best_valid) else None,
             "train_seconds": st.train_seconds,
+            "updates": st.updates,
+            "lr_schedule_state": sched.state_dict(),
             "model": model.config(),
             "dataset_file": dict(fingerprint),
         },
@@ -330,6 +384,7 @@ def _restore(
     model: SequenceModel,
     opt: Optimizer,
     fingerprint: Mapping[str, Any],
+    sched: LRSchedule,
 ) -> tuple[np.random.Generator, _State]:
     _check_resume_config(config, ck.config, path)
     extra = ck.extra or {}
@@ -381,6 +436,20 @@ def _restore(
         history=history,
         train_seconds=float(extra.get("train_seconds", 0.0)),
     )
+    updates = extra.get("updates")
+    if updates is None:  # written before update counts were kept: the optimiser's count
+        updates = opt.t
+    if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+        raise CheckpointError(f"{path}: bad update count {updates!r}")
+    st.updates = updates
+    state = extra.get("lr_schedule_state")
+    if state is not None:
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: bad learning-rate schedule state {state!r}")
+        try:
+            sched.load_state_dict(state, where=str(path))
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
     return ck.make_rng(), st
 
 
@@ -415,10 +484,16 @@ def _metrics(
     return m
 
 
+def _column(history: list[dict[str, Any]], key: str) -> list[float]:
+    return [math.nan if r.get(key) is None else float(r[key]) for r in history]
+
+
 def _write_outputs(out: Path, metrics: Mapping[str, Any]) -> None:
     atomic_write_text(out / METRICS_FILE, _json(metrics))
     history = metrics["epochs"]
     epochs = [int(r["epoch"]) for r in history]
+    clip = metrics["config"].get("clip", 0.0)
+    mean_label = "mean, before clipping" + (f" at {clip:g}" if clip else "")
     svg = learning_curves_svg(
         epochs,
         {
@@ -428,6 +503,13 @@ def _write_outputs(out: Path, metrics: Mapping[str, Any]) -> None:
         title=f"{metrics['model']['cell']} H={metrics['model']['hidden_size']} on "
         f"{metrics['dataset']['name']}",
         marker_epoch=int(metrics["best_epoch"]) if metrics["best_epoch"] > 0 else None,
+        panels={
+            "learning rate": {"lr (last update)": _column(history, "lr")},
+            "gradient norm": {
+                mean_label: _column(history, "grad_norm"),
+                "max": _column(history, "grad_norm_max"),
+            },
+        },
     )
     write_svg(out / SVG_FILE, svg)
 
@@ -597,11 +679,14 @@ def _train_locked(
     """The run itself, with the run folder ``config.out`` locked by the caller."""
     out = Path(config.out)
     ckpt = out / CHECKPOINT_FILE
+    train_split = dataset.train
+    n_batches = -(-len(train_split) // config.batch_size)
+    sched = _schedule(config, n_batches)
     if config.resume:
         # the model comes from the checkpoint's cell description: nothing is imported
         ck = load_checkpoint(ckpt)
         model = model_from_checkpoint(ck, where=str(ckpt))
-        rng, st = _restore(ckpt, ck, config, model, opt, fingerprint)
+        rng, st = _restore(ckpt, ck, config, model, opt, fingerprint, sched)
         reporter.message(f"resuming {ckpt} after epoch {st.epoch}")
     else:
         for name in RUN_FILES:  # an overwritten run's files are stale
@@ -609,11 +694,9 @@ def _train_locked(
         model = _make_model(config)
         rng = _run_rng(config.seed)
         st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
-        _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint)
+        _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
 
     dtype = _dtype_type(config.dtype)
-    train_split = dataset.train
-    n_batches = -(-len(train_split) // config.batch_size)
     reporter.start(config, n_batches, st.epoch + 1)
     saved_epoch = st.epoch
     try:
@@ -628,19 +711,28 @@ def _train_locked(
             if config.max_train_seconds and st.train_seconds >= config.max_train_seconds:
                 st.stop_reason = "time_limit"
                 break
+            if config.max_updates and st.updates >= config.max_updates:
+                st.stop_reason = "max_updates"
+                break
             epoch = st.epoch + 1
             t0 = time.perf_counter()
             total, steps = 0.0, 0
+            norms: list[float] = []
+            lr_t = opt.lr
             for i, batch in enumerate(
                 batches(train_split, config.batch_size, dtype=dtype, rng=rng), 1
             ):
+                lr_t = sched.rate(st.updates, epoch)
+                opt.lr = lr_t
                 params = (
                     add_weight_noise(model.params, config.weight_noise, rng)
                     if config.weight_noise > 0
                     else model.params
                 )
                 try:
-                    nll, grads = model.loss_and_grads(batch, params, 1.0 / batch.n_steps)
+                    nll, grads = model.loss_and_grads(
+                        batch, params, 1.0 / batch.n_steps, noise_rng=rng
+                    )
                 except NonFiniteError as exc:
                     raise NonFiniteError(
                         f"epoch {epoch}, batch {i}/{n_batches}: {exc}; the last good "
@@ -650,8 +742,13 @@ def _train_locked(
                     ) from None
                 with np.errstate(over="ignore", invalid="ignore"):
                     if config.clip > 0:
-                        clip_grad_norm(grads, config.clip)
+                        norms.append(clip_grad_norm(grads, config.clip))
+                    else:
+                        norms.append(global_norm(grads))
                     opt.step(model.params, grads)
+                    if config.weight_decay > 0:
+                        decay_weights(model.params, 1.0 - lr_t * config.weight_decay)
+                st.updates += 1
                 total += nll
                 steps += batch.n_steps
                 elapsed = time.perf_counter() - t0
@@ -659,6 +756,8 @@ def _train_locked(
                 per_epoch = st.train_seconds / st.epoch if st.epoch else elapsed / frac
                 left = (1.0 - frac) * per_epoch + (config.epochs - epoch) * per_epoch
                 reporter.batch(epoch, i, n_batches, total / steps, steps / max(elapsed, 1e-9), left)
+                if config.max_updates and st.updates >= config.max_updates:
+                    break
             bad = [k for k, v in model.params.items() if not np.all(np.isfinite(v))]
             if bad:
                 raise NonFiniteError(
@@ -683,13 +782,23 @@ def _train_locked(
                 "valid_nll": valid["nll"],
                 "valid_frame_accuracy": valid["frame_accuracy"],
                 "seconds": seconds,
+                "lr": lr_t,
+                "grad_norm": _finite_or_none(sum(norms) / len(norms)),
+                "grad_norm_max": _finite_or_none(max(norms)),
+                "updates": st.updates,
             }
             st.history.append(record)
             if valid["nll"] < st.best_valid:
                 st.best_valid = float(valid["nll"])
                 st.best_epoch = epoch
                 st.best_params = model.state_dict()
-            _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint)
+            if sched.end_epoch(epoch, st.best_epoch):
+                reporter.message(
+                    f"epoch {epoch}: no better validation NLL for "
+                    f"{config.lr_plateau_patience} epochs; learning rate now "
+                    f"{sched.rate(st.updates, epoch + 1):.3g}"
+                )
+            _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
             saved_epoch = epoch
             _write_outputs(
                 out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
@@ -700,6 +809,7 @@ def _train_locked(
             "max_epochs": f"reached {config.epochs} epochs",
             "early_stopping": f"no improvement for {config.patience} epochs",
             "time_limit": f"training time limit of {config.max_train_seconds:g}s reached",
+            "max_updates": f"reached {config.max_updates} updates",
         }
         reporter.message(
             f"stopped: {reasons[st.stop_reason]}; best epoch {st.best_epoch} "

@@ -36,6 +36,8 @@ __all__ = [
     "RMSProp",
     "add_weight_noise",
     "clip_grad_norm",
+    "decay_weights",
+    "global_norm",
     "make_optimizer",
 ]
 
@@ -439,6 +441,29 @@ def make_optimizer(name: str, lr: float) -> Optimizer:
     return cls(lr=lr)
 
 
+def global_norm(grads: Mapping[str, Array]) -> float:
+    """The global L2 norm ``sqrt(sum_k sum(g_k**2))`` of arrays of any shapes,
+    accumulated in float64."""
+    total = 0.0
+    for grad in grads.values():
+        flat = np.asarray(grad, dtype=np.float64).ravel()
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def decay_weights(params: dict[str, Array], factor: float) -> None:
+    """Decoupled weight decay: multiply every parameter with two or more dimensions
+    (weight matrices) by ``factor`` in place; vectors (biases, peepholes) are kept.
+
+    Args:
+        params: parameter arrays by name; the matrices are scaled in place.
+        factor: ``1 - lr * weight_decay`` for AdamW-style decay, in (0, 1].
+    """
+    for p in params.values():
+        if p.ndim >= 2:
+            p *= factor
+
+
 def clip_grad_norm(grads: dict[str, Array], max_norm: float) -> float:
     """Rescale gradients in place so that their global L2 norm is at most ``max_norm``.
 
@@ -456,11 +481,7 @@ def clip_grad_norm(grads: dict[str, Array], max_norm: float) -> float:
         The global norm before clipping.
     """
     max_norm = _check_positive("max_norm", max_norm)
-    total = 0.0
-    for grad in grads.values():
-        flat = np.asarray(grad, dtype=np.float64).ravel()
-        total += float(np.dot(flat, flat))
-    norm = math.sqrt(total)
+    norm = global_norm(grads)
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / norm
         for grad in grads.values():

@@ -128,9 +128,14 @@ class ConsoleReporter(Reporter):
         """Print one line per epoch."""
         self._clear()
         star = " *" if record["epoch"] == best_epoch else ""
+        extra = ""
+        if record.get("lr") is not None:
+            extra += f"  lr {record['lr']:.3g}"
+        if record.get("grad_norm") is not None:
+            extra += f"  |g| {record['grad_norm']:.3g}"
         self.stream.write(
             f"epoch {record['epoch']}/{epochs}  train {record['train_nll']:.4f}  "
-            f"valid {record['valid_nll']:.4f}{star}  {record['seconds']:.1f}s\n"
+            f"valid {record['valid_nll']:.4f}{star}{extra}  {record['seconds']:.1f}s\n"
         )
         self.stream.flush()
 

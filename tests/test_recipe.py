@@ -1,0 +1,271 @@
+"""Training-recipe options: learning-rate schedules, update budgets, weight decay,
+gradient-norm logging, and dropout and zoneout in the music model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_train import _assert_same_run, quiet, tiny_config, write_tiny_npz
+
+from models.cli.main import main
+from models.data import batches, load_dataset
+from models.generate.sample import sample
+from models.nets.sequence import SequenceModel
+from models.train import TrainConfig, train
+from models.train.optim import decay_weights
+from models.train.schedule import LRSchedule
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_constant_schedule_is_the_rate_itself() -> None:
+    s = LRSchedule(3e-3)
+    assert all(s.rate(u, 1 + u // 10) == 3e-3 for u in range(50))
+
+
+def test_warmup_is_linear_then_hands_over() -> None:
+    s = LRSchedule(1.0, warmup_updates=4)
+    assert [s.rate(u, 1) for u in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_cosine_goes_from_lr_to_lr_min_over_the_budget() -> None:
+    s = LRSchedule(1.0, "cosine", total_updates=100, lr_min=0.1)
+    assert s.rate(0, 1) == 1.0
+    assert s.rate(50, 1) == pytest.approx(0.55)
+    assert s.rate(100, 1) == pytest.approx(0.1)
+    assert s.rate(1000, 9) == pytest.approx(0.1)
+    rates = [s.rate(u, 1) for u in range(101)]
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+
+
+def test_step_decay_every_few_epochs_down_to_the_floor() -> None:
+    s = LRSchedule(1.0, "step", lr_decay=0.5, step_epochs=2, lr_min=0.2)
+    assert [s.rate(0, e) for e in range(1, 9)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2]
+
+
+def test_plateau_reduces_after_patience_epochs_without_improvement() -> None:
+    s = LRSchedule(1.0, "plateau", lr_decay=0.1, plateau_patience=2)
+    best = 0
+    reduced = []
+    for epoch, improved in enumerate([True, True, False, False, False, False, True, False], 1):
+        best = epoch if improved else best
+        reduced.append(s.end_epoch(epoch, best))
+    # best epoch 2; reductions at 4 (2 epochs after it) and 6 (2 after the first reduction)
+    assert reduced == [False, False, False, True, False, True, False, False]
+    assert s.rate(0, 9) == pytest.approx(0.01)
+    again = LRSchedule(1.0, "plateau", lr_decay=0.1, plateau_patience=2)
+    again.load_state_dict(dict(s.state_dict()), where="test")
+    assert again.rate(0, 9) == s.rate(0, 9) and again.last_reduction == 6
+
+
+def test_bad_schedule_state_is_named() -> None:
+    with pytest.raises(ValueError, match=r"ck\.npz: bad learning-rate schedule state"):
+        LRSchedule(1.0).load_state_dict({"scale": -1.0, "last_reduction": 0}, where="ck.npz")
+
+
+def test_decoupled_weight_decay_leaves_vectors_alone() -> None:
+    params = {"W": np.ones((2, 3)), "b": np.ones(3), "W32": np.ones((2, 2), np.float32)}
+    decay_weights(params, 0.9)
+    assert np.all(params["W"] == 0.9) and np.all(params["b"] == 1.0)
+    assert params["W32"].dtype == np.float32 and np.allclose(params["W32"], 0.9)
+
+
+# --------------------------------------------------------------------------- training
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "plateau+warmup+decay": {
+        "lr_schedule": "plateau",
+        "lr_plateau_patience": 1,
+        "warmup_updates": 4,
+        "weight_decay": 0.5,
+    },
+    "cosine": {"lr_schedule": "cosine", "max_updates": 12, "lr_min": 1e-3},
+    "step+dropout": {
+        "lr_schedule": "step",
+        "lr_step_epochs": 1,
+        "dropout": 0.3,
+        "recurrent_dropout": 0.2,
+        "zoneout": 0.1,
+    },
+    "lstm+dropout": {"cell": "lstm", "dropout": 0.2, "recurrent_dropout": 0.2, "zoneout": 0.2},
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=list(RECIPES))
+def test_two_plus_two_epochs_equal_four_bit_for_bit(
+    tiny_npz: Path, tmp_path: Path, recipe: dict[str, Any]
+) -> None:
+    train(tiny_config(tiny_npz, tmp_path / "straight", epochs=4, **recipe), reporter=quiet())
+    part = tiny_config(tiny_npz, tmp_path / "resumed", epochs=2, **recipe)
+    train(part, reporter=quiet())
+    train(replace(part, epochs=4, resume=True), reporter=quiet())
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    history = json.loads((tmp_path / "straight" / "metrics.json").read_text())["epochs"]
+    assert [r["updates"] for r in history] == [3, 6, 9, 12]
+
+
+def test_history_logs_rate_and_gradient_norm(tiny_npz: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_npz, tmp_path, epochs=3, lr_schedule="step", lr_step_epochs=1, clip=0.5)
+    m = train(cfg, reporter=quiet()).metrics
+    h = m["epochs"]
+    assert [r["lr"] for r in h] == pytest.approx([1e-2, 5e-3, 2.5e-3])
+    for r in h:
+        assert 0 < r["grad_norm"] <= r["grad_norm_max"]
+    # norms are logged before clipping: the first epochs' gradients exceed the clip
+    assert h[0]["grad_norm_max"] > 0.5
+    svg = (tmp_path / "curves.svg").read_text()
+    assert "learning rate" in svg and "mean, before clipping at 0.5" in svg
+
+
+def test_the_plateau_schedule_lowers_the_rate_when_validation_stalls(
+    tiny_npz: Path, tmp_path: Path
+) -> None:
+    # a rate this large makes the validation NLL stop improving early
+    cfg = tiny_config(
+        tiny_npz, tmp_path, epochs=8, lr=0.3, lr_schedule="plateau", lr_plateau_patience=1
+    )
+    m = train(cfg, reporter=quiet()).metrics
+    rates = [r["lr"] for r in m["epochs"]]
+    assert rates[0] == 0.3 and min(rates) < 0.3
+    valid = [r["valid_nll"] for r in m["epochs"]]
+    for i in range(1, len(rates)):  # a reduction only follows an epoch that did not improve
+        if rates[i] < rates[i - 1]:
+            assert i >= 2 and valid[i - 1] >= min(valid[: i - 1])
+
+
+def test_update_budget_stops_in_the_middle_of_an_epoch(tiny_npz: Path, tmp_path: Path) -> None:
+    m = train(tiny_config(tiny_npz, tmp_path, epochs=10, max_updates=4), reporter=quiet()).metrics
+    assert m["stop_reason"] == "max_updates"
+    assert [r["updates"] for r in m["epochs"]] == [3, 4]
+    assert math.isfinite(m["test_nll"])
+
+
+def test_cosine_refuses_a_resume_with_other_epochs(tiny_npz: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_npz, tmp_path, epochs=2, lr_schedule="cosine")
+    train(cfg, reporter=quiet())
+    with pytest.raises(ValueError, match="cosine schedule decays over the epochs"):
+        train(replace(cfg, epochs=4, resume=True), reporter=quiet())
+
+
+def test_weight_decay_shrinks_the_weights(tiny_npz: Path, tmp_path: Path) -> None:
+    plain = train(tiny_config(tiny_npz, tmp_path / "a", epochs=2), reporter=quiet())
+    decayed = train(
+        tiny_config(tiny_npz, tmp_path / "b", epochs=2, weight_decay=5.0), reporter=quiet()
+    )
+    norm = {k: float(np.linalg.norm(decayed.model.params[k])) for k in decayed.model.params}
+    for k, v in plain.model.params.items():
+        if v.ndim == 2:
+            assert norm[k] < float(np.linalg.norm(v))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("dropout", 1.0, r"option 'dropout': must be a number in \[0, 1\)"),
+        ("lr_schedule", "linear", "option 'lr_schedule': unknown value 'linear'"),
+        ("lr_decay", 1.5, r"option 'lr_decay': must be a number in \(0, 1\)"),
+        ("max_updates", -1, "option 'max_updates': must be >= 0"),
+        ("lr_min", 1.0, "option 'lr_min': must not exceed lr"),
+    ],
+)
+def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        replace(TrainConfig(), **{option: value}).validate()
+
+
+def test_recipe_options_on_the_command_line_and_in_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "recipe.toml"
+    toml.write_text('lr_schedule = "cosine"\nwarmup_updates = 10\nzoneout = 0.1\n')
+    argv = ["train", "--config", str(toml), "--dropout", "0.25", "--max-updates", "500"]
+    assert main([*argv, "--print-config", "json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["lr_schedule"] == "cosine" and cfg["warmup_updates"] == 10
+    assert cfg["zoneout"] == 0.1 and cfg["dropout"] == 0.25 and cfg["max_updates"] == 500
+    assert cfg["weight_decay"] == 0.0 and cfg["recurrent_dropout"] == 0.0
+
+
+# --------------------------------------------------------------------------- dropout in the model
+
+
+def _batch() -> Any:
+    split = load_dataset("bach_chorales").valid
+    return next(iter(batches(split, 4, dtype=np.float64)))
+
+
+def test_evaluation_and_sampling_have_no_dropout() -> None:
+    plain = SequenceModel(hidden_size=8, seed=0)
+    dropped = SequenceModel(hidden_size=8, seed=0, dropout=0.5, recurrent_dropout=0.5)
+    assert dropped.params.keys() == plain.params.keys()
+    dropped.load_state_dict(plain.params)
+    split = load_dataset("bach_chorales").valid
+    assert dropped.evaluate(split, 16) == plain.evaluate(split, 16)
+    b = _batch()
+    np.testing.assert_array_equal(dropped.logits(b), plain.logits(b))
+    np.testing.assert_array_equal(
+        sample(dropped, steps=20, seed=3), sample(plain, steps=20, seed=3)
+    )
+
+
+def test_training_masks_follow_the_generator() -> None:
+    model = SequenceModel(hidden_size=8, seed=0, dropout=0.3, recurrent_dropout=0.3, zoneout=0.2)
+    b = _batch()
+    a1, g1 = model.loss_and_grads(b, noise_rng=np.random.default_rng(5))
+    a2, g2 = model.loss_and_grads(b, noise_rng=np.random.default_rng(5))
+    a3, _ = model.loss_and_grads(b, noise_rng=np.random.default_rng(6))
+    assert a1 == a2 and a1 != a3
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k])
+    clean, _ = model.loss_and_grads(b)
+    assert clean not in (a1, a3)
+    assert model.evaluate(load_dataset("bach_chorales").valid, 16) == model.evaluate(
+        load_dataset("bach_chorales").valid, 16
+    )
+
+
+def test_every_cell_gets_dropout_and_zoneout_through_the_stack() -> None:
+    for cell in ("gru", "gru_reset_after", "lstm", "tanh", "mgu"):
+        m = SequenceModel(
+            cell, hidden_size=4, layers=2, dropout=0.1, recurrent_dropout=0.1, zoneout=0.1
+        )
+        noise = {n for n, s in m.cell.inputs.items() if s.noise is not None}
+        assert {"l0.in.drop.mask", "l1.in.drop.mask", "out.drop.mask"} <= noise, cell
+        assert {"l0.h.rdrop.mask", "l1.h.rdrop.mask", "l0.h.zoneout.mask"} <= noise, cell
+        assert ("l0.c.rdrop.mask" in noise) is False
+        plain = SequenceModel(cell, hidden_size=4, layers=2)
+        assert m.num_params == plain.num_params
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_the_music_cell_with_every_regulariser_passes_gradcheck(cell: str) -> None:
+    import minigrad as mg
+
+    m = SequenceModel(
+        cell, hidden_size=3, layers=2, dropout=0.3, recurrent_dropout=0.3, zoneout=0.3
+    )
+    T, B = 3, 2
+    rng = np.random.default_rng(0)
+    inputs = {
+        "x": (rng.random((T, B, 88)) < 0.1).astype(np.float64),
+        "t": (rng.random((T, B, 88)) < 0.1).astype(np.float64),
+        **{k: np.array(v) for k, v in m.noise(T, B, np.random.default_rng(1)).items()},
+    }
+    assert any(np.any(v == 0) for k, v in inputs.items() if k.endswith("drop.mask"))
+    # gradcheck raises GradcheckError on a wrong gradient; the worst relative errors it
+    # reports on this loss are 2e-6 to 3e-6 without regularisers and up to 2e-4 with them
+    result = mg.gradcheck(m.cell, m.params, inputs)
+    assert result.max_rel_error < 1e-3 and result.checks > 0
