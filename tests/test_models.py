@@ -691,3 +691,20 @@ def test_a_batch_major_input_is_told_minigrad_is_time_major() -> None:
         model.forward(x, np.zeros((2, 4)))
     with pytest.raises(ShapeError, match=r"time-major.*x\.transpose\(1, 0, 2\)"):
         model.loss_and_grads(x, np.zeros((6, 2, 4)))
+
+
+def test_a_function_that_is_not_a_fragment_gets_one_line() -> None:
+    from minigrad.cell import CellBuilder
+    from models.cells.stack import stack
+
+    def wrong_signature(x: object) -> None:  # like os.system
+        return None
+
+    def wrong_return(*args: object, **kw: object) -> int:
+        return 42
+
+    for frag, words in ((wrong_signature, "fragment arguments"), (wrong_return, "returned int")):
+        b = CellBuilder("bad")
+        x = b.input("x", 3)
+        with pytest.raises(ValueError, match=words):
+            stack(b, x, frag, 3, 4, 1)  # type: ignore[arg-type]

@@ -78,13 +78,35 @@ def stack(
         prefix = layer_prefix(layer, layers)
         inp = dropout_value(b, inp, size, dropout, name=f"{prefix}in.drop")
         before = set(b.state_names())
-        h = frag(b, inp, size, hidden_size, prefix=prefix, init=init)
+        h = _run_fragment(frag, b, inp, size, hidden_size, prefix, init)
         mine = [s for s in b.state_names() if s not in before]
         recurrent_dropout(b, mine, recurrent)
         h = zoneout_states(b, mine, zoneout).get(h.name, h)
         out.append(h)
         inp, size = h, hidden_size
     return out
+
+
+def _run_fragment(
+    frag: Fragment, b: CellBuilder, x: Ref, size: int, hidden: int, prefix: str, init: str
+) -> Ref:
+    """One layer of ``frag``; a function that does not follow the fragment contract
+    ``frag(b, x, input_size, hidden_size, *, prefix, init) -> Ref`` gets a one-line
+    ``ValueError`` naming it instead of a traceback from inside it."""
+    what = getattr(frag, "__module__", "?") + ":" + getattr(frag, "__qualname__", repr(frag))
+    try:
+        h = frag(b, x, size, hidden, prefix=prefix, init=init)
+    except TypeError as exc:
+        raise ValueError(
+            f"cell function {what} does not take the fragment arguments "
+            f"(b, x, input_size, hidden_size, *, prefix, init): {exc}"
+        ) from None
+    if not isinstance(h, Ref):
+        raise ValueError(
+            f"cell function {what} returned {type(h).__name__}, expected the Ref of the "
+            "layer's new hidden state (B, H)"
+        )
+    return h
 
 
 def layer_states(
