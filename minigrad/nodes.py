@@ -24,7 +24,6 @@ the last axis only.
 
 from __future__ import annotations
 
-import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -937,6 +936,12 @@ class Tanh(Node):
         return (f,)
 
 
+def _relu_into(x: Array, out: Array) -> None:
+    """``out = max(x, 0)``, with ``out`` positional so that a loop program can re-target
+    it to each step (a bound ``out=`` keyword could not be)."""
+    np.maximum(x, 0.0, out=out)
+
+
 class ReLU(Node):
     """Rectifier ``y = max(x, 0)`` (derivative 0 at x = 0)."""
 
@@ -954,7 +959,7 @@ class ReLU(Node):
         np.maximum(xs[0], 0, out=out)
 
     def forward_calls(self, out: Array, *xs: Array) -> list[Call] | None:
-        return [(functools.partial(np.maximum, out=out), (xs[0], 0))]
+        return [(_relu_into, (xs[0], out))]
 
     def vjp(self, g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         return (g * (xs[0] > 0),)
