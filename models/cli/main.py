@@ -8,8 +8,14 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+import models.cli.cells as cells
+import models.cli.evaluate as evaluate
+import models.cli.explain as explain
+import models.cli.graph as graph
+import models.cli.sample as sample
+import models.cli.sweep as sweep
+import models.cli.train as train
 from minigrad.errors import MinigradError
-from models.cli import cells, evaluate, explain, graph, sample, sweep, train
 from models.cli.common import PROG, Formatter, Subparsers, UsageError, import_modules
 from models.data.dataset import DataError, one_line
 from models.io import EXIT_SIGINT, EXIT_SIGTERM, Terminated
