@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from minigrad.types import Array, FloatDType
+from models.cells.fragment import Fragment
+from models.cells.registry import resolve_cell
 from models.nets.base import RecurrentModel, check_array, check_state_dict
 
 __all__ = ["Bidirectional", "Stacked"]
@@ -32,8 +34,9 @@ class Stacked(RecurrentModel):
     ``h0`` is the state before ``x[T-1]`` is read.
 
     Args:
-        cell: a key of ``models.cells.CELLS`` (``"gru"``, ``"gru_reset_after"``,
-            ``"lstm"``, ``"tanh"``, ``"mgu"``, ...).
+        cell: a cell name (``"gru"``, ``"gru_reset_after"``, ``"lstm"``,
+            ``"tanh"``, ``"mgu"``, a registered one), a ``module:function``
+            spec or a fragment function.
         input_size: D.
         hidden_size: H.
         num_layers: L >= 1.
@@ -48,7 +51,7 @@ class Stacked(RecurrentModel):
 
     def __init__(
         self,
-        cell: str,
+        cell: str | Fragment,
         input_size: int,
         hidden_size: int,
         num_layers: int,
@@ -66,7 +69,7 @@ class Stacked(RecurrentModel):
             seed=seed,
             init=init,
             num_layers=num_layers,
-            name=f"{cell}_x{num_layers}" + ("_reverse" if reverse else ""),
+            name=f"{resolve_cell(cell)[0]}_x{num_layers}" + ("_reverse" if reverse else ""),
         )
         self.reverse = bool(reverse)
         self._reverse = self.reverse
@@ -131,7 +134,7 @@ class Bidirectional:
     directions' runs (the gradient of ``x`` is their sum).
 
     Args:
-        cell: a key of ``models.cells.CELLS``.
+        cell: a cell name, ``module:function`` spec or fragment function.
         input_size: D.
         hidden_size: H, the size of each direction's state.
         dtype: ``numpy.float32`` or ``numpy.float64``.
@@ -150,7 +153,7 @@ class Bidirectional:
 
     def __init__(
         self,
-        cell: str,
+        cell: str | Fragment,
         input_size: int,
         hidden_size: int,
         *,
@@ -179,7 +182,7 @@ class Bidirectional:
             seed=np.random.default_rng(seeds[1]),
             init=init,
         )
-        self.cell_type = cell
+        self.cell_type = self.fwd.cell_type
         self.input_size = self.fwd.input_size
         self.hidden_size = self.fwd.hidden_size
         self.dtype = self.fwd.dtype
