@@ -19,7 +19,7 @@ import numpy as np
 from minigrad.cell import Cell
 from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
-from minigrad.passes import ALL_PASSES
+from minigrad.passes import resolve
 from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
 from minigrad.workspace import Gradients, Run
@@ -58,17 +58,12 @@ class Program:
         self.cell = cell
         where = f"cell '{cell.name}': "
         self.wrt = None if wrt is None else check_names(wrt, "wrt", where)
-        if passes is not None:
-            check_names(passes, "passes", where)
+        resolve(passes, where)  # the names, and what each pass requires
         self.truncate = truncate
         self.passes = None if passes is None else tuple(passes)
         self.mode = mode
-        # check the arguments once, on the smallest unroll without passes (cheap), and the
-        # pass names
+        # check the other arguments once, on the smallest unroll without passes (cheap)
         compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
-        unknown = sorted(set(self.passes or ()) - set(ALL_PASSES))
-        if unknown:
-            raise ArgumentError(f"{where}unknown passes {unknown}; known: {list(ALL_PASSES)}")
         self._plans: dict[int, Plan] = {}
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
