@@ -62,8 +62,9 @@ class Program:
         self.truncate = truncate
         self.passes = None if passes is None else tuple(passes)
         self.mode = mode
-        # check the other arguments once, on the smallest unroll without passes (cheap)
-        compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
+        # check the other arguments once, on the smallest unroll without passes (cheap);
+        # that plan also reads the batch size of each call (passes keep the cell's names)
+        self._plain1 = compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
         self._plans: dict[int, Plan] = {}
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
@@ -161,7 +162,7 @@ class Program:
     def _unrolled_batch(
         self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None
     ) -> int:
-        return self._plan(1)._batch_size(inputs, states)
+        return self._plain1._batch_size(inputs, states)
 
     def backward(
         self,

@@ -12,9 +12,9 @@ where no other reader sees the negated columns. When several paths from
 one sigmoid reach the same input slot (``m[:, 0:3] + m[:, 3:6]`` with
 ``m = x W``), that slot reads one node with the union of their columns
 negated; if two paths would negate the same column, the sigmoid is left
-alone. Negation is exact in IEEE
-arithmetic and rounding is symmetric, so results do not change by a single
-bit.
+alone. All sigmoids are rewritten in one rebuild of the cell. Negation is
+exact in IEEE arithmetic and rounding is symmetric, so results do not change
+by a single bit.
 """
 
 from __future__ import annotations
@@ -28,7 +28,20 @@ __all__ = ["PASS", "negate_sigmoid_inputs"]
 
 def negate_sigmoid_inputs(cell: Cell) -> Cell:
     """Turn ``sigmoid(p)`` into ``neg_sigmoid(-p)`` where ``-p`` comes for free
-    (see the module docstring)."""
+    (see the module docstring).
+
+    Every sigmoid is examined on the cell as given and all the rewrites are made
+    in one rebuild, so the cost grows with the size of the cell, not with its
+    size times its number of sigmoids. Two sigmoids' rewrites never negate the
+    same column of a value (each one's columns are seen by no other reader), so
+    they compose; a sigmoid whose requests would still clash with those accepted
+    before it is left alone.
+    """
+    accepted: list[_Wrap] = []
+    # the column ranges accepted so far, per input slot: a new sigmoid's requests are
+    # checked against the slots they touch only
+    taken: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    negated: list[str] = []
     for s in cell.order:
         spec = cell.ops[s]
         if type(spec.op) is not N.Sigmoid or spec.static:
@@ -38,20 +51,30 @@ def negate_sigmoid_inputs(cell: Cell) -> Cell:
         if not isinstance(width, int):
             continue
         wraps = _negation(cell, p, 0, width, s)
-        if wraps is None:
+        if wraps is None or _compose(wraps) is None:
             continue
-        slots = _compose(wraps)
-        if slots is None:
+        if any(
+            lo < b and a < hi
+            for via, slot, _v, lo, hi in wraps
+            for a, b in taken.get((via, slot), ())
+        ):
             continue
-        ops = ops_of(cell)
-        made: dict[tuple[str, _Columns], str] = {}
-        for (via, slot), (v, columns) in slots.items():
-            ins = list(ops[via][1])
-            ins[slot] = _negated_columns(cell, ops, made, v, columns)
-            ops[via] = (ops[via][0], tuple(ins))
-        ops[s] = (N.NegSigmoid(), (p,))
-        cell = rebuild(cell, ops)
-    return cell
+        for via, slot, _v, lo, hi in wraps:
+            taken.setdefault((via, slot), []).append((lo, hi))
+        accepted += wraps
+        negated.append(s)
+    slots = _compose(accepted)
+    if not negated or slots is None:
+        return cell
+    ops = ops_of(cell)
+    made: dict[tuple[str, _Columns], str] = {}
+    for (via, slot), (v, columns) in slots.items():
+        ins = list(ops[via][1])
+        ins[slot] = _negated_columns(cell, ops, made, v, columns)
+        ops[via] = (ops[via][0], tuple(ins))
+    for s in negated:
+        ops[s] = (N.NegSigmoid(), cell.ops[s].inputs)
+    return rebuild(cell, ops)
 
 
 #: (reader, its input slot, value, first column, end column): the reader is to read
