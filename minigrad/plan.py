@@ -267,6 +267,8 @@ def compile_plan(
     wrt: Iterable[str] | None = None,
     truncate: int | None = None,
     passes: Sequence[str] | None = None,
+    *,
+    rewritten: Cell | None = None,
 ) -> Plan:
     """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
 
@@ -279,6 +281,10 @@ def compile_plan(
         passes: names of the graph passes to apply (``minigrad.passes``);
             ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
             one instruction per node and step.
+        rewritten: ``cell`` after the cell-level passes among ``passes``
+            (``minigrad.passes.rewrite``; ``Plan.cell`` of an earlier plan with
+            the same passes), when the caller has it: the rewrites then do not
+            run again (a program compiles several short unrolls of one cell).
     """
     where = f"cell '{cell.name}': "
     names = resolve(passes, where)
@@ -291,7 +297,7 @@ def compile_plan(
             f"cell '{cell.name}': cannot differentiate with respect to {unknown}; valid: "
             f"{sorted(sources)}"
         )
-    cell = rewrite(cell, names)
+    cell = rewrite(cell, names) if rewritten is None else rewritten
     g = unroll(cell, steps, truncate)
     order: list[Key] = list(nx.lexicographical_topological_sort(g, key=lambda k: (k[1], k[0])))
 

@@ -66,6 +66,7 @@ class Program:
         # that plan also reads the batch size of each call (passes keep the cell's names)
         self._plain1 = compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
         self._plans: dict[int, Plan] = {}
+        self._rewritten: Cell | None = None
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
         self._last: LoopWorkspace | Plan | None = None
@@ -77,8 +78,14 @@ class Program:
         plan = self._plans.get(steps)
         if plan is None:
             plan = compile_plan(
-                self.cell, steps, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                self.cell,
+                steps,
+                wrt=self.wrt,
+                truncate=self.truncate,
+                passes=self.passes,
+                rewritten=self._rewritten,
             )
+            self._rewritten = plan.cell  # the cell rewrites run once per program
             self._plans[steps] = plan
         return plan
 
@@ -149,8 +156,14 @@ class Program:
         if self.mode == "unrolled":
             if self._unrolled is None or self._unrolled.steps != T:
                 self._unrolled = compile_plan(
-                    self.cell, T, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                    self.cell,
+                    T,
+                    wrt=self.wrt,
+                    truncate=self.truncate,
+                    passes=self.passes,
+                    rewritten=self._rewritten,
                 )
+                self._rewritten = self._unrolled.cell
             self._last = self._unrolled
             return self._unrolled.forward(params, inputs, states, mask)
         batch = self._unrolled_batch(inputs, states)

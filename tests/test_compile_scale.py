@@ -56,3 +56,32 @@ def test_all_layers_are_rewritten_in_one_pass() -> None:
     cell = mg.passes.rewrite(_stacked("gru", 6), mg.DEFAULT_PASSES)
     assert sum(type(s.op) is mg.NegSigmoid for s in cell.ops.values()) == 6
     assert not any(type(s.op) is mg.Sigmoid for s in cell.ops.values())
+
+
+def test_a_program_rewrites_its_cell_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batch sizes that need other short unrolls (and the unrolled mode) reuse the
+    rewritten cell: no rebuild after the first compilation."""
+    cell = _stacked("gru", 2)
+    prog = mg.compile(cell)
+    params = cell.init_params(0)
+    rng = np.random.default_rng(0)
+
+    def run(T: int, B: int) -> None:
+        inputs = {"x": rng.standard_normal((T, B, D)), "y": rng.standard_normal((T, B, H))}
+        prog.loss_and_grads(params, inputs)
+
+    run(3, 2)
+    count = 0
+    build = CellBuilder.build
+
+    def counted(self: CellBuilder) -> mg.Cell:
+        nonlocal count
+        count += 1
+        return build(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(CellBuilder, "build", counted)
+        for B in (1, 3, 4, 5, 6):
+            run(7, B)
+        assert len(prog._plans) >= 2  # more than one short unroll was compiled
+    assert count == 0
