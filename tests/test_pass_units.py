@@ -232,3 +232,22 @@ def test_the_textbook_gru_agrees_with_the_plain_plan_pass_by_pass() -> None:
         assert loss == pytest.approx(loss0, rel=1e-12), passes
         for k, v in g0.flat().items():
             np.testing.assert_allclose(g.flat()[k], v, rtol=1e-11, atol=1e-13, err_msg=str(passes))
+
+
+def test_the_runtime_names_passes_by_their_constants() -> None:
+    """No pass name is spelt as a string in the runtime: it reads the layout passes'
+    names from ``minigrad.pass_names``, which the units use too."""
+    import ast
+    from pathlib import Path
+
+    from minigrad import pass_names
+
+    root = Path(mg.__file__).parent
+    for module in ("workspace.py", "loop.py", "arena.py"):
+        tree = ast.parse((root / module).read_text())
+        spelt = {
+            n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in BY_NAME
+        }
+        assert not spelt, (module, spelt)
+    layout = {p.name for p in PASSES if p.level == "layout"}
+    assert layout == {getattr(pass_names, c) for c in pass_names.__all__}
