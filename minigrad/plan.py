@@ -97,8 +97,10 @@ class Plan:
     ``steps`` (T), ``graph`` (the unrolled networkx graph of ``cell``),
     ``order`` (its topological order), ``forward_instrs`` and
     ``backward_instrs`` (the symbolic instruction lists), ``wrt`` (names whose
-    gradients are computed), ``truncate``, ``passes`` (the passes applied) and
-    ``views`` (Slice nodes bound as views: name -> (source, start, stop)).
+    gradients are computed), ``truncate``, ``passes`` (the passes applied, in
+    the order they apply), ``views`` (Slice nodes bound as views: name ->
+    (source, start, stop)) and ``shared_grads`` (inputs sharing an Add's
+    gradient buffer: name -> that Add).
     """
 
     def __init__(
