@@ -7,9 +7,11 @@ loss on the last layer), then times, for each L: the cell rewrites
 (``minigrad.passes.rewrite`` with the default passes), ``compile_plan`` of
 the short unroll a loop program is cut from (which rewrites again), and
 ``minigrad.compile`` plus one ``loss_and_grads`` of T = 4 steps, B = 2 (what
-a first training batch pays). Medians of ``--repeats`` fresh cells; the last
-column is the total per layer, which stays flat when compiling is linear in
-the number of layers.
+a first training batch pays). Times are the process's CPU time
+(``time.process_time``; one BLAS thread, so it equals the wall time on an idle
+machine and is not inflated by other jobs sharing the cores). Medians of
+``--repeats`` fresh cells; the last column is the total per layer, which stays
+flat when compiling is linear in the number of layers.
 """
 
 from __future__ import annotations
@@ -51,25 +53,25 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((T, B, D)), "y": rng.standard_normal((T, B, H))}
-    print(f"# stacked GRU, H = {H}, compile + one run of T = {T}, B = {B}; median of "
-          f"{args.repeats}")
+    print(f"# stacked GRU, H = {H}, compile + one run of T = {T}, B = {B}; CPU seconds, "
+          f"median of {args.repeats}")
     print("| layers | rewrite s | compile_plan(K) s | compile + first run s | ms per layer |")
     print("|---|---|---|---|---|")
     for layers in (int(v) for v in args.layers.split(",")):
         times: dict[str, list[float]] = {"rewrite": [], "plan": [], "total": []}
         for _ in range(args.repeats):
             cell = build(layers)
-            t = time.perf_counter()
+            t = time.process_time()
             rewrite(cell, mg.DEFAULT_PASSES)
-            times["rewrite"].append(time.perf_counter() - t)
-            t = time.perf_counter()
+            times["rewrite"].append(time.process_time() - t)
+            t = time.process_time()
             mg.compile_plan(cell, 3)
-            times["plan"].append(time.perf_counter() - t)
+            times["plan"].append(time.process_time() - t)
             cell = build(layers)  # a fresh cell: nothing cached
             params = cell.init_params(0)
-            t = time.perf_counter()
+            t = time.process_time()
             mg.compile(cell).loss_and_grads(params, inputs)
-            times["total"].append(time.perf_counter() - t)
+            times["total"].append(time.process_time() - t)
         med = {k: float(np.median(v)) for k, v in times.items()}
         print(f"| {layers} | {med['rewrite']:.3f} | {med['plan']:.3f} | {med['total']:.3f} | "
               f"{1e3 * med['total'] / layers:.1f} |")

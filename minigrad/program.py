@@ -58,9 +58,9 @@ class Program:
         self.cell = cell
         where = f"cell '{cell.name}': "
         self.wrt = None if wrt is None else check_names(wrt, "wrt", where)
-        resolve(passes, where)  # the names, and what each pass requires
         self.truncate = truncate
-        self.passes = None if passes is None else tuple(passes)
+        # the names checked (and what each pass requires), in the order they apply
+        self.passes = None if passes is None else resolve(passes, where)
         self.mode = mode
         # check the other arguments once, on the smallest unroll without passes (cheap);
         # that plan also reads the batch size of each call (passes keep the cell's names)
