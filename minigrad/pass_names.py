@@ -1,7 +1,7 @@
 """The names of the layout passes, whose logic runs while a plan is bound.
 
 The units that declare these passes live in ``minigrad.passes`` (the
-compiler); the runtime (``minigrad.workspace``) checks them in
+compiler); the runtime (``Workspace``, while binding) checks them in
 ``Plan.passes`` by these constants, so that it never imports the compiler and
 a renamed pass cannot leave a stale string behind.
 """

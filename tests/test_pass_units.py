@@ -11,16 +11,22 @@ workspace; the pass fires when the probe says it did with it and not without.
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import networkx as nx
 import numpy as np
 import pytest
+from test_imports import import_graph
 
 import minigrad as mg
 import minigrad.passes as passes_pkg
+from minigrad import pass_names
 from minigrad.passes import BY_NAME, LEVELS, PASSES, resolve, without
-from minigrad.workspace import ALL_STEPS, Workspace
+from minigrad.plan import ALL_STEPS
 from models.cells import stack
 
 D, H, T, B = 3, 5, 4, 2
@@ -60,7 +66,7 @@ CELLS = {"textbook": _textbook_gru(), "models": _models_gru()}
 NOTHING_TO_DO = {"models": {"fold_bias", "reassociate_adds"}, "textbook": set()}
 
 
-def _bound(plan: mg.Plan) -> Workspace:
+def _bound(plan: mg.Plan) -> Any:
     """The workspace of ``plan`` after one forward and backward pass (so that both
     bindings exist)."""
     rng = np.random.default_rng(0)
@@ -234,17 +240,47 @@ def test_the_textbook_gru_agrees_with_the_plain_plan_pass_by_pass() -> None:
             np.testing.assert_allclose(g.flat()[k], v, rtol=1e-11, atol=1e-13, err_msg=str(passes))
 
 
+def _runtime_modules() -> list[str]:
+    """The runtime's modules (``minigrad.workspace``, ``minigrad.loop``,
+    ``minigrad.arena``, and ``minigrad.runtime.*`` where the runtime is a package)."""
+    g = import_graph()
+    flat = {"minigrad.workspace", "minigrad.loop", "minigrad.arena"}
+    return sorted(m for m in g if m in flat or m.split(".")[:2] == ["minigrad", "runtime"])
+
+
+def test_the_runtime_never_reaches_a_pass_module() -> None:
+    g = import_graph()
+    runtime = _runtime_modules()
+    assert "minigrad.loop" in runtime
+    for module in runtime:
+        reached = nx.descendants(g, module)
+        compiler = sorted(m for m in reached if m.split(".")[:2] == ["minigrad", "passes"])
+        assert not compiler and "minigrad.plan" not in reached, (module, compiler)
+
+
+def test_the_passes_import_neither_the_plan_nor_the_runtime() -> None:
+    """Pass units are compiler code: they read cells and instructions, and the plan
+    and the runtime call them, never the other way round."""
+    g = import_graph()
+    units = [m for m in g if m.split(".")[:2] == ["minigrad", "passes"]]
+    assert "minigrad.passes.driver" in units and "minigrad.passes.chain_factors" in units
+    for unit in units:
+        bad = sorted(nx.descendants(g, unit) & {"minigrad.plan", "minigrad.program", *_runtime_modules()})
+        assert not bad, (unit, bad)
+    # pass_names is a leaf, read by the layout units (and the runtime)
+    assert not list(g.successors("minigrad.pass_names"))
+    assert "minigrad.pass_names" in nx.descendants(g, "minigrad.passes.chain_factors")
+
+
 def test_the_runtime_names_passes_by_their_constants() -> None:
     """No pass name is spelt as a string in the runtime: it reads the layout passes'
     names from ``minigrad.pass_names``, which the units use too."""
-    import ast
-    from pathlib import Path
-
-    from minigrad import pass_names
-
-    root = Path(mg.__file__).parent
-    for module in ("workspace.py", "loop.py", "arena.py"):
-        tree = ast.parse((root / module).read_text())
+    root = Path(mg.__file__).parent.parent
+    for module in _runtime_modules():
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = path.with_suffix("") / "__init__.py"
+        tree = ast.parse(path.read_text())
         spelt = {
             n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in BY_NAME
         }

@@ -18,7 +18,7 @@ nodes wherever they survive): ``merge_matmuls``, ``reassociate_adds``,
 Program schedules (applied by ``minigrad.plan.compile_plan``):
 ``time_batch``, ``defer_shared_grads``, ``view_slices``, ``share_add_grads``.
 
-Layout choices (applied while binding, ``minigrad.workspace``):
+Layout choices (applied by the runtime while binding, ``Workspace``):
 ``reuse_buffers``, ``flat_calls``, ``factor_elementwise``, ``chain_factors``
 (requires ``factor_elementwise``), ``assign_first_writes``.
 

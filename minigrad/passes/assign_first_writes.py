@@ -4,7 +4,7 @@ The first write into each gradient region in backward order assigns
 instead of adding, so gradient buffers need no zeroing and no temporary,
 except where a region is only partly covered.
 
-The pass is a choice made while a plan is bound (``minigrad.workspace``): the
+The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``ASSIGN_FIRST_WRITES`` in ``Plan.passes``; this unit declares it.
 """
 
@@ -19,5 +19,5 @@ PASS = Pass(
     name=ASSIGN_FIRST_WRITES,
     level="layout",
     description=__doc__ or "",
-    applied_by="minigrad.workspace.Workspace",
+    applied_by="the runtime, while binding (Workspace)",
 )

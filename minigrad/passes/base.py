@@ -11,7 +11,7 @@ A pass acts at one of three levels, in the order a compilation meets them:
     that ``minigrad.plan.compile_plan`` writes; the unit holds the decision
     (which nodes, which gradients, which views), the plan applies it.
 ``layout``
-    a choice made while a plan is bound to buffers (``minigrad.workspace``);
+    a choice made while a plan is bound to buffers (the runtime, ``Workspace``);
     the unit declares the pass and its name, the runtime checks that name in
     ``Plan.passes`` (through the constants of ``minigrad.pass_names``, so the
     runtime never imports the compiler).
@@ -44,7 +44,7 @@ class Pass:
         requires: passes without which this one cannot act; asking for it
             without them is an ``ArgumentError`` naming the missing one.
         applied_by: where its logic runs (``"minigrad.passes.driver.rewrite"``,
-            ``"minigrad.plan.compile_plan"``, ``"minigrad.workspace.Workspace"``).
+            ``"minigrad.plan.compile_plan"``, ``"the runtime, while binding (Workspace)"``).
         rewrite: for a cell pass, the rewrite itself (``Cell`` -> ``Cell``).
     """
 

@@ -6,7 +6,7 @@ multiplies by the product of both factors (prepared for all steps at once)
 and writes the unary node's input gradient directly, as a hand derivation
 writes ``dL/da_c = dL/dh * z * (1 - c^2)``.
 
-The pass is a choice made while a plan is bound (``minigrad.workspace``): the
+The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``CHAIN_FACTORS`` in ``Plan.passes``; this unit declares it.
 """
 
@@ -22,5 +22,5 @@ PASS = Pass(
     level="layout",
     description=__doc__ or "",
     requires=(FACTOR_ELEMENTWISE,),
-    applied_by="minigrad.workspace.Workspace",
+    applied_by="the runtime, while binding (Workspace)",
 )

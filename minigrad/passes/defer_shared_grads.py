@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from minigrad.passes.base import Pass
 
 if TYPE_CHECKING:
-    from minigrad.workspace import Instr
+    from minigrad.plan import Instr
 
 __all__ = ["PASS", "defer"]
 

@@ -45,7 +45,7 @@ PASSES: tuple[Pass, ...] = (
     defer_shared_grads.PASS,
     view_slices.PASS,
     share_add_grads.PASS,
-    # layout choices (minigrad.workspace)
+    # layout choices (the runtime, while binding)
     reuse_buffers.PASS,
     flat_calls.PASS,
     factor_elementwise.PASS,

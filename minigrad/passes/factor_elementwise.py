@@ -5,7 +5,7 @@ diagonal Jacobian that depends on forward values only: it is computed for
 all steps at once before the backward loop, and each step's backward
 becomes one multiplication per input.
 
-The pass is a choice made while a plan is bound (``minigrad.workspace``): the
+The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``FACTOR_ELEMENTWISE`` in ``Plan.passes``; this unit declares it.
 """
 
@@ -20,5 +20,5 @@ PASS = Pass(
     name=FACTOR_ELEMENTWISE,
     level="layout",
     description=__doc__ or "",
-    applied_by="minigrad.workspace.Workspace",
+    applied_by="the runtime, while binding (Workspace)",
 )

@@ -6,7 +6,7 @@ multiplications and GEMMs prepared above are bound as plain ufunc calls:
 the time loops run a flat list of ``f(*args)`` with no Python frame per
 node in between.
 
-The pass is a choice made while a plan is bound (``minigrad.workspace``): the
+The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``FLAT_CALLS`` in ``Plan.passes``; this unit declares it.
 """
 
@@ -21,5 +21,5 @@ PASS = Pass(
     name=FLAT_CALLS,
     level="layout",
     description=__doc__ or "",
-    applied_by="minigrad.workspace.Workspace",
+    applied_by="the runtime, while binding (Workspace)",
 )

@@ -5,7 +5,7 @@ when no backward step needs the overwritten value (nodes declare what
 their backward reads): in a GRU the recurrent GEMM, the gate
 pre-activations and the gates share one buffer, as in hand-fused code.
 
-The pass is a choice made while a plan is bound (``minigrad.workspace``): the
+The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``REUSE_BUFFERS`` in ``Plan.passes``; this unit declares it.
 """
 
@@ -20,5 +20,5 @@ PASS = Pass(
     name=REUSE_BUFFERS,
     level="layout",
     description=__doc__ or "",
-    applied_by="minigrad.workspace.Workspace",
+    applied_by="the runtime, while binding (Workspace)",
 )
