@@ -6,6 +6,11 @@ multiplies by the product of both factors (prepared for all steps at once)
 and writes the unary node's input gradient directly, as a hand derivation
 writes ``dL/da_c = dL/dh * z * (1 - c^2)``.
 
+It requires ``factor_elementwise``: the factors it chains are the ones that
+pass computes for all steps; without them there is nothing to chain, so
+asking for ``chain_factors`` alone is an error rather than a pass that does
+nothing.
+
 The pass is a choice made while a plan is bound (the runtime, ``Workspace``): the
 runtime checks ``CHAIN_FACTORS`` in ``Plan.passes``; this unit declares it.
 """
