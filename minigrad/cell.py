@@ -562,28 +562,35 @@ class CellBuilder:
         ops: dict[str, OpSpec] = {}
         for name in order:
             op, ins = self._ops[name]
-            where = f"cell '{cname}': node '{name}' ({type(op).__name__})"
-            listing = ", ".join(
-                f"{op.slot(i)}='{r}' {_fmt(shapes[r])} {dtypes[r].name}" for i, r in enumerate(ins)
-            )
+            # the messages are made only when needed: a rebuild by the graph passes
+            # checks every node again, and formatting costs more than the checks
+            def where(op: N.Node = op, name: str = name) -> str:
+                return f"cell '{cname}': node '{name}' ({type(op).__name__})"
+
+            def listing(op: N.Node = op, ins: tuple[str, ...] = ins) -> str:
+                return ", ".join(
+                    f"{op.slot(i)}='{r}' {_fmt(shapes[r])} {dtypes[r].name}"
+                    for i, r in enumerate(ins)
+                )
+
             try:
                 oshp = op.infer_shape(*(shapes[r] for r in ins))
             except ShapeError as e:
-                raise ShapeError(f"{where}: {e} [inputs: {listing}]") from None
+                raise ShapeError(f"{where()}: {e} [inputs: {listing()}]") from None
             try:
                 dt = op.infer_dtype(*(dtypes[r] for r in ins))
             except DTypeError as e:
-                raise DTypeError(f"{where}: {e} [inputs: {listing}]") from None
+                raise DTypeError(f"{where()}: {e} [inputs: {listing()}]") from None
             is_static = all(static[r] for r in ins)
             if is_static:
                 if BATCH in oshp:
                     raise ShapeError(
-                        f"{where}: depends on parameters only but has shape {_fmt(oshp)}"
+                        f"{where()}: depends on parameters only but has shape {_fmt(oshp)}"
                     )
             elif not oshp or oshp[0] != BATCH or BATCH in oshp[1:]:
                 raise ShapeError(
-                    f"{where}: a per-step value must have the batch dimension first and only "
-                    f"there, got {_fmt(oshp)} [inputs: {listing}]"
+                    f"{where()}: a per-step value must have the batch dimension first and only "
+                    f"there, got {_fmt(oshp)} [inputs: {listing()}]"
                 )
             shapes[name], dtypes[name], static[name] = oshp, dt, is_static
             ops[name] = OpSpec(name, op, ins, oshp, dt, is_static)

@@ -55,8 +55,15 @@ import numpy as np
 
 from minigrad.cell import Cell
 from minigrad.errors import GraphError, ShapeError, check_names
-from minigrad.nodes import Add, Slice
-from minigrad.passes import DEFAULT_PASSES, classify, rewrite
+from minigrad.passes import (
+    classify,
+    defer_shared_grads,
+    resolve,
+    rewrite,
+    share_add_grads,
+    time_batch,
+    view_slices,
+)
 from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
 from minigrad.workspace import (
@@ -90,8 +97,10 @@ class Plan:
     ``steps`` (T), ``graph`` (the unrolled networkx graph of ``cell``),
     ``order`` (its topological order), ``forward_instrs`` and
     ``backward_instrs`` (the symbolic instruction lists), ``wrt`` (names whose
-    gradients are computed), ``truncate``, ``passes`` (the passes applied) and
-    ``views`` (Slice nodes bound as views: name -> (source, start, stop)).
+    gradients are computed), ``truncate``, ``passes`` (the passes applied, in
+    the order they apply), ``views`` (Slice nodes bound as views: name ->
+    (source, start, stop)) and ``shared_grads`` (inputs sharing an Add's
+    gradient buffer: name -> that Add).
     """
 
     def __init__(
@@ -254,33 +263,14 @@ def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     }
 
 
-def _view_owns_region(cell: Cell, views: Mapping[str, tuple[str, int, int]], name: str) -> bool:
-    """Whether the gradient region of the view ``name`` (a column range of its source's
-    gradient) receives nothing but ``name``'s own gradient: the source is a per-step
-    operation that leaves the step nowhere (no output, loss or state update, so no seed
-    and no carry adds into it) and every other reader of the source is a view of a
-    disjoint column range. Only then can an Add share that region with its other inputs;
-    otherwise they would pick up the other readers' gradients."""
-    src, start, stop = views[name]
-    if cell.kind(src) != "op" or cell.ops[src].static or src in cell.pinned or src in views:
-        return False
-    for reader, _slot in cell.readers.get(src, ()):
-        if reader == name:
-            continue
-        if reader not in views:
-            return False
-        _s, a, b = views[reader]
-        if a < stop and start < b:
-            return False
-    return True
-
-
 def compile_plan(
     cell: Cell,
     steps: int,
     wrt: Iterable[str] | None = None,
     truncate: int | None = None,
     passes: Sequence[str] | None = None,
+    *,
+    rewritten: Cell | None = None,
 ) -> Plan:
     """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
 
@@ -293,11 +283,13 @@ def compile_plan(
         passes: names of the graph passes to apply (``minigrad.passes``);
             ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
             one instruction per node and step.
+        rewritten: ``cell`` after the cell-level passes among ``passes``
+            (``minigrad.passes.rewrite``; ``Plan.cell`` of an earlier plan with
+            the same passes), when the caller has it: the rewrites then do not
+            run again (a program compiles several short unrolls of one cell).
     """
     where = f"cell '{cell.name}': "
-    if passes is not None:
-        check_names(passes, "passes", where)
-    names = DEFAULT_PASSES if passes is None else tuple(passes)
+    names = resolve(passes, where)
     source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)
     want = frozenset(sources) if wrt is None else check_names(wrt, "wrt", where)
@@ -307,7 +299,7 @@ def compile_plan(
             f"cell '{cell.name}': cannot differentiate with respect to {unknown}; valid: "
             f"{sorted(sources)}"
         )
-    cell = rewrite(cell, names)
+    cell = rewrite(cell, names) if rewritten is None else rewritten
     g = unroll(cell, steps, truncate)
     order: list[Key] = list(nx.lexicographical_topological_sort(g, key=lambda k: (k[1], k[0])))
 
@@ -355,7 +347,7 @@ def compile_plan(
 
     kinds = {n: cell.kind(n) for n in bufname}
     phase = classify(cell)
-    batch_phases = {"pre", "post"} if "time_batch" in names else set()
+    batched = time_batch.batched(cell) if time_batch.PASS.name in names else frozenset()
     static_f: list[Instr] = []
     loop_f: list[Instr] = []
     groups: dict[str, list[Instr]] = {}
@@ -370,7 +362,7 @@ def compile_plan(
             instr = Instr("op", name, t, spec.op, ins, ref(name, t), back, needs)
             if spec.static:
                 static_f.append(instr)
-            elif phase[name] in batch_phases:
+            elif name in batched:
                 groups.setdefault(name, []).append(instr)
             else:
                 loop_f.append(instr)
@@ -403,31 +395,8 @@ def compile_plan(
 
     # gradients with respect to shared values, once after the loop
     deferred: list[Instr] = []
-    if "defer_shared_grads" in names:
-        per_name: dict[str, list[Instr]] = {}
-        for instr in loop_f:
-            if instr.kind != "op" or not instr.backward:
-                continue
-            shared = [j for j, r in enumerate(instr.ins) if r.index is None and instr.needs[j]]
-            if not shared:
-                continue
-            per_name.setdefault(instr.name, []).append(
-                Instr(
-                    "grad",
-                    instr.name,
-                    instr.step,
-                    instr.op,
-                    instr.ins,
-                    instr.out,
-                    True,
-                    tuple(j in shared for j in range(len(instr.ins))),
-                )
-            )
-            instr.needs = tuple(nd and j not in shared for j, nd in enumerate(instr.needs))
-            instr.backward = any(instr.needs)
-        deferred = [
-            over_all_steps(per_name[n], "grad") for n in reversed(cell.order) if n in per_name
-        ]
+    if defer_shared_grads.PASS.name in names:
+        deferred = defer_shared_grads.defer(loop_f, cell.order, over_all_steps)
 
     fwd = static_f + pre_f + loop_f + post_f
     bwd = [
@@ -442,35 +411,11 @@ def compile_plan(
         if i.backward
     ]
     views: dict[str, tuple[str, int, int]] = {}
-    if "view_slices" in names:
-        fixed = set(cell.losses) | {s.update for s in cell.states.values()}
-        for n in cell.order:
-            op = cell.ops[n].op
-            if type(op) is Slice and n not in fixed:
-                views[n] = (cell.ops[n].inputs[0], op.start, op.stop)
+    if view_slices.PASS.name in names:
+        views = view_slices.views(cell)
     shared_grads: dict[str, str] = {}
-    if "share_add_grads" in names:
-        for n in cell.order:
-            spec = cell.ops[n]
-            if type(spec.op) is not Add or spec.static:
-                continue
-            for r in spec.inputs:
-                if (
-                    spec.inputs.count(r) == 1
-                    and cell.kind(r) == "op"
-                    and not cell.ops[r].static
-                    and cell.spec_shape(r) == spec.shape
-                    and len(cell.readers.get(r, ())) == 1
-                    and r not in cell.pinned
-                    and (r not in views or _view_owns_region(cell, views, r))
-                ):
-                    shared_grads[r] = n
-        # follow chains of Adds to the last one
-        for m in list(shared_grads):
-            r = shared_grads[m]
-            while r in shared_grads:
-                r = shared_grads[r]
-            shared_grads[m] = r
+    if share_add_grads.PASS.name in names:
+        shared_grads = share_add_grads.shared_grads(cell, views)
     return Plan(
         cell,
         steps,

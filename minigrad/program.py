@@ -19,7 +19,7 @@ import numpy as np
 from minigrad.cell import Cell
 from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
-from minigrad.passes import ALL_PASSES
+from minigrad.passes import resolve
 from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
 from minigrad.workspace import Gradients, Run
@@ -58,18 +58,15 @@ class Program:
         self.cell = cell
         where = f"cell '{cell.name}': "
         self.wrt = None if wrt is None else check_names(wrt, "wrt", where)
-        if passes is not None:
-            check_names(passes, "passes", where)
         self.truncate = truncate
-        self.passes = None if passes is None else tuple(passes)
+        # the names checked (and what each pass requires), in the order they apply
+        self.passes = None if passes is None else resolve(passes, where)
         self.mode = mode
-        # check the arguments once, on the smallest unroll without passes (cheap), and the
-        # pass names
-        compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
-        unknown = sorted(set(self.passes or ()) - set(ALL_PASSES))
-        if unknown:
-            raise ArgumentError(f"{where}unknown passes {unknown}; known: {list(ALL_PASSES)}")
+        # check the other arguments once, on the smallest unroll without passes (cheap);
+        # that plan also reads the batch size of each call (passes keep the cell's names)
+        self._plain1 = compile_plan(cell, 1, wrt=self.wrt, truncate=truncate, passes=())
         self._plans: dict[int, Plan] = {}
+        self._rewritten: Cell | None = None
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
         self._last: LoopWorkspace | Plan | None = None
@@ -81,8 +78,14 @@ class Program:
         plan = self._plans.get(steps)
         if plan is None:
             plan = compile_plan(
-                self.cell, steps, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                self.cell,
+                steps,
+                wrt=self.wrt,
+                truncate=self.truncate,
+                passes=self.passes,
+                rewritten=self._rewritten,
             )
+            self._rewritten = plan.cell  # the cell rewrites run once per program
             self._plans[steps] = plan
         return plan
 
@@ -153,8 +156,14 @@ class Program:
         if self.mode == "unrolled":
             if self._unrolled is None or self._unrolled.steps != T:
                 self._unrolled = compile_plan(
-                    self.cell, T, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                    self.cell,
+                    T,
+                    wrt=self.wrt,
+                    truncate=self.truncate,
+                    passes=self.passes,
+                    rewritten=self._rewritten,
                 )
+                self._rewritten = self._unrolled.cell
             self._last = self._unrolled
             return self._unrolled.forward(params, inputs, states, mask)
         batch = self._unrolled_batch(inputs, states)
@@ -166,7 +175,7 @@ class Program:
     def _unrolled_batch(
         self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None
     ) -> int:
-        return self._plan(1)._batch_size(inputs, states)
+        return self._plain1._batch_size(inputs, states)
 
     def backward(
         self,

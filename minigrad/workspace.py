@@ -33,6 +33,13 @@ from minigrad.errors import (
     ShapeError,
 )
 from minigrad.nodes import Add, Call, Node
+from minigrad.pass_names import (
+    ASSIGN_FIRST_WRITES,
+    CHAIN_FACTORS,
+    FACTOR_ELEMENTWISE,
+    FLAT_CALLS,
+    REUSE_BUFFERS,
+)
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 
 if TYPE_CHECKING:
@@ -241,7 +248,7 @@ class Workspace:
 
         # values that no backward step reads may be overwritten by their only consumer
         self.inplace: dict[str, str] = {}
-        if "reuse_buffers" in plan.passes:
+        if REUSE_BUFFERS in plan.passes:
             for n in cell.order:
                 spec = cell.ops[n]
                 op = spec.op
@@ -323,7 +330,7 @@ class Workspace:
             if not type(ins.op).verified:
                 fwd.append((_checked_forward(cell.name, ins), (out, *args)))
                 continue
-            calls = ins.op.forward_calls(out, *args) if "flat_calls" in plan.passes else None
+            calls = ins.op.forward_calls(out, *args) if FLAT_CALLS in plan.passes else None
             if calls is None:
                 fwd.append((ins.op.forward_into, (out, *args)))
             else:
@@ -432,7 +439,7 @@ class Workspace:
         # the arrays each node's factor job allocated (its own to overwrite, unlike a
         # factor that is a view of a forward value)
         owned: dict[str, tuple[Array, ...]] = {}
-        use_factors = "factor_elementwise" in plan.passes
+        use_factors = FACTOR_ELEMENTWISE in plan.passes
 
         def factors_for(ins: Instr) -> tuple[Array, ...] | None:
             if not use_factors or ins.op is None or not type(ins.op).verified:
@@ -515,7 +522,7 @@ class Workspace:
         pinned_names = cell.pinned
         Use = tuple[str, int, tuple[int, int] | None]
         chains: dict[str, list[Use]] = {}
-        if "chain_factors" in plan.passes and use_factors:
+        if CHAIN_FACTORS in plan.passes and use_factors:
             for w in cell.order:
                 wi = loop_instr.get(w)
                 if (
@@ -710,7 +717,7 @@ class Workspace:
                 modes.append(mode)
             return must_zero, modes, seed_modes
 
-        if "assign_first_writes" not in plan.passes:
+        if ASSIGN_FIRST_WRITES not in plan.passes:
             everything_zeroed = {gbase[k] for k in gbufs}
             must_zero, modes, seed_modes = simulate(everything_zeroed)
             must_zero = everything_zeroed
@@ -732,7 +739,7 @@ class Workspace:
         self.seed_modes = dict(zip(seeds, seed_modes, strict=True))
 
         scratch: dict[tuple[tuple[int, ...], str, int], Array] = {}
-        flat = "flat_calls" in plan.passes
+        flat = FLAT_CALLS in plan.passes
         # a flat list of calls f(*args), as in the forward pass
         bwd: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         while len(entry_instrs) < len(pre_entries):
