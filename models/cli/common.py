@@ -13,6 +13,7 @@ from minigrad.cell import Cell
 from minigrad.serialize import register_node_types
 from models.cells.registry import resolve_cell
 from models.data.dataset import one_line
+from models.io import FileError, check_output_file
 from models.nets.base import l2_cell
 
 PROG = "minigrad"
@@ -69,6 +70,25 @@ def refuse_output_over_input(outputs: Mapping[str, object], inputs: Mapping[str,
         for flag_other, path_other in outs[i + 1 :]:
             if _same_file(path_out, path_other):
                 raise UsageError(f"{flag_out} and {flag_other} name the same file {path_out}")
+
+
+def check_outputs(outputs: Mapping[str, object]) -> None:
+    """Refuse an output path that exists and is not a regular file (a FIFO, a device, a
+    folder) or whose folder is missing, before any work is done.
+
+    Args:
+        outputs: flag -> path (None for an output not asked for).
+
+    Raises:
+        UsageError: naming the flag and the path.
+    """
+    for flag_name, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            check_output_file(str(path), flag_name)
+        except FileError as exc:
+            raise UsageError(str(exc)) from None
 
 
 Subparsers = Any

@@ -11,6 +11,7 @@ from models.cli.common import (
     Formatter,
     Subparsers,
     add_cell_options,
+    check_outputs,
     check_range,
     model_cell,
 )
@@ -53,6 +54,7 @@ def run_graph(args: argparse.Namespace) -> int:
     unroll: int | None = getattr(args, "unroll", None)
     if unroll is not None:
         check_range("--unroll", unroll, 1, MAX_STEPS)
+    check_outputs({"-o": args.out})
     cell = model_cell(args)
     text = cell_to_dot(cell) if unroll is None else unrolled_to_dot(cell, unroll)
     write_graph(text, args.out)
