@@ -361,3 +361,63 @@ def test_an_empty_batch_is_named_as_such() -> None:
         music.loss_and_grads(empty)
     with pytest.raises(ShapeError, match="an empty batch"):
         music.step(np.zeros((0, N_PITCHES)))
+
+
+# --------------------------------------------------------------------------- absurd options
+
+
+def _numeric_options() -> list[tuple[str, str, type]]:
+    import argparse
+
+    from models.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [
+        (command, action.option_strings[-1], action.type)
+        for command, p in sub.choices.items()
+        for action in p._actions
+        if action.option_strings and action.type in (int, float)
+    ]
+
+
+def test_every_numeric_option_refuses_absurd_values_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    required = {
+        "evaluate": ["--checkpoint", "m.npz"],
+        "sample": ["--checkpoint", "m.npz", "--steps", "1"],
+        "explain": ["--param", "all"],
+        "graph": ["-o", "g.dot"],
+        "sweep": ["--dataset", "d.npz", "--out", "s"],
+    }
+    options = _numeric_options()
+    assert len(options) > 50
+    for command, opt, kind in options:
+        values = ["nan", "inf", "9" * 5000] if kind is float else ["1e12", "nan", "9" * 5000]
+        for value in values:
+            line = _one_line(capsys, [command, *required.get(command, []), opt, value], 2)
+            assert opt.lstrip("-").replace("-", "_") in line.replace("-", "_"), line
+            assert line.endswith(f"see 'minigrad {command} --help'") or "must" in line, line
+
+
+def test_usage_errors_are_one_line_and_outputs_checked_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _one_line(capsys, ["train", "--epochs", "x"], 2)
+    assert line == (
+        "minigrad train: error: argument --epochs: invalid int value: 'x'; "
+        "see 'minigrad train --help'"
+    )
+    assert "unknown file type '.jpg'" in _one_line(capsys, ["graph", "-o", "g.jpg"], 2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in (fifo, tmp_path / "file"):
+        if out.name == "file":
+            out.write_text("mine")
+        line = _one_line(capsys, ["train", "--out", str(out), "--no-progress"], 1)
+        assert f"--out {out}: exists and is not a folder" in line
+    assert (tmp_path / "file").read_text() == "mine" and fifo.is_fifo()
+    long = "x" * 5000 + ".npz"
+    line = _one_line(capsys, ["train", "--dataset", long], 1)
+    assert line.endswith(": File name too long") and "Errno" not in line

@@ -601,6 +601,11 @@ def claim_run_folder(
     if auto_suffix:
         candidates += [out.with_name(f"{out.name}-{k}") for k in range(2, MAX_SUFFIX)]
     for folder in candidates:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise CheckpointError(
+                f"--out {folder}: exists and is not a folder; a run writes its files into a "
+                "folder (a new name, or an existing folder)"
+            )
         if resume and not (folder / CHECKPOINT_FILE).is_file():
             raise CheckpointError(f"{folder / CHECKPOINT_FILE}: no such checkpoint file")
         if auto_suffix and _holds_run(folder):
