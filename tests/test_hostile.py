@@ -421,3 +421,16 @@ def test_usage_errors_are_one_line_and_outputs_checked_up_front(
     long = "x" * 5000 + ".npz"
     line = _one_line(capsys, ["train", "--dataset", long], 1)
     assert line.endswith(": File name too long") and "Errno" not in line
+
+
+def test_imports_that_fail_in_any_way_get_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "boom_at_import.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in (".", "..x", ""):
+        assert "not a module name" in _one_line(capsys, ["cells", "--import", name], 2)
+    line = _one_line(capsys, ["cells", "--import", "boom_at_import"], 1)
+    assert "--import boom_at_import: importing it failed: RuntimeError: boom" in line
+    line = _one_line(capsys, ["train", "--cell", "boom_at_import:f", "--no-progress"], 1)
+    assert "--cell boom_at_import:f: importing module 'boom_at_import' failed" in line

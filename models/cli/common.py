@@ -147,10 +147,16 @@ def import_modules(names: list[str]) -> list[str]:
     """
     registered: list[str] = []
     for name in names:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise UsageError(f"--import {name!r}: not a module name (a.b.c)")
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise ValueError(f"--import {name}: cannot import it: {one_line(exc)}") from None
+        except Exception as exc:  # the module's own code failed while it was imported
+            raise ValueError(
+                f"--import {name}: importing it failed: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
         registered += register_node_types(module)
     return registered
 
