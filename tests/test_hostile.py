@@ -418,6 +418,11 @@ def test_usage_errors_are_one_line_and_outputs_checked_up_front(
         line = _one_line(capsys, ["train", "--out", str(out), "--no-progress"], 1)
         assert f"--out {out}: exists and is not a folder" in line
     assert (tmp_path / "file").read_text() == "mine" and fifo.is_fifo()
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for out in (fifo, loop):
+        line = _one_line(capsys, ["sweep", "--dataset", "x.npz", "--out", str(out)], 2)
+        assert f"--out {out}: exists and is not a folder" in line
     long = "x" * 5000 + ".npz"
     line = _one_line(capsys, ["train", "--dataset", long], 1)
     assert line.endswith(": File name too long") and "Errno" not in line
