@@ -1,7 +1,9 @@
 """Generating piano rolls from a trained ``SequenceModel``, and ``minigrad sample``.
 
-:func:`sample` runs the model forward one time step at a time
-(``SequenceModel.step``), passing the states each step leaves to the next.
+:func:`sample` runs the model forward one time step at a time (as
+``SequenceModel.step`` does: the plan of one step, compiled and bound once and
+run again for every frame, so the cost is linear in the song's length),
+passing the states each step leaves to the next.
 At each step the read-out gives ``p = sigmoid(logits)``, one probability per
 piano key; every key of the next frame is drawn independently
 from its Bernoulli(``p``) (or set where ``p > 0.5`` with ``greedy``), and the
