@@ -126,6 +126,11 @@ class Program:
                     raise ShapeError(
                         f"cell '{self.cell.name}': input '{name}' has no time steps (T = 0)"
                     )
+                if shape[1] < 1:
+                    raise ShapeError(
+                        f"cell '{self.cell.name}': input '{name}' has an empty batch (B = 0): "
+                        f"shape {shape}; give at least one sequence"
+                    )
                 return int(shape[0])
         if mask is not None:
             return int(np.shape(mask)[0])

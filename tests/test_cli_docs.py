@@ -250,7 +250,7 @@ def test_graphviz_accepts_the_dot_file(tmp_path: Path, capsys: pytest.CaptureFix
         (["graph", "--unroll", "0", "-o", "g.dot"], 2, "--unroll must be in 1..1000"),
         (["graph", "--unroll", "1000000", "-o", "g.dot"], 2, "--unroll must be in 1..1000"),
         (["graph", "--hidden", "100000000", "-o", "g.dot"], 2, "--hidden must be in"),
-        (["graph", "-o", "g.jpg"], 1, "unknown extension '.jpg'"),
+        (["graph", "-o", "g.jpg"], 2, "unknown file type '.jpg'"),  # a usage error, as in sample
         (["graph", "--unroll", "x", "-o", "g.dot"], 2, "invalid int value"),
         (["graph", "--cell", "gru"], 2, "-o"),
     ],

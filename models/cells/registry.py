@@ -155,6 +155,11 @@ def resolve_cell(cell: str | Fragment) -> tuple[str, Fragment]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"--cell {cell}: cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed while it was imported
+        raise ValueError(
+            f"--cell {cell}: importing module {module_name!r} failed: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}"
+        ) from None
     found = getattr(module, func, None)
     if not callable(found):
         raise ValueError(f"--cell {cell}: module {module_name!r} has no function {func!r}")

@@ -13,6 +13,7 @@ from minigrad.cell import Cell
 from minigrad.serialize import register_node_types
 from models.cells.registry import resolve_cell
 from models.data.dataset import one_line
+from models.io import FileError, check_output_file
 from models.nets.base import l2_cell
 
 PROG = "minigrad"
@@ -71,6 +72,25 @@ def refuse_output_over_input(outputs: Mapping[str, object], inputs: Mapping[str,
                 raise UsageError(f"{flag_out} and {flag_other} name the same file {path_out}")
 
 
+def check_outputs(outputs: Mapping[str, object]) -> None:
+    """Refuse an output path that exists and is not a regular file (a FIFO, a device, a
+    folder) or whose folder is missing, before any work is done.
+
+    Args:
+        outputs: flag -> path (None for an output not asked for).
+
+    Raises:
+        UsageError: naming the flag and the path.
+    """
+    for flag_name, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            check_output_file(str(path), flag_name)
+        except FileError as exc:
+            raise UsageError(str(exc)) from None
+
+
 Subparsers = Any
 """The object ``ArgumentParser.add_subparsers`` returns (argparse's private type)."""
 
@@ -127,10 +147,16 @@ def import_modules(names: list[str]) -> list[str]:
     """
     registered: list[str] = []
     for name in names:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise UsageError(f"--import {name!r}: not a module name (a.b.c)")
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise ValueError(f"--import {name}: cannot import it: {one_line(exc)}") from None
+        except Exception as exc:  # the module's own code failed while it was imported
+            raise ValueError(
+                f"--import {name}: importing it failed: {type(exc).__name__}: {one_line(exc)}"
+            ) from None
         registered += register_node_types(module)
     return registered
 

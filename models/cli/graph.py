@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from minigrad.dot import cell_to_dot, unrolled_to_dot, write_graph
 from models.cli.common import (
     MAX_STEPS,
     Formatter,
     Subparsers,
+    UsageError,
     add_cell_options,
+    check_outputs,
     check_range,
     model_cell,
 )
+
+GRAPH_SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf")
+"""The file types ``-o`` may name (the last three need Graphviz)."""
 
 
 def add(sub: Subparsers) -> None:
@@ -53,6 +59,13 @@ def run_graph(args: argparse.Namespace) -> int:
     unroll: int | None = getattr(args, "unroll", None)
     if unroll is not None:
         check_range("--unroll", unroll, 1, MAX_STEPS)
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in GRAPH_SUFFIXES:
+        raise UsageError(
+            f"-o {args.out}: unknown file type {suffix or '(none)'!r}; use one of "
+            f"{', '.join(GRAPH_SUFFIXES)}"
+        )
+    check_outputs({"-o": args.out})
     cell = model_cell(args)
     text = cell_to_dot(cell) if unroll is None else unrolled_to_dot(cell, unroll)
     write_graph(text, args.out)

@@ -6,7 +6,7 @@ import argparse
 import importlib.metadata
 import sys
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import models.cli.cells as cells
 import models.cli.evaluate as evaluate
@@ -38,9 +38,18 @@ COMMANDS: tuple[Command, ...] = (train, evaluate, sample, explain, graph, sweep,
 in ``models/cli/`` with ``add(sub)``, and its entry here."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit code 2):
+    ``minigrad train: error: argument --epochs: invalid int value: 'x'; see 'minigrad
+    train --help'``, instead of the usage text followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``minigrad`` parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="minigrad: recurrent networks as graphs of typed nodes, trained with BPTT.",
         formatter_class=Formatter,
@@ -77,8 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         leaves a resumable checkpoint either way).
     """
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if not given:
+        parser.print_usage(sys.stderr)  # a newcomer typing 'minigrad': show the commands
+        sys.stderr.write(f"{PROG}: error: give a command; see '{PROG} --help'\n")
+        return 2
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(given)
     except SystemExit as exc:  # --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     try:
@@ -111,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         sys.stderr.write(f"{PROG}: error: input nested too deeply to process\n")
         return 1
-    except (DataError, CheckpointError, MinigradError, ValueError, OSError) as exc:
+    except OSError as exc:
+        # "x: File name too long", not "[Errno 36] File name too long: 'x'"
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        what = exc.strerror if exc.filename is not None and exc.strerror else exc
+        sys.stderr.write(f"{PROG}: error: {where}{one_line(what)}\n")
+        return 1
+    except (DataError, CheckpointError, MinigradError, ValueError) as exc:
         sys.stderr.write(f"{PROG}: error: {one_line(exc)}\n")
         return 1

@@ -14,6 +14,7 @@ from models.cli.common import (
     Subparsers,
     UsageError,
     add_import_option,
+    check_outputs,
     check_range,
     refuse_output_over_input,
 )
@@ -80,6 +81,7 @@ def run_sample(args: argparse.Namespace) -> int:
             f"-o {out}: unknown file type {out.suffix or '(none)'!r}; use .mid or .npz"
         )
     spec = PrimeSpec.parse(args.prime) if args.prime is not None else None
+    check_outputs({"-o": args.out, "--roll": args.roll})
     refuse_output_over_input(
         {"-o": args.out, "--roll": args.roll},
         {"--checkpoint": args.checkpoint, "--prime": spec.dataset if spec else None},

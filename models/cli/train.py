@@ -114,10 +114,20 @@ def read_toml(path: str) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {path}: invalid TOML: {one_line(exc)}") from None
+    except (RecursionError, MemoryError):  # thousands of nested arrays or inline tables
+        raise UsageError(
+            f"--config {path}: arrays or tables nested too deeply to read; options are plain "
+            "top-level keys"
+        ) from None
     for key, value in data.items():
         if isinstance(value, dict):
             raise UsageError(
                 f"--config {path}: key {key!r} is a table; options are plain top-level keys"
+            )
+        if isinstance(value, list) and any(isinstance(v, list | dict) for v in value):
+            raise UsageError(
+                f"--config {path}: key {key!r} holds nested arrays or tables; an option is a "
+                "number, a string, a boolean or an array of them"
             )
     return data
 

@@ -41,6 +41,45 @@ class DataError(ValueError):
     """
 
 
+MIDI_MAX: Final = 127
+"""The highest MIDI note number."""
+
+
+def check_pitch_range(
+    pitch_lo: object,
+    pitch_hi: object,
+    *,
+    where: str = "",
+    names: tuple[str, str] = ("pitch_lo", "pitch_hi"),
+) -> tuple[int, int]:
+    """Check a range of MIDI notes: integers in ``0..127``, ``pitch_lo <= pitch_hi``.
+
+    Args:
+        pitch_lo, pitch_hi: the lowest and highest note (a 0-d integer array is fine).
+        where: prefix of the message (a file name and ``": "``).
+        names: how the two values are called in the message.
+
+    Returns:
+        ``(pitch_lo, pitch_hi)`` as ints.
+
+    Raises:
+        ValueError: one line naming the value at fault.
+    """
+    out: list[int] = []
+    for name, value in zip(names, (pitch_lo, pitch_hi), strict=True):
+        v = value.item() if isinstance(value, np.ndarray | np.generic) else value
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MIDI_MAX:
+            raise ValueError(
+                f"{where}{name} must be a MIDI note number in 0..{MIDI_MAX}, got {v!r}"
+            )
+        out.append(v)
+    if out[0] > out[1]:
+        raise ValueError(
+            f"{where}{names[0]} {out[0]} is above {names[1]} {out[1]}: the range is inverted"
+        )
+    return out[0], out[1]
+
+
 def one_line(text: object) -> str:
     """Collapse whitespace so that an embedded exception message stays on one line."""
     return " ".join(str(text).split())

@@ -25,7 +25,9 @@ The ``.npz`` layout, for each split ``s``:
   to ``q[i + 1] - 1``;
 
 plus the scalar ``format_version`` (1). The scalars ``pitch_lo``, ``pitch_hi``,
-``source`` and ``source_sha256`` may be present and are not needed.
+``source`` and ``source_sha256`` may be present and are not needed; when
+present, ``pitch_lo`` and ``pitch_hi`` must be MIDI numbers (0..127), not
+inverted, and hold every note of the file.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from models.data.dataset import (
     _PICKLE_EXPECTED,
     EMBEDDED_DATASETS,
     FORMAT_VERSION,
+    MIDI_MAX,
     N_PITCHES,
     PITCH_HI,
     PITCH_LO,
@@ -51,6 +54,7 @@ from models.data.dataset import (
     DataError,
     Dataset,
     Split,
+    check_pitch_range,
     one_line,
 )
 from models.io import FileError, Member, NpzLimits, open_regular, read_npz, require_regular_file
@@ -203,6 +207,7 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
         sum(arrays[f"{s}_step_offsets"].shape[0] - 1 for s in SPLIT_NAMES),
         sum(arrays[f"{s}_notes"].shape[0] for s in SPLIT_NAMES),
     )
+    _check_declared_range(path, arrays)
     splits = {
         s: _split_from_events(
             arrays[f"{s}_notes"],
@@ -213,6 +218,28 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
         for s in SPLIT_NAMES
     }
     return Dataset(name=path.stem, **splits)
+
+
+def _check_declared_range(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> None:
+    """The optional ``pitch_lo`` / ``pitch_hi`` of a ``.npz`` dataset: MIDI numbers,
+    not inverted, and holding every note of the file."""
+    if "pitch_lo" not in arrays and "pitch_hi" not in arrays:
+        return
+    lo_arr = arrays.get("pitch_lo", np.asarray(0))
+    hi_arr = arrays.get("pitch_hi", np.asarray(MIDI_MAX))
+    try:
+        lo, hi = check_pitch_range(lo_arr, hi_arr, where=f"{path}: key ")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    for s in SPLIT_NAMES:
+        notes = arrays[f"{s}_notes"]
+        if notes.ndim == 1 and notes.dtype.kind in "iu" and notes.shape[0]:
+            n_lo, n_hi = int(notes.min()), int(notes.max())
+            if n_lo < lo or n_hi > hi:
+                raise DataError(
+                    f"{path}: key {s}_notes holds notes {n_lo}..{n_hi}, outside the range "
+                    f"pitch_lo..pitch_hi = {lo}..{hi} the file declares"
+                )
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

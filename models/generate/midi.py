@@ -22,7 +22,8 @@ Conventions of :func:`write_midi`:
 and channel (a note-on of velocity 0 is a note-off) are quantised to the
 nearest step, and the roll is as long as the longest track.
 
-Files are written atomically (``models.train.checkpoint.atomic_write_bytes``).
+Files are written atomically (``models.io.atomic_write``), streamed a block of
+steps at a time, so a song of a million steps takes bounded memory.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ from __future__ import annotations
 import importlib
 import io
 import math
+import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from models.data.dataset import N_PITCHES, PITCH_LO
-from models.io import FileError, open_regular
-from models.train.checkpoint import atomic_write_bytes
+from models.data.dataset import MIDI_MAX, N_PITCHES, PITCH_LO, check_pitch_range
+from models.io import FileError, atomic_write, open_regular
 
 MAX_MIDI_BYTES: Final = 4 << 20
 """The largest MIDI file :func:`read_midi_notes` reads (4 MiB; a song takes kilobytes)."""
@@ -101,15 +103,21 @@ def _mido(purpose: str) -> Any:
     return import_extra("mido", "midi", purpose)
 
 
-def _check_roll(roll: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+def _check_roll(roll: npt.ArrayLike) -> npt.NDArray[Any]:
+    """The roll as an array, checked to hold only 0 and 1 (block by block: no copy of a
+    long roll is made)."""
     values = np.asarray(roll)
     if values.ndim != 2:
         raise ValueError(f"roll must have shape (T, P), got shape {values.shape}")
     if values.dtype.kind not in "biuf":
         raise ValueError(f"roll must hold 0/1 numbers, got dtype {values.dtype}")
-    if values.size and not np.all((values == 0) | (values == 1)):
-        raise ValueError("roll must hold only 0 and 1 (sample or threshold probabilities first)")
-    return values.astype(np.uint8)
+    for a in range(0, values.shape[0], _BLOCK_STEPS):
+        block = values[a : a + _BLOCK_STEPS]
+        if not np.all((block == 0) | (block == 1)):
+            raise ValueError(
+                "roll must hold only 0 and 1 (sample or threshold probabilities first)"
+            )
+    return values
 
 
 def _positive_int(what: str, value: object) -> int:
@@ -151,8 +159,7 @@ def write_midi(
     """
     values = _check_roll(roll)
     n_steps, n_pitches = values.shape
-    if isinstance(pitch_lo, bool) or not isinstance(pitch_lo, int) or pitch_lo < 0:
-        raise ValueError(f"pitch_lo must be a MIDI number >= 0, got {pitch_lo!r}")
+    check_pitch_range(pitch_lo, MIDI_MAX)
     if pitch_lo + n_pitches - 1 > 127 and values[:, max(0, 128 - pitch_lo) :].any():
         raise ValueError(
             f"the roll has notes above MIDI 127 (pitch_lo {pitch_lo}, {n_pitches} columns)"
@@ -165,36 +172,120 @@ def write_midi(
     if not 0 <= program <= 127:
         raise ValueError(f"program must lie in 0..127, got {program!r}")
     mido = _mido(f"writing the MIDI file {path}")
+    header = [
+        mido.MetaMessage("track_name", name=name, time=0),
+        mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0),
+        mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0),
+        mido.Message("program_change", program=int(program), channel=0, time=0),
+    ]
+    # delta time 0, then the message; the program change (a channel message) sets the
+    # running status, which no note message shares
+    head = b"".join(b"\x00" + bytes(m.bytes()) for m in header)
 
-    # (tick, order, message): note-offs (order 0) before note-ons (order 1) at a tick.
-    events: list[tuple[int, int, int, str]] = []
-    padded = np.zeros((n_steps + 2, n_pitches), dtype=np.int8)
-    padded[1:-1] = values
-    change = np.diff(padded, axis=0)  # (T + 1, P): +1 where a note starts, -1 where it ends
-    for step, column in zip(*np.nonzero(change), strict=True):
-        on = change[step, column] > 0
-        events.append(
-            (int(step) * tps, 1 if on else 0, pitch_lo + int(column), "on" if on else "off")
+    def write(f: IO[bytes]) -> None:
+        f.write(b"MThd" + struct.pack(">LhhH", 6, 0, 1, TICKS_PER_BEAT))
+        f.write(b"MTrk\0\0\0\0")  # the length, known at the end
+        size = f.write(head)
+        now, status = 0, 0xC0
+        for block in _note_blocks(values, pitch_lo, tps, int(velocity)):
+            data, now, status = _encode_notes(*block, now=now, status=status)
+            size += f.write(data)
+        size += f.write(_vlq_bytes(n_steps * tps - now) + b"\xff\x2f\x00")  # end of track
+        if size > 0xFFFFFFFF:
+            raise ValueError(f"{path}: the song needs {size} bytes, more than a MIDI track holds")
+        f.seek(18)
+        f.write(struct.pack(">L", size))
+
+    atomic_write(path, write)
+
+
+_BLOCK_STEPS: Final = 2048
+"""Steps of the roll turned into MIDI bytes at a time: memory stays bounded for any length."""
+
+
+def _note_blocks(
+    values: npt.NDArray[Any], pitch_lo: int, tps: int, velocity: int
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]]:
+    """The note events of the roll, block by block, in file order.
+
+    Yields:
+        ``(ticks, notes, on, velocity)``: the events of a block of steps, sorted by
+        tick, note-offs (``on`` 0) before note-ons (1) at a tick, then by note.
+    """
+    n_steps, n_pitches = values.shape
+    prev = np.zeros((1, n_pitches), dtype=np.int8)
+    for a in range(0, n_steps + 1, _BLOCK_STEPS):
+        rows = values[a : a + _BLOCK_STEPS].astype(np.int8)
+        if a + _BLOCK_STEPS > n_steps:  # the last block: every note ends after the roll
+            rows = np.concatenate([rows, np.zeros((1, n_pitches), dtype=np.int8)])
+        change = np.diff(np.concatenate([prev, rows]), axis=0)  # +1: a note starts, -1: ends
+        prev = rows[-1:]
+        step, column = np.nonzero(change)
+        on = (change[step, column] > 0).astype(np.int64)
+        order = np.lexsort((column, on, step))
+        yield (
+            (a + step[order]).astype(np.int64) * tps,
+            pitch_lo + column[order].astype(np.int64),
+            on[order],
+            velocity,
         )
-    events.sort()
 
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("track_name", name=name, time=0))
-    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm), time=0))
-    track.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
-    track.append(mido.Message("program_change", program=int(program), channel=0, time=0))
-    now = 0
-    for tick, _, note, kind in events:
-        vel = int(velocity) if kind == "on" else 0
-        msg_type = "note_on" if kind == "on" else "note_off"
-        track.append(mido.Message(msg_type, note=note, velocity=vel, channel=0, time=tick - now))
-        now = tick
-    track.append(mido.MetaMessage("end_of_track", time=n_steps * tps - now))
-    song = mido.MidiFile(type=0, ticks_per_beat=TICKS_PER_BEAT)
-    song.tracks.append(track)
-    buffer = io.BytesIO()
-    song.save(file=buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+
+def _vlq_bytes(value: int) -> bytes:
+    """A MIDI variable-length quantity: 7 bits a byte, the high bit set on all but the last."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _encode_notes(
+    ticks: npt.NDArray[np.int64],
+    notes: npt.NDArray[np.int64],
+    on: npt.NDArray[np.int64],
+    velocity: int,
+    *,
+    now: int,
+    status: int,
+) -> tuple[bytes, int, int]:
+    """The bytes of note messages (``mido``'s encoding, running status included).
+
+    Args:
+        ticks, notes, on: the events (see :func:`_note_blocks`); velocity: of a note-on.
+        now: the tick of the previous message; status: its status byte.
+
+    Returns:
+        ``(bytes, now, status)`` after the last event.
+    """
+    n = len(ticks)
+    if n == 0:
+        return b"", now, status
+    delta = np.diff(ticks, prepend=now)
+    # bytes of each delta's variable-length quantity: 1 + one per further 7 bits
+    nb = np.ones(n, dtype=np.int64)
+    rest = delta >> 7
+    while rest.any():
+        nb += rest > 0
+        rest >>= 7
+    stat = np.where(on == 1, 0x90, 0x80)
+    prev_stat = np.concatenate([[status], stat[:-1]])
+    with_status = (stat != prev_stat).astype(np.int64)
+    length = nb + with_status + 2
+    offset = np.concatenate([[0], np.cumsum(length)[:-1]])
+    out = np.zeros(int(length.sum()), dtype=np.uint8)
+    for j in range(int(nb.max())):
+        has = nb > j
+        shift = 7 * (nb[has] - 1 - j)
+        byte = (delta[has] >> shift) & 0x7F
+        out[offset[has] + j] = byte | np.where(j < nb[has] - 1, 0x80, 0)
+    pos = offset + nb
+    out[pos[with_status == 1]] = stat[with_status == 1]
+    pos = pos + with_status
+    out[pos] = notes
+    out[pos + 1] = np.where(on == 1, velocity, 0)
+    return out.tobytes(), int(ticks[-1]), int(stat[-1])
 
 
 def read_midi_notes(
@@ -226,11 +317,17 @@ def read_midi_notes(
 
     Raises:
         MissingExtraError: ``mido`` is not installed.
-        ValueError: the file is missing, not a regular file, larger than
+        ValueError: ``pitch_lo`` or ``n_pitches`` out of MIDI's range 0..127
+            (naming it), or the file is missing, not a regular file, larger than
             :data:`MAX_MIDI_BYTES`, not a readable MIDI file, longer than
             ``max_steps``, or holds a note outside
             ``pitch_lo .. pitch_lo + n_pitches - 1``.
     """
+    n_pitches = _positive_int("n_pitches", n_pitches)
+    check_pitch_range(pitch_lo, pitch_lo, names=("pitch_lo", "pitch_lo"))
+    check_pitch_range(
+        pitch_lo, pitch_lo + n_pitches - 1, names=("pitch_lo", "pitch_lo + n_pitches - 1")
+    )
     mido = _mido(f"reading the MIDI file {path}")
     try:
         with open_regular(path, "MIDI") as fh:

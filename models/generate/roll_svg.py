@@ -8,12 +8,62 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.data.dataset import MIDI_MAX, check_pitch_range
 from models.train.svg import axis_ticks, nice_step, open_svg, svg_num, svg_text
 
 
 def _note_name(pitch: int) -> str:
     """Name of a MIDI C, e.g. 60 -> ``"C4"``."""
     return f"C{pitch // 12 - 1}"
+
+
+MAX_COLUMNS = 1600
+"""The most columns of notes drawn (the plot is 800 px wide): a longer roll is drawn in
+bins of consecutive steps, each showing how often a note sounds in it, so the picture's
+size and the memory it takes stay bounded for any length."""
+
+_CHUNK = 1 << 13
+"""Steps of a long roll read at a time."""
+
+
+def _check_values(values: npt.NDArray[Any]) -> None:
+    """Refuse non-finite values or values outside [0, 1], a block of steps at a time."""
+    for a in range(0, values.shape[0], _CHUNK):
+        block = values[a : a + _CHUNK]
+        if not block.size:
+            continue
+        if block.dtype.kind == "f" and not np.all(np.isfinite(block)):
+            raise ValueError("roll contains non-finite values")
+        lo, hi = block.min(), block.max()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"roll values must lie in [0, 1], got range [{lo}, {hi}]")
+
+
+def _column_edges(n_steps: int, primed_steps: int) -> npt.NDArray[np.int64]:
+    """The first step of each drawn column, then ``n_steps``: every step up to
+    :data:`MAX_COLUMNS` steps, else bins of equal width, the primed part and the
+    generated part binned separately."""
+    if n_steps <= MAX_COLUMNS:
+        return np.arange(n_steps + 1, dtype=np.int64)
+    width = -(-n_steps // (MAX_COLUMNS - 2))  # leaves room for the primed boundary's bins
+    starts = [*range(0, primed_steps, width), *range(primed_steps, n_steps, width)]
+    return np.array([*starts, n_steps], dtype=np.int64)
+
+
+def _column_levels(values: npt.NDArray[Any], edges: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """Each column's mean value per pitch in hundredths, ``(columns, P)`` int64."""
+    n_cols = len(edges) - 1
+    out = np.zeros((n_cols, values.shape[1]), dtype=np.int64)
+    if n_cols == 0:
+        return out
+    widths = np.diff(edges)
+    per_chunk = max(1, _CHUNK // int(widths.max()))
+    for i in range(0, n_cols, per_chunk):
+        j = min(n_cols, i + per_chunk)
+        a, b = int(edges[i]), int(edges[j])
+        sums = np.add.reduceat(values[a:b], edges[i:j] - a, axis=0, dtype=np.float64)
+        out[i:j] = np.rint(sums / widths[i:j, None] * 100.0)
+    return out
 
 
 def piano_roll_svg(
@@ -29,7 +79,10 @@ def piano_roll_svg(
     value becomes one ``<rect class="note">``; runs are split at the end of
     the primed part, so primed and generated notes are separate rectangles
     (drawn grey and blue). Probabilities are shown as opacity, rounded to
-    hundredths (values below 0.005 are not drawn). The primed steps are
+    hundredths (values below 0.005 are not drawn). A roll longer than
+    :data:`MAX_COLUMNS` steps is drawn in bins of consecutive steps (the primed
+    and generated parts binned apart), each bin showing a note's mean value in
+    it as opacity: the picture stays the same size for any length. The primed steps are
     shaded (``<rect class="primed">``) and labelled, and every C gets a
     horizontal ``<line class="octave">`` at its lower edge with a label
     (MIDI 60 is ``C4``).
@@ -49,20 +102,19 @@ def piano_roll_svg(
         ValueError: if ``roll`` is not 2-d, has non-finite values or values
             outside ``[0, 1]``, or ``primed_steps`` / ``pitch_lo`` is out of range.
     """
-    values = np.asarray(roll, dtype=np.float64)
+    values = np.asarray(roll)
     if values.ndim != 2:
         raise ValueError(f"roll must have shape (T, P), got shape {values.shape}")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"roll must hold numbers in [0, 1], got dtype {values.dtype}")
     n_steps, n_pitches = values.shape
-    if values.size and not np.all(np.isfinite(values)):
-        raise ValueError("roll contains non-finite values")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise ValueError(
-            f"roll values must lie in [0, 1], got range [{values.min()}, {values.max()}]"
-        )
+    _check_values(values)
     if not 0 <= primed_steps <= n_steps:
         raise ValueError(f"primed_steps must lie in [0, {n_steps}], got {primed_steps}")
-    if pitch_lo < 0:
-        raise ValueError(f"pitch_lo must be a non-negative MIDI number, got {pitch_lo}")
+    check_pitch_range(pitch_lo, MIDI_MAX)
+    # edges[i] is the first step of drawn column i: every step, or bins of steps
+    edges = _column_edges(n_steps, primed_steps)
+    levels = _column_levels(values, edges)
 
     row_h = 5.0
     cell_w = min(10.0, 800.0 / n_steps) if n_steps else 0.0
@@ -126,18 +178,20 @@ def piano_roll_svg(
         )
 
     # Notes: runs of equal non-zero level, split at the primed boundary.
-    levels = np.rint(values * 100.0).astype(np.int64)
+    primed_col = int(np.searchsorted(edges, primed_steps))
+    n_cols = len(edges) - 1
     for column in range(n_pitches):
         track = levels[:, column]
         if not track.any():
             continue
         starts = np.flatnonzero(np.diff(track)) + 1
-        bounds = sorted({0, n_steps, *starts.tolist(), *([primed_steps] if primed_steps else [])})
+        bounds = sorted({0, n_cols, *starts.tolist(), *([primed_col] if primed_steps else [])})
         y = svg_num(py0 + (n_pitches - 1 - column) * row_h)
-        for t0, t1 in itertools.pairwise(bounds):
-            level = int(track[t0])
-            if level == 0 or t1 <= t0:
+        for c0, c1 in itertools.pairwise(bounds):
+            level = int(track[c0])
+            if level == 0 or c1 <= c0:
                 continue
+            t0, t1 = int(edges[c0]), int(edges[c1])
             colour = "#777777" if t0 < primed_steps else "#0072B2"
             opacity = "" if level >= 100 else f' fill-opacity="{level / 100:g}"'
             parts.append(

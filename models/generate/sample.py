@@ -1,7 +1,9 @@
 """Generating piano rolls from a trained ``SequenceModel``, and ``minigrad sample``.
 
-:func:`sample` runs the model forward one time step at a time
-(``SequenceModel.step``), passing the states each step leaves to the next.
+:func:`sample` runs the model forward one time step at a time (as
+``SequenceModel.step`` does: the plan of one step, compiled and bound once and
+run again for every frame, so the cost is linear in the song's length),
+passing the states each step leaves to the next.
 At each step the read-out gives ``p = sigmoid(logits)``, one probability per
 piano key; every key of the next frame is drawn independently
 from its Bernoulli(``p``) (or set where ``p > 0.5`` with ``greedy``), and the
@@ -22,18 +24,18 @@ as ``.npz``, and the piano roll as SVG with the primed part marked.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.data.dataset import PITCH_LO, SPLIT_NAMES, DataError
+from minigrad.program import plan_of
+from models.data.dataset import MIDI_MAX, PITCH_LO, SPLIT_NAMES, DataError, check_pitch_range
 from models.data.load import load_dataset
+from models.io import atomic_write
 from models.nets.sequence import SequenceModel
-from models.train.checkpoint import atomic_write_bytes
 from models.train.loop import load_model as load_run
 
 __all__ = ["PrimeSpec", "load_model", "sample", "write_roll_npz"]
@@ -52,6 +54,11 @@ def load_model(path: str | Path) -> SequenceModel:
     """
     model, _ = load_run(path)
     return model
+
+
+_DRAW_BLOCK = 4096
+"""Uniform numbers are drawn for this many steps at a time (the same numbers as one
+draw per step)."""
 
 
 def _sigmoid(z: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
@@ -109,19 +116,29 @@ def sample(
     if steps == 0:
         return roll
     rng = np.random.default_rng(int(seed))
-    frame = np.zeros((1, width), dtype=model.dtype)  # the input of step 0: zeros
+    # One bound plan of one step, run ``total`` times with the same input arrays: the
+    # cost per step is constant, so a song's cost is linear in its length.
+    plan = plan_of(model.cell, 1, wrt=())
+    x = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
+    inputs = {"x": x, "t": np.zeros_like(x), **model.noise(1, 1)}
     states: dict[str, Any] | None = None
-    for t in range(total):
-        # step t reads frame t - 1 and predicts frame t; on primed steps only the
-        # state it leaves matters (teacher forcing: frame t is the given one)
-        out, states = model.step(frame, states)
-        if t >= n_primed:
-            logits = out[0]
-            if greedy:
-                roll[t] = logits > 0.0  # p > 0.5 exactly, without rounding the sigmoid
-            else:
-                roll[t] = rng.random(width) < _sigmoid(logits)
-        frame[0] = roll[t]
+    block = np.empty((0, width))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for t in range(total):
+            # step t reads frame t - 1 and predicts frame t; on primed steps only the
+            # state it leaves matters (teacher forcing: frame t is the given one)
+            run = plan.forward(model.params, inputs, states)
+            states = run.states
+            if t >= n_primed:
+                logits = run.outputs["logits"][0, 0]
+                if greedy:
+                    roll[t] = logits > 0.0  # p > 0.5 exactly, without rounding the sigmoid
+                else:
+                    i = (t - n_primed) % _DRAW_BLOCK
+                    if i == 0:  # the same stream as one draw per step, drawn in blocks
+                        block = rng.random((min(_DRAW_BLOCK, total - t), width))
+                    roll[t] = block[i] < _sigmoid(logits)
+            x[0, 0] = roll[t]
     return roll
 
 
@@ -229,14 +246,18 @@ def write_roll_npz(
 
     Read it back with ``numpy.load(path, allow_pickle=False)``.
     """
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        roll=np.asarray(roll, dtype=np.uint8),
-        primed_steps=np.int64(primed_steps),
-        pitch_lo=np.int64(pitch_lo),
-    )
-    atomic_write_bytes(path, buffer.getvalue())
+    data = np.asarray(roll, dtype=np.uint8)
+    check_pitch_range(pitch_lo, MIDI_MAX)
+    if data.ndim != 2:
+        raise ValueError(f"roll must have shape (T, P), got shape {data.shape}")
+    if not 0 <= primed_steps <= data.shape[0]:
+        raise ValueError(f"primed_steps must lie in [0, {data.shape[0]}], got {primed_steps}")
+
+    def write(f: IO[bytes]) -> None:
+        # straight into the temporary file: no copy of a long roll in memory
+        np.savez(f, roll=data, primed_steps=np.int64(primed_steps), pitch_lo=np.int64(pitch_lo))
+
+    atomic_write(path, write)
 
 
 MIDI_SUFFIXES = (".mid", ".midi")

@@ -4,7 +4,8 @@ One job: turn hostile or unlucky files into one-line errors, and never leave a
 half-written file behind.
 
 * :func:`require_regular_file` / :func:`open_regular`: refuse FIFOs, devices and
-  directories before anything blocks on them;
+  directories before anything blocks on them; :func:`check_output_file` refuses
+  them as outputs (an atomic write would replace them);
 * :func:`read_text_capped`: a small text file (a TOML config) read with a cap;
 * :func:`read_npz`: an ``.npz`` archive read member by member, only the members
   a format defines, each checked (name, dtype, shape, declared and compressed
@@ -30,6 +31,7 @@ from models.io.atomic import (
 )
 from models.io.files import (
     FileError,
+    check_output_file,
     content_hash,
     open_regular,
     read_text_capped,
@@ -53,6 +55,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_output_file",
     "clean_stale_temporaries",
     "content_hash",
     "install_signal_handlers",

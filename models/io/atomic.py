@@ -11,8 +11,10 @@ removes those of this naming (call it while holding the folder's
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -60,8 +62,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
         write: writes the complete contents to the binary file it is given.
 
     Raises:
-        OSError: the folder is not writable, the disk is full, ...; the
-            temporary file is removed and the target left as it was.
+        OSError: the folder is not writable, the disk is full, the target
+            exists and is not a regular file (a FIFO, a device, a folder: it is
+            never replaced), ...; the temporary file is removed and the target
+            left as it was.
     """
     with _signals_deferred():
         _atomic_write(Path(path), write)
@@ -88,6 +92,16 @@ def _signals_deferred() -> Iterator[None]:
 
 def _atomic_write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     directory = target.parent
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        mode = None  # a new file (or the folder's error, reported below)
+    if mode is not None and not stat.S_ISREG(mode):
+        # the rename would replace a FIFO or a device by a file, or fail on a folder
+        raise OSError(
+            errno.EISDIR if stat.S_ISDIR(mode) else errno.EEXIST,
+            f"cannot write {target}: it exists and is not a regular file",
+        )
     try:
         tmp = tempfile.NamedTemporaryFile(  # closed below; kept on success
             dir=directory, prefix=f".{target.name}.", suffix=TEMP_SUFFIX, delete=False

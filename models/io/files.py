@@ -12,6 +12,7 @@ from typing import BinaryIO
 __all__ = [
     "DEFAULT_TEXT_LIMIT",
     "FileError",
+    "check_output_file",
     "content_hash",
     "open_regular",
     "read_text_capped",
@@ -107,6 +108,45 @@ def open_regular(path: str | os.PathLike[str], what: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """Check that ``path`` can be written as a file: a new name, or a regular file.
+
+    Writing replaces the target by renaming a temporary file onto it; a FIFO,
+    device, socket or directory there would be replaced (or the rename fail
+    late), so they are refused before any work is done.
+
+    Args:
+        path: the file to write.
+        what: what the file is for, used in the message (``"-o"``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`, unchanged.
+
+    Raises:
+        FileError: an existing path that is not a regular file, an empty name,
+            or a folder that does not exist or is not a folder.
+    """
+    p = Path(path)
+    if not str(path) or p.name in ("", ".", ".."):
+        raise FileError(f"{what} {str(path)!r}: not a file name")
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise FileError(
+            f"{what} {p}: cannot be checked ({_one_line(exc.strerror or exc)})"
+        ) from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise FileError(
+            f"{what} {p}: is {_kind(mode)}; the output must be a regular file or a new name"
+        )
+    folder = p.parent
+    if not folder.is_dir():
+        raise FileError(f"{what} {p}: the folder {folder} does not exist")
+    return p
 
 
 def read_text_capped(

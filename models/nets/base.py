@@ -77,6 +77,12 @@ def check_array(
             f"{what} must have {len(shape)} dimensions, shape {expected}; got shape {arr.shape}"
         )
     for axis, (got, want) in enumerate(zip(arr.shape, shape, strict=True)):
+        if want in ("T", "B") and got == 0:
+            what_axis = "no time steps (T = 0)" if want == "T" else "an empty batch (B = 0)"
+            raise ShapeError(
+                f"{what} has shape {arr.shape}: {what_axis}, expected {expected}; give at "
+                f"least one {'step' if want == 'T' else 'sequence'}"
+            )
         if (isinstance(want, str) and got < 1) or (isinstance(want, int) and got != want):
             hint = TIME_MAJOR_HINT if axis < 2 and ("T" in dims or "B" in dims) else ""
             raise ShapeError(f"{what} has shape {arr.shape}, expected {expected}{hint}")

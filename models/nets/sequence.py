@@ -43,11 +43,11 @@ from typing import Any
 import numpy as np
 
 from minigrad.cell import Cell, CellBuilder, affine, sigmoid_bce
-from minigrad.errors import NonFiniteError
+from minigrad.errors import NonFiniteError, ShapeError
 from minigrad.init import pytorch_uniform
 from minigrad.noise import draw, dropout_value
 from minigrad.plan import Run
-from minigrad.program import Program, compile
+from minigrad.program import Program, compile, plan_of
 from minigrad.serialize import from_json, to_json
 from minigrad.types import Array, FloatDType
 from models.cells.fragment import INITS, Fragment
@@ -378,10 +378,18 @@ class SequenceModel:
             ``(logits, states)``: the logits (B, K) of the next frame and the
             states this step leaves.
         """
+        if np.ndim(frame) != 2 or np.shape(frame)[0] < 1:
+            raise ShapeError(
+                f"frame must have shape (B, {self.input_size}) with B >= 1, got "
+                f"{np.shape(frame)}" + (" (an empty batch)" if np.ndim(frame) == 2 else "")
+            )
         x = frame[None]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             inputs = {"x": x, "t": np.zeros_like(x), **self.noise(1, x.shape[1])}
-            run = self.plan(1).forward(self.params, inputs, states)
+            # the plan of one step, bound once: a step's cost is then the step's numpy
+            # calls, not the bookkeeping of a program that runs any T (generation is
+            # one step at a time, a million times for a long song)
+            run = plan_of(self.cell, 1, wrt=()).forward(self.params, inputs, states)
         return run.outputs["logits"][0], dict(run.states)
 
     def noise(
@@ -405,6 +413,12 @@ class SequenceModel:
             raise ValueError(f"expected a models.data.Batch, got {type(batch).__name__}")
         K = self.input_size
         for what, arr in (("inputs", batch.inputs), ("targets", batch.targets)):
+            if arr.ndim == 3 and 0 in arr.shape[:2]:
+                empty = "an empty batch (B = 0)" if arr.shape[1] == 0 else "no time steps (T = 0)"
+                raise ShapeError(
+                    f"batch.{what} has {empty}: shape {arr.shape}, expected (T, B, {K}); "
+                    "give at least one sequence of at least one step"
+                )
             if arr.ndim != 3 or arr.shape[2] != K or arr.shape[0] < 1 or arr.shape[1] < 1:
                 raise ValueError(f"batch.{what} must have shape (T, B, {K}), got {arr.shape}")
             if arr.dtype != self.dtype:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -268,7 +269,12 @@ class SweepConfig:
         sizes = self.hidden_sizes()
         lrs = self.learning_rates()
         base = self.base_config()
-        root = Path(self.out).resolve()
+        folder = Path(self.out)
+        if os.path.lexists(folder) and not folder.is_dir():  # a file, FIFO, symlink loop
+            raise ValueError(
+                f"--out {folder}: exists and is not a folder; a sweep writes into a folder"
+            )
+        root = folder.resolve()
         out: list[Trial] = []
         for cell in self.cells:
             for lr in lrs:

@@ -273,9 +273,16 @@ def _read_members(path: Path) -> dict[str, AnyArray]:
 
     members = read_npz(path, "checkpoint", _MEMBERS, _LIMITS, error=error)
     for key, array in members.items():
-        if key.startswith((_PARAM, _BEST)) and not np.all(np.isfinite(array)):
+        if array.dtype.kind != "f" or np.all(np.isfinite(array)):
+            continue
+        if key.startswith((_PARAM, _BEST)):
             raise CheckpointError(
                 f"{path}: parameter {key!r} holds NaN or infinite values; refusing to load it"
+            )
+        if key.startswith(_OPTIM):  # it would make the first step after --resume NaN
+            raise CheckpointError(
+                f"{path}: optimizer state {key!r} holds NaN or infinite values; refusing to "
+                "load it"
             )
     return members
 
@@ -356,8 +363,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
     Raises:
         CheckpointError: naming the file, if it is missing, empty, truncated,
-            not an npz archive, holds object arrays, or is not a checkpoint of
-            a supported format and version.
+            not an npz archive, holds object arrays, a NaN or an infinity in
+            a parameter or the optimiser state (naming the key), or is not a
+            checkpoint of a supported format and version.
     """
     target = Path(path)
     members = _read_members(target)

@@ -30,6 +30,10 @@ MAX_PARAMS = 10_000_000
 """The most parameters a run may have (checked up front, counted for the LSTM, the
 largest cell): with gradients, optimiser state and best parameters, about 50 bytes
 each."""
+MAX_BLAS_THREADS = 256
+"""The most BLAS threads a run may ask for (``blas_threads``): the same bound on every
+machine, so a run's stored configuration resumes anywhere; more threads than cores
+only slow a recurrent network down."""
 OUT_FIELDS = ("dataset", "cell", "hidden", "layers", "seed")
 """The fields an ``out`` template may name in braces."""
 
@@ -200,6 +204,12 @@ class TrainConfig:
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
+        if self.blas_threads > MAX_BLAS_THREADS:
+            raise ValueError(
+                f"option 'blas_threads': must be in 0..{MAX_BLAS_THREADS} (0 leaves BLAS as it "
+                f"is; this machine has {os.cpu_count() or 'an unknown number of'} cores), "
+                f"got {self.blas_threads}"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"option 'lr': must be a positive number, got {self.lr!r}")
         for name in ("clip", "weight_noise", "max_train_seconds", "lr_min", "weight_decay"):
@@ -320,7 +330,8 @@ CONFIG_HELP: dict[str, str] = {
     "dropout": "variational dropout rate on layer inputs and the read-out input (0: none)",
     "recurrent_dropout": "variational dropout rate on the recurrent connections (0: none)",
     "zoneout": "zoneout probability on the states (0: none)",
-    "blas_threads": "BLAS threads while training (0: leave BLAS as it is)",
+    "blas_threads": f"BLAS threads while training, at most {MAX_BLAS_THREADS} (0: leave BLAS as "
+    "it is)",
 }
 """One help line per option of ``TrainConfig``."""
 

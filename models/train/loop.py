@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -80,6 +81,7 @@ from models.data.batches import batches
 from models.data.dataset import EMBEDDED_DATASETS, DataError, Dataset, Split
 from models.data.load import load_dataset
 from models.io import (
+    LOCK_FILE,
     FileError,
     FolderBusyError,
     RunLock,
@@ -542,9 +544,40 @@ def _holds_run(folder: Path) -> list[str]:
     return [f for f in RUN_FILES if (folder / f).exists()]
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest last."""
+    missing: list[Path] = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_unused_folders(created: list[Path]) -> None:
+    """Remove the folders a failed run created, if it wrote nothing in them.
+
+    Call it holding the run folder's lock (``created[-1]`` is the run folder).
+    Only the lock file may be there; a folder that holds anything else, and
+    every folder that existed before the run, is left alone.
+    """
+    if not created:
+        return
+    run = created[-1]
+    with contextlib.suppress(OSError):
+        if {e.name for e in os.scandir(run)} <= {LOCK_FILE}:
+            (run / LOCK_FILE).unlink(missing_ok=True)
+    for folder in reversed(created):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
+
+
 def claim_run_folder(
     out: Path, *, resume: bool, overwrite: bool, auto_suffix: bool
-) -> tuple[Path, RunLock]:
+) -> tuple[Path, RunLock, list[Path]]:
     """Lock the run folder (creating it) and check that this run may write there.
 
     A new run refuses a folder holding any file of :data:`RUN_FILES` unless
@@ -553,7 +586,10 @@ def claim_run_folder(
     held.
 
     Returns:
-        ``(folder, lock)``; the caller releases the lock.
+        ``(folder, lock, created)``: ``created`` lists the folders this call
+        made (the run folder last; empty when it existed), for
+        :func:`remove_unused_folders` should the run fail before writing
+        anything. The caller releases the lock.
 
     Raises:
         CheckpointError: the folder holds a run (new run), or no checkpoint
@@ -565,11 +601,16 @@ def claim_run_folder(
     if auto_suffix:
         candidates += [out.with_name(f"{out.name}-{k}") for k in range(2, MAX_SUFFIX)]
     for folder in candidates:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise CheckpointError(
+                f"--out {folder}: exists and is not a folder; a run writes its files into a "
+                "folder (a new name, or an existing folder)"
+            )
         if resume and not (folder / CHECKPOINT_FILE).is_file():
             raise CheckpointError(f"{folder / CHECKPOINT_FILE}: no such checkpoint file")
         if auto_suffix and _holds_run(folder):
             continue
-        folder.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(folder)
         lock = RunLock(folder)
         try:
             lock.acquire()
@@ -577,10 +618,13 @@ def claim_run_folder(
             if auto_suffix:
                 continue
             raise
+        except BaseException:
+            remove_unused_folders(created)
+            raise
         held = _holds_run(folder)
         if resume or overwrite or not held:
             clean_stale_temporaries(folder)
-            return folder, lock
+            return folder, lock, created
         lock.release()
         if not auto_suffix:
             raise CheckpointError(
@@ -656,7 +700,7 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
             raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
     opt = make_optimizer(config.optimizer, config.lr)
     wanted = Path(config.out)
-    out, lock = claim_run_folder(
+    out, lock, created = claim_run_folder(
         wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
     )
     try:
@@ -664,6 +708,10 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
             config = replace(config, out=str(out))
             reporter.message(f"{wanted} already holds a run; this run goes to {out}")
         return _train_locked(config, dataset, fingerprint, opt, reporter, wall0)
+    except BaseException:
+        # a run that failed before writing anything leaves no empty folder behind
+        remove_unused_folders(created)
+        raise
     finally:
         lock.release()
 

@@ -203,8 +203,8 @@ class Optimizer(ABC):
 
         Raises:
             ValueError: naming the key, if ``"t"`` is missing or malformed, a
-                key is not a slot of this optimiser, an array is not floating,
-                or the slots disagree on names or shapes.
+                key is not a slot of this optimiser, an array is not floating
+                or holds a NaN or an infinity, or the slots disagree on names or shapes.
         """
         kind = type(self).__name__
         if "t" not in state:
@@ -232,6 +232,8 @@ class Optimizer(ABC):
             array = np.asarray(value)
             if not np.issubdtype(array.dtype, np.floating):
                 raise ValueError(f"{kind} state key {key!r} has non-floating dtype {array.dtype}")
+            if not np.all(np.isfinite(array)):
+                raise ValueError(f"{kind} state key {key!r} holds NaN or infinite values")
             slots[slot][name] = np.array(array, copy=True)
         names: set[str] = set()
         for arrays in slots.values():

@@ -1,0 +1,441 @@
+"""Regression tests for the second red-team pass: one per class of defect.
+
+Long songs in bounded memory and linear time, non-finite optimiser state, MIDI
+ranges, bounded BLAS threads, non-regular output paths, no empty run folder
+after a failed start, deeply nested configs, empty batches, and a sweep of
+absurd option values over every command. Every crafted file is made here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from npz_layout import write_npz_dataset
+
+import minigrad as mg
+from minigrad.errors import ShapeError
+from models.cli.main import main
+from models.data import N_PITCHES, PITCH_LO, DataError, load_dataset
+from models.data.batches import Batch
+from models.generate import midi as midi_module
+from models.generate.roll_svg import MAX_COLUMNS, piano_roll_svg
+from models.generate.sample import sample, write_roll_npz
+from models.io import LOCK_FILE, atomic_write_text
+from models.nets.base import RecurrentModel
+from models.nets.sequence import SequenceModel
+from models.train import TrainConfig
+from models.train.checkpoint import CheckpointError, load_checkpoint
+from models.train.optim import RMSProp
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(7)
+    splits = {}
+    for name in ("train", "valid", "test"):
+        seqs = []
+        for _ in range(3):
+            roll = np.zeros((int(rng.integers(4, 8)), N_PITCHES), dtype=np.uint8)
+            for frame in roll:
+                frame[rng.choice(np.arange(60, 66) - PITCH_LO, 2)] = 1
+            seqs.append(roll)
+        splits[name] = seqs
+    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", splits)
+
+
+@pytest.fixture(scope="module")
+def run(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert main(_args(tiny, out)) == 0
+    return out
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--dataset", str(data), "--out", str(out), "--hidden", "3", "--epochs", "1",
+        "--batch-size", "2", "--eval-batch-size", "4", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> str:
+    got = main(argv)
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _random_roll(steps: int, density: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((steps, N_PITCHES)) < density).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- long songs
+
+
+def _reference_midi(values: np.ndarray, tps: int = 480) -> bytes:
+    """The MIDI file of a roll built message by message with mido (the former writer)."""
+    mido = pytest.importorskip("mido")
+    n_steps, n_pitches = values.shape
+    padded = np.zeros((n_steps + 2, n_pitches), dtype=np.int8)
+    padded[1:-1] = values
+    change = np.diff(padded, axis=0)
+    events = sorted(
+        (int(s) * tps, int(change[s, c] > 0), PITCH_LO + int(c))
+        for s, c in zip(*np.nonzero(change), strict=True)
+    )
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("track_name", name="minigrad", time=0))
+    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100.0), time=0))
+    track.append(mido.MetaMessage("time_signature", numerator=4, denominator=4, time=0))
+    track.append(mido.Message("program_change", program=0, channel=0, time=0))
+    now = 0
+    for tick, on, note in events:
+        kind = "note_on" if on else "note_off"
+        track.append(mido.Message(kind, note=note, velocity=80 if on else 0, time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=n_steps * tps - now))
+    song = mido.MidiFile(type=0, ticks_per_beat=480)
+    song.tracks.append(track)
+    buffer = io.BytesIO()
+    song.save(file=buffer)
+    return buffer.getvalue()
+
+
+def test_midi_is_written_block_by_block_as_mido_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mido")
+    monkeypatch.setattr(midi_module, "_BLOCK_STEPS", 7)  # many blocks, notes across them
+    path = tmp_path / "a.mid"
+    for steps, density, tps in ((0, 0.1, 480), (1, 0.5, 480), (50, 0.1, 480), (40, 0.4, 1)):
+        roll = _random_roll(steps, density, seed=steps)
+        if steps > 30:
+            roll[10:25] = 0  # a long rest across blocks
+        midi_module.write_midi(roll, path, ticks_per_step=tps)
+        assert path.read_bytes() == _reference_midi(roll, tps), (steps, density)
+    roll = _random_roll(23, 0.05)
+    midi_module.write_midi(roll, path, ticks_per_step=100_000)  # multi-byte delta times
+    assert path.read_bytes() == _reference_midi(roll, 100_000)
+    np.testing.assert_array_equal(
+        midi_module.read_midi_notes(path, ticks_per_step=100_000), roll[: len(roll)]
+    )
+
+
+def test_long_songs_are_written_in_bounded_memory(tmp_path: Path) -> None:
+    pytest.importorskip("mido")
+    dense = _random_roll(20_000, 0.5)  # 1.8 MB; about 900,000 note events
+    long = np.zeros((400_000, N_PITCHES), dtype=np.uint8)  # 35 MB, as float64 280 MB
+    long[::3, 40] = 1
+    long[:, 50] = 1
+    tracemalloc.start()
+    try:
+        midi_module.write_midi(dense, tmp_path / "a.mid")
+        _, midi_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        svg = piano_roll_svg(long, primed_steps=1234)
+        _, svg_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        write_roll_npz(tmp_path / "a.npz", long)
+        _, npz_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the former writer kept a few hundred bytes of Python objects per event (hundreds of
+    # megabytes here); now a block of steps at a time
+    assert midi_peak < 24 << 20, midi_peak
+    assert svg_peak < 24 << 20, svg_peak  # no float copy of the roll
+    assert npz_peak < 24 << 20, npz_peak  # no copy of the roll in memory
+    assert svg.count('class="note"') <= 2 * MAX_COLUMNS
+    with np.load(tmp_path / "a.npz") as f:
+        np.testing.assert_array_equal(f["roll"], long)
+    assert (tmp_path / "a.mid").stat().st_size > 900_000 * 2
+
+
+def test_a_long_roll_is_drawn_in_bins_with_the_primed_part_apart() -> None:
+    steps = 10 * MAX_COLUMNS
+    roll = np.zeros((steps, N_PITCHES), dtype=np.uint8)
+    roll[:, 0] = 1  # a note held throughout: one rectangle each side of the prime
+    roll[::2, 1] = 1  # every other step: drawn at half opacity
+    svg = piano_roll_svg(roll, primed_steps=333)
+    notes = [ln for ln in svg.splitlines() if 'class="note"' in ln]
+    held = [ln for ln in notes if 'fill-opacity' not in ln]
+    assert len(held) == 2  # primed (grey) and generated (blue)
+    assert {'fill="#777777"' in ln for ln in held} == {True, False}
+    halves = [float(ln.split('fill-opacity="')[1].split('"')[0]) for ln in notes if ln not in held]
+    # bins of 11 steps hold 5 or 6 notes; the last primed bin, 3 steps, 1 or 2
+    assert halves and all(0.3 <= h <= 0.7 for h in halves)
+    assert len(notes) <= 2 * MAX_COLUMNS
+    short = piano_roll_svg(roll[:50], primed_steps=10)  # short rolls: one column a step
+    assert short.count('class="note"') == 2 + 25  # the held note split at the prime, 25 steps
+
+
+def test_sampling_reuses_one_bound_step(run: Path) -> None:
+    from models.generate.sample import load_model
+
+    model = load_model(run / "model.npz")
+    a = sample(model, 300, seed=3)
+    # the same notes as one model.step per frame (the documented definition)
+    rng = np.random.default_rng(3)
+    frame, states = np.zeros((1, N_PITCHES)), None
+    for t in range(300):
+        logits, states = model.step(frame, states)
+        p = 0.5 * (1.0 + np.tanh(0.5 * logits[0]))
+        frame = (rng.random(N_PITCHES) < p).astype(np.float64)[None]
+        assert np.array_equal(frame[0], a[t]), t
+    compiled = len(mg.program._PLANS.get(model.cell, {}))
+    sample(model, 500, seed=4)
+    assert len(mg.program._PLANS.get(model.cell, {})) == compiled  # nothing per length
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_non_finite_optimizer_state_is_refused_on_load(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(_args(tiny, out)) == 0
+    ckpt = out / "checkpoint.npz"
+    with np.load(ckpt) as z:
+        arrays = dict(z)
+    key = next(k for k in arrays if k.startswith("optim/") and arrays[k].dtype.kind == "f")
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[0] = np.inf
+    np.savez(ckpt, **arrays)
+    with pytest.raises(CheckpointError, match=rf"optimizer state '{key}' holds NaN"):
+        load_checkpoint(ckpt)
+    capsys.readouterr()
+    line = _one_line(capsys, _args(tiny, out, "--resume", "--epochs", "2"), 1)
+    assert key in line and "NaN or infinite" in line
+    opt = RMSProp(lr=0.1)
+    with pytest.raises(ValueError, match="state key 'v/W' holds NaN"):
+        opt.load_state_dict({"t": np.int64(1), "v/W": np.array([np.nan])})
+
+
+# --------------------------------------------------------------------------- MIDI ranges
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "words"),
+    [
+        (-1, 108, "pitch_lo must be a MIDI note number in 0..127, got -1"),
+        (21, 300, "pitch_hi must be a MIDI note number in 0..127, got 300"),
+        (100, 30, "pitch_lo 100 is above pitch_hi 30"),
+        (62, 108, "outside the range pitch_lo..pitch_hi = 62..108"),
+    ],
+)
+def test_dataset_pitch_range_is_checked(
+    tiny: Path, tmp_path: Path, lo: int, hi: int, words: str
+) -> None:
+    with np.load(tiny) as z:
+        arrays = dict(z)
+    arrays["pitch_lo"], arrays["pitch_hi"] = np.int32(lo), np.int32(hi)
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=words) as info:
+        load_dataset(path)
+    assert "\n" not in str(info.value)
+
+
+def test_midi_pitch_options_are_checked(tmp_path: Path) -> None:
+    pytest.importorskip("mido")
+    roll = np.zeros((2, N_PITCHES), dtype=np.uint8)
+    for bad in (-5, 128, 10**9):
+        with pytest.raises(ValueError, match="pitch_lo must be a MIDI note number"):
+            midi_module.write_midi(roll, tmp_path / "a.mid", pitch_lo=bad)
+        with pytest.raises(ValueError, match="pitch_lo must be a MIDI note number"):
+            piano_roll_svg(roll, pitch_lo=bad)
+        with pytest.raises(ValueError, match="pitch_lo must be a MIDI note number"):
+            write_roll_npz(tmp_path / "a.npz", roll, pitch_lo=bad)
+    midi_module.write_midi(roll, tmp_path / "a.mid")
+    with pytest.raises(ValueError, match=r"pitch_lo \+ n_pitches - 1 must be .* got 139"):
+        midi_module.read_midi_notes(tmp_path / "a.mid", pitch_lo=52)
+    with pytest.raises(ValueError, match="n_pitches must be an int >= 1"):
+        midi_module.read_midi_notes(tmp_path / "a.mid", n_pitches=-3)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_blas_threads_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    for value in ("100000", "-1"):
+        line = _one_line(capsys, ["train", "--blas-threads", value], 2)
+        assert "blas_threads" in line
+    with pytest.raises(ValueError, match=r"blas_threads': must be in 0\.\.256"):
+        TrainConfig(blas_threads=257).validate()
+
+
+def test_non_regular_outputs_are_refused_and_kept(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "song.mid"
+    os.mkfifo(fifo)
+    model = str(run / "model.npz")
+    for flag, path in (("-o", fifo), ("--roll", tmp_path / "roll.svg"), ("-o", tmp_path)):
+        if flag == "--roll":
+            os.mkfifo(path)
+        argv = ["sample", "--checkpoint", model, "--steps", "3", flag, str(path)]
+        if flag == "-o" and path == tmp_path:
+            argv[-1] = str(tmp_path / "sub.npz" / "..")
+        line = _one_line(capsys, argv, 2)
+        assert flag in line
+    assert fifo.is_fifo() and (tmp_path / "roll.svg").is_fifo()
+    line = _one_line(capsys, ["graph", "-o", str(tmp_path / "nowhere" / "g.dot")], 2)
+    assert "does not exist" in line
+    with pytest.raises(OSError, match="not a regular file"):
+        atomic_write_text(fifo, "x")
+    assert fifo.is_fifo()
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(
+    tiny: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "badcell.py").write_text("def bad(*args, **kw):\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "new" / "deeper" / "run"
+    _one_line(capsys, _args(tiny, out, "--cell", "badcell:bad"), 1)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    _one_line(capsys, _args(tiny, existing, "--cell", "badcell:bad"), 1)
+    assert existing.is_dir()  # it was there before: kept
+    assert set(os.listdir(existing)) <= {LOCK_FILE}
+    keep = existing / "notes.txt"
+    keep.write_text("mine")
+    _one_line(capsys, _args(tiny, existing / "sub", "--cell", "badcell:bad"), 1)
+    assert not (existing / "sub").exists() and keep.read_text() == "mine"
+    sys.modules.pop("badcell", None)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def test_a_deeply_nested_config_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = {
+        "arrays.toml": "epochs = " + "[" * 10_000 + "]" * 10_000 + "\n",
+        "tables.toml": "epochs = " + "{a = " * 10_000 + "1" + "}" * 10_000 + "\n",
+        "two.toml": 'cells = [["gru"]]\n',
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        for command in ("train", "sweep"):
+            line = _one_line(capsys, [command, "--config", str(path)], 2)
+            assert str(path) in line and "nested" in line, line
+
+
+# --------------------------------------------------------------------------- empty batches
+
+
+def test_an_empty_batch_is_named_as_such() -> None:
+    model = RecurrentModel("gru", 3, 4)
+    with pytest.raises(ShapeError, match=r"x has shape \(5, 0, 3\): an empty batch \(B = 0\)"):
+        model.forward(np.zeros((5, 0, 3)))
+    program = mg.compile(model.cell)
+    for T in (5, 40):  # 40: longer than the loop's bound template
+        inputs = {"x": np.zeros((T, 0, 3)), "y": np.zeros((T, 0, 4))}
+        with pytest.raises(ShapeError, match=r"input 'x' has an empty batch \(B = 0\)") as info:
+            program.loss_and_grads(model.params, inputs)
+        assert "expected (" not in str(info.value)
+    music = SequenceModel("gru", hidden_size=3)
+    z = np.zeros((5, 0, N_PITCHES))
+    empty: Any = Batch(z, z, np.zeros((5, 0)), np.zeros(0, dtype=np.int64), 0)
+    with pytest.raises(ShapeError, match=r"batch.inputs has an empty batch"):
+        music.loss_and_grads(empty)
+    with pytest.raises(ShapeError, match="an empty batch"):
+        music.step(np.zeros((0, N_PITCHES)))
+
+
+# --------------------------------------------------------------------------- absurd options
+
+
+def _numeric_options() -> list[tuple[str, str, type]]:
+    import argparse
+
+    from models.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [
+        (command, action.option_strings[-1], action.type)
+        for command, p in sub.choices.items()
+        for action in p._actions
+        if action.option_strings and action.type in (int, float)
+    ]
+
+
+def test_every_numeric_option_refuses_absurd_values_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    required = {
+        "evaluate": ["--checkpoint", "m.npz"],
+        "sample": ["--checkpoint", "m.npz", "--steps", "1"],
+        "explain": ["--param", "all"],
+        "graph": ["-o", "g.dot"],
+        "sweep": ["--dataset", "d.npz", "--out", "s"],
+    }
+    options = _numeric_options()
+    assert len(options) > 50
+    for command, opt, kind in options:
+        values = ["nan", "inf", "9" * 5000] if kind is float else ["1e12", "nan", "9" * 5000]
+        for value in values:
+            line = _one_line(capsys, [command, *required.get(command, []), opt, value], 2)
+            assert opt.lstrip("-").replace("-", "_") in line.replace("-", "_"), line
+            assert line.endswith(f"see 'minigrad {command} --help'") or "must" in line, line
+
+
+def test_usage_errors_are_one_line_and_outputs_checked_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _one_line(capsys, ["train", "--epochs", "x"], 2)
+    assert line == (
+        "minigrad train: error: argument --epochs: invalid int value: 'x'; "
+        "see 'minigrad train --help'"
+    )
+    assert "unknown file type '.jpg'" in _one_line(capsys, ["graph", "-o", "g.jpg"], 2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in (fifo, tmp_path / "file"):
+        if out.name == "file":
+            out.write_text("mine")
+        line = _one_line(capsys, ["train", "--out", str(out), "--no-progress"], 1)
+        assert f"--out {out}: exists and is not a folder" in line
+    assert (tmp_path / "file").read_text() == "mine" and fifo.is_fifo()
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for out in (fifo, loop):
+        line = _one_line(capsys, ["sweep", "--dataset", "x.npz", "--out", str(out)], 2)
+        assert f"--out {out}: exists and is not a folder" in line
+    long = "x" * 5000 + ".npz"
+    line = _one_line(capsys, ["train", "--dataset", long], 1)
+    assert line.endswith(": File name too long") and "Errno" not in line
+
+
+def test_imports_that_fail_in_any_way_get_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "boom_at_import.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in (".", "..x", ""):
+        assert "not a module name" in _one_line(capsys, ["cells", "--import", name], 2)
+    line = _one_line(capsys, ["cells", "--import", "boom_at_import"], 1)
+    assert "--import boom_at_import: importing it failed: RuntimeError: boom" in line
+    line = _one_line(capsys, ["train", "--cell", "boom_at_import:f", "--no-progress"], 1)
+    assert "--cell boom_at_import:f: importing module 'boom_at_import' failed" in line
