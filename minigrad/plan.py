@@ -241,9 +241,19 @@ class Plan:
                         f"cell '{cname}': input '{name}' must have shape (T, B, ...), got "
                         f"{getattr(arr, 'shape', type(arr).__name__)}"
                     )
+                if arr.shape[1] < 1:
+                    raise ShapeError(
+                        f"cell '{cname}': input '{name}' has an empty batch (B = 0): "
+                        "give at least one sequence"
+                    )
                 return int(arr.shape[1])
         for name in self.cell.states:
             if states and name in states:
+                if np.shape(states[name])[0] < 1:
+                    raise ShapeError(
+                        f"cell '{cname}': initial state '{name}' has an empty batch (B = 0): "
+                        "give at least one sequence"
+                    )
                 return int(np.shape(states[name])[0])
         if not self.cell.inputs:
             raise ShapeError(

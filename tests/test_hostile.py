@@ -354,6 +354,9 @@ def test_an_empty_batch_is_named_as_such() -> None:
         with pytest.raises(ShapeError, match=r"input 'x' has an empty batch \(B = 0\)") as info:
             program.loss_and_grads(model.params, inputs)
         assert "expected (" not in str(info.value)
+    plan = mg.plan_of(model.cell, 5)
+    with pytest.raises(ShapeError, match=r"input 'x' has an empty batch \(B = 0\)"):
+        plan.loss_and_grads(model.params, {"x": np.zeros((5, 0, 3)), "y": np.zeros((5, 0, 4))})
     music = SequenceModel("gru", hidden_size=3)
     z = np.zeros((5, 0, N_PITCHES))
     empty: Any = Batch(z, z, np.zeros((5, 0)), np.zeros(0, dtype=np.int64), 0)
