@@ -381,7 +381,7 @@ class SequenceModel:
         x = frame[None]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             inputs = {"x": x, "t": np.zeros_like(x), **self.noise(1, x.shape[1])}
-            run = self.plan(1).forward(self.params, inputs, states)
+            run = self.plan(1).forward(self.params, inputs, states, backward=False)
         return run.outputs["logits"][0], dict(run.states)
 
     def noise(
@@ -432,11 +432,16 @@ class SequenceModel:
         batch: Batch,
         params: Mapping[str, Array] | None,
         rng: np.random.Generator | None = None,
+        *,
+        backward: bool = False,
     ) -> tuple[Program, Run, Batch]:
+        """The forward pass of a batch; ``backward``: whether a backward pass follows
+        (scoring passes keep nothing for one)."""
         padded, inputs = self._inputs(batch, rng)
         plan = self.plan(int(padded.inputs.shape[0]))
+        p = self.params if params is None else params
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(self.params if params is None else params, inputs, mask=padded.mask)
+            run = plan.forward(p, inputs, mask=padded.mask, backward=backward)
         return plan, run, padded
 
     def _nonfinite(
@@ -493,7 +498,7 @@ class SequenceModel:
                 infinity (its ``node`` and ``step`` attributes are set).
         """
         p = self.params if params is None else params
-        plan, run, _ = self._run(batch, p, noise_rng)
+        plan, run, _ = self._run(batch, p, noise_rng, backward=True)
         finite = bool(np.isfinite(run.loss))
         if check_finite and not finite:
             raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
