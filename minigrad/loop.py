@@ -15,20 +15,50 @@ pass), and takes from it:
   precomputed Jacobians), which run once per pass over whole buffers.
 
 Each buffer whose leading axis is the step (values, gradients, Jacobian
-factors, the mask) is laid out again with room for ``capacity`` steps, the
-longest T seen so far (shorter sequences reuse it). Every view that the body's calls take of
-such a buffer at step ``m + d`` becomes, for each step ``t``, the same view at
-step ``t + d``: the per-step views come from ``list(buffer)`` and the per-step
-argument tuples from ``zip``, both at C speed, once per capacity. Running a
-pass is then ``for t in range(T): for fn, args in body: fn(*args[t])``.
+factors, the mask) is laid out again as a **window** of ``capacity`` steps,
+plus one halo slot for buffers with a step after the last (the states): the
+longest T run in one piece so far (at most ``piece_steps``, the steps whose
+values, gradients and factors fit in ``PIECE_BYTES``), or the chunk length C
+(``chunk_steps``: the steps that fit in ``CHUNK_BYTES``, 16 to 512). Every view
+that the body's calls take of such a buffer at step ``m + d`` becomes, for
+each step ``t`` of the window, the same view at step ``t + d``: the per-step
+views come from ``list(buffer)`` and the per-step argument tuples from
+``zip``, both at C speed, once per window, so binding does not grow with T.
 
+A pass over at most ``piece_steps`` steps runs in one piece: ``for t in range(T): for fn, args
+in body: fn(*args[t])``, with the prologue and epilogue over whole buffers.
 Gradient buffers are zeroed before each backward pass (the last step, which
 has no later step to add into its regions first, then adds to zeros), so the
 steady-state write modes hold at every step.
 
+A longer pass runs **chunk by chunk**, C steps at a time, over the same window
+(so its memory does not grow with T beyond what the backward pass must keep):
+
+* forward: the calls that touch no per-step buffer (parameter-only nodes) run
+  once; then per chunk, the chunk's inputs and mask are copied in, the
+  per-step prologue, the body and the per-step epilogue run over its steps,
+  the losses and outputs are taken, the values the backward pass reads are
+  copied into a **history** of T steps (``_keep_plan``), and the states' halo
+  slot moves to the front for the next chunk. ``keep=False`` (a forward pass
+  no backward follows) keeps no history.
+* backward, chunks in reverse: the kept values come back from the history and
+  the inputs and mask from the caller's arrays (the inputs are never kept); a
+  few body calls recompute values otherwise kept (``_replayable``: GRU's
+  ``r * h`` and its state update) and, when cheaper to recompute than to keep,
+  the per-step forward epilogue (the read-out and the loss) runs again; the
+  gradient window is zeroed, the chunk's seeds written, its Jacobian factors
+  computed, and after the per-step backward prologue the gradient of the state
+  after the chunk (from the chunk after it) is added into the halo slot; then
+  the body in reverse and the per-step epilogue. The gradients of values that
+  are not per step (weights) are summed over chunks; the trailing epilogue
+  calls that touch no per-step buffer (gradients of parameter-only nodes) run
+  once, after the last chunk. The result equals the one-piece pass up to the
+  rounding of those sums.
+
 With ``truncate=k`` the backward step that does not cross the cut state edge
 (into a step that is a multiple of k) is taken from a second template step of
-the same short unroll (``K >= k + 2``).
+the same short unroll (``K >= k + 2``); a chunked pass cuts at the same global
+steps.
 """
 
 from __future__ import annotations
@@ -57,7 +87,14 @@ if TYPE_CHECKING:
     from minigrad.cell import Cell
     from minigrad.plan import Plan
 
-__all__ = ["CHUNK_BYTES", "LoopWorkspace", "chunk_steps", "template_steps"]
+__all__ = [
+    "CHUNK_BYTES",
+    "PIECE_BYTES",
+    "LoopWorkspace",
+    "chunk_steps",
+    "piece_steps",
+    "template_steps",
+]
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...]]
 _Body = list[tuple[Callable[..., Any], list[tuple[Any, ...]]]]
@@ -218,8 +255,13 @@ CHUNK_BYTES = 16 << 20
 """The bytes a loop workspace's window of steps takes, about: values, gradients and Jacobian
 factors of ``chunk`` steps (``chunk_steps``)."""
 
+PIECE_BYTES = 128 << 20
+"""A sequence whose per-step buffers fit in about this many bytes runs in one piece
+(``piece_steps``); a longer one runs in chunks."""
+
 _CHUNK: int | None = None
-"""Forces the chunk length (tests only: chunked runs on short sequences)."""
+"""Forces the chunk length and the longest one-piece run (tests only: chunked runs on
+short sequences)."""
 
 
 def chunk_steps(value_bytes: int) -> int:
@@ -229,6 +271,17 @@ def chunk_steps(value_bytes: int) -> int:
     if _CHUNK is not None:
         return _CHUNK
     return max(16, min(512, CHUNK_BYTES // max(3 * value_bytes, 1)))
+
+
+def piece_steps(value_bytes: int) -> int:
+    """The longest T that runs in one piece (no chunks) for per-step values of
+    ``value_bytes``: the steps whose values, gradients and factors fit in
+    ``PIECE_BYTES``, and at least ``chunk_steps``. Short sequences (the benchmark sizes,
+    JSB chorales) run exactly as a one-piece loop; the window then follows the longest
+    such T."""
+    if _CHUNK is not None:
+        return _CHUNK
+    return max(chunk_steps(value_bytes), PIECE_BYTES // max(3 * value_bytes, 1))
 
 
 def _owner(o: _Owners, a: Any) -> int | None:
@@ -336,7 +389,9 @@ class LoopWorkspace(Workspace):
         # chunked execution of sequences longer than ``chunk`` (see the module docstring)
         o = self._owners
         self._values = len(o.arrays)  # owners [0, _values): forward values, inputs, mask
-        self.chunk = chunk_steps(sum(a.nbytes // a.shape[0] for a in o.arrays))
+        per_step = sum(a.nbytes // a.shape[0] for a in o.arrays)
+        self.chunk = chunk_steps(per_step)
+        self.piece = piece_steps(per_step)
         self._total = K
         self._fixed = {
             i
@@ -492,7 +547,7 @@ class LoopWorkspace(Workspace):
     def steps_of(self, T: int) -> None:
         """Prepare a pass over ``T`` steps (called before ``forward``)."""
         self._total = T
-        self._length(min(T, self.chunk))
+        self._length(T if T <= self.piece else self.chunk)
 
     @property
     def total(self) -> int:
@@ -584,7 +639,7 @@ class LoopWorkspace(Workspace):
         ``chunk``, else chunk by chunk, keeping the values the backward pass reads (in
         ``_history``) only when ``keep``."""
         self._held = None
-        self._chunked = self._total > self.chunk
+        self._chunked = self._total > self.piece
         if not self._chunked:
             return super().forward(params, inputs, states, mask, with_outputs)
         return self._forward_chunks(params, inputs, states, mask, with_outputs, keep)
