@@ -66,6 +66,7 @@ from __future__ import annotations
 import bisect
 import gc
 import itertools
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -264,24 +265,29 @@ _CHUNK: int | None = None
 short sequences)."""
 
 
-def chunk_steps(value_bytes: int) -> int:
-    """The chunk length C of a workspace whose per-step values take ``value_bytes`` per
-    step: the steps whose values, gradients and factors (about three times the values)
-    fit in ``CHUNK_BYTES``, between 16 and 512."""
+def chunk_steps(step_bytes: int) -> int:
+    """The chunk length C of a workspace whose per-step buffers (values, gradients,
+    Jacobian factors) take ``step_bytes`` per step: the steps that fit in
+    ``CHUNK_BYTES``, between 16 and 512."""
     if _CHUNK is not None:
         return _CHUNK
-    return max(16, min(512, CHUNK_BYTES // max(3 * value_bytes, 1)))
+    return max(16, min(512, CHUNK_BYTES // max(step_bytes, 1)))
 
 
-def piece_steps(value_bytes: int) -> int:
-    """The longest T that runs in one piece (no chunks) for per-step values of
-    ``value_bytes``: the steps whose values, gradients and factors fit in
-    ``PIECE_BYTES``, and at least ``chunk_steps``. Short sequences (the benchmark sizes,
-    JSB chorales) run exactly as a one-piece loop; the window then follows the longest
-    such T."""
+def piece_steps(step_bytes: int) -> int:
+    """The longest T that runs in one piece (no chunks) for per-step buffers of
+    ``step_bytes``: the steps that fit in ``PIECE_BYTES``, and at least ``chunk_steps``.
+    Short sequences (the benchmark sizes, JSB chorales) run exactly as a one-piece
+    loop; the window then follows the longest such T."""
     if _CHUNK is not None:
         return _CHUNK
-    return max(chunk_steps(value_bytes), PIECE_BYTES // max(3 * value_bytes, 1))
+    return max(chunk_steps(step_bytes), PIECE_BYTES // max(step_bytes, 1))
+
+
+def _weakly(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """Weak references to arrays (an array made by ``np.asarray`` from a list, which only
+    this module held, is then gone)."""
+    return {k: v if isinstance(v, weakref.ref) else weakref.ref(v) for k, v in arrays.items()}
 
 
 def _owner(o: _Owners, a: Any) -> int | None:
@@ -389,7 +395,10 @@ class LoopWorkspace(Workspace):
         # chunked execution of sequences longer than ``chunk`` (see the module docstring)
         o = self._owners
         self._values = len(o.arrays)  # owners [0, _values): forward values, inputs, mask
-        per_step = sum(a.nbytes // a.shape[0] for a in o.arrays)
+        # the bytes of every step: values, and about as much again for gradients and
+        # Jacobian factors (not bound yet: a workspace that only runs forward never binds
+        # them)
+        per_step = 3 * sum(a.nbytes // a.shape[0] for a in o.arrays)
         self.chunk = chunk_steps(per_step)
         self.piece = piece_steps(per_step)
         self._total = K
@@ -405,9 +414,9 @@ class LoopWorkspace(Workspace):
         self._chunked = False
         # the inputs, initial states and mask of a chunked forward pass, and whether it kept
         # the values of the backward pass
-        self._held: (
-            tuple[dict[str, AnyArray], dict[str, AnyArray], AnyArray | None, bool] | None
-        ) = None
+        self._held: tuple[dict[str, Any], dict[str, AnyArray], AnyArray | None, bool] | None = (
+            None
+        )
 
     def _bind_flavour(self, with_outputs: bool) -> None:
         """Bind the backward pass (with or without output gradients) on the K-step buffers
@@ -661,11 +670,26 @@ class LoopWorkspace(Workspace):
         cell = self.plan.cell
         params = {p: self._k_bufs["param:" + p] for p in cell.params}
         if self._held is not None:
-            ins, st, m, _keep = self._held
-            return params, dict(ins), dict(st), m
+            _ins, st, m, _keep = self._held
+            return params, self._held_inputs(), dict(st), m
         inputs = {i: self.bufs["in:" + i] for i in cell.inputs}
         states = {s: self.bufs["state:" + s][0] for s in cell.states}
         return params, inputs, states, self.mask if self.masked else None
+
+    def _held_inputs(self) -> dict[str, AnyArray]:
+        """The inputs of the last chunked forward pass (held strongly until its backward
+        pass, weakly after it or without one)."""
+        assert self._held is not None
+        out: dict[str, AnyArray] = {}
+        for name, ref in self._held[0].items():
+            arr = ref() if isinstance(ref, weakref.ref) else ref
+            if arr is None:
+                raise GraphError(
+                    f"cell '{self.plan.cell.name}': input '{name}' of the last forward pass "
+                    "is no longer held by the caller"
+                )
+            out[name] = arr
+        return out
 
     def _hold(
         self,
@@ -744,7 +768,8 @@ class LoopWorkspace(Workspace):
     def _load_chunk(self, t0: int, n: int, check: bool) -> None:
         """Copy steps [t0, t0 + n) of the inputs and the mask into the window."""
         assert self._held is not None
-        inputs, _st, full, _keep = self._held
+        full = self._held[2]
+        inputs = self._held_inputs()
         for name, arr in inputs.items():
             dst = self.bufs["in:" + name]
             np.copyto(dst, arr[t0 : t0 + n])
@@ -967,7 +992,10 @@ class LoopWorkspace(Workspace):
                 new = o.new[i]
                 new[0] = new[n]
         final = {s: self.bufs["state:" + s][n].copy() for s in cell.states}
-        self._held = (held_in, held_st, full, keep)
+        # a backward pass reads the inputs again; without one, only the non-finite
+        # diagnosis may, while the caller still holds them: not kept alive here
+        held: dict[str, Any] = dict(held_in) if keep else _weakly(held_in)
+        self._held = (held, held_st, full, keep)
         self.generation += 1
         loss = 0.0
         for v in losses.values():
@@ -1117,6 +1145,8 @@ class LoopWorkspace(Workspace):
             np.copyto(r, a)
         for fn, args in self._parts[1][split:]:
             fn(*args)
+        held = self._held
+        self._held = (_weakly(held[0]), held[1], held[2], held[3])
         out = Gradients()
         for name in sorted(self.plan.wrt):
             kind = cell.kind(name)

@@ -3,8 +3,9 @@
 ``compile(cell, wrt=..., truncate=..., passes=...)`` returns a ``Program``.
 Its ``forward`` reads T from the inputs. In the default ``mode="loop"`` the
 program runs one compiled step per time step (``minigrad.loop``): nothing is
-compiled per sequence length, and the per-step buffers follow the longest T
-seen. ``mode="unrolled"`` runs the plan of the full networkx unroll of each T
+compiled per sequence length, the per-step buffers follow the longest T run in
+one piece, and a longer sequence runs in chunks over a window of steps.
+``mode="unrolled"`` runs the plan of the full networkx unroll of each T
 (``minigrad.plan``), the reference the tests compare the loop with.
 """
 
@@ -31,7 +32,8 @@ RUNNERS = 4
 
 KEEP_BYTES = 16 << 20
 """Bindings other than the one in use are dropped while their buffers (each sized for the
-longest T it has seen) take more than this; binding one again takes milliseconds."""
+longest T it has run in one piece, plus the values kept for a chunked backward pass) take
+more than this; binding one again takes milliseconds."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""

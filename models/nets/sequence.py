@@ -580,8 +580,18 @@ class SequenceModel:
                 raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
             total += run.loss
             n += batch.n_steps
-            a, b, c = frame_counts(_sigmoid(run.outputs["logits"]), padded.targets, padded.mask)
-            tp, fp, fn = tp + a, fp + b, fn + c
+            logits = run.outputs["logits"]
+            # in slices of steps: a long piece's probabilities and their temporaries
+            # would otherwise take several times the logits' memory
+            for s in range(0, logits.shape[0], 256):
+                a, b, c = frame_counts(
+                    _sigmoid(logits[s : s + 256]),
+                    padded.targets[s : s + 256],
+                    padded.mask[s : s + 256],
+                )
+                tp, fp, fn = tp + a, fp + b, fn + c
+            # let this batch and its outputs go before the next batch is made
+            del batch, padded, run, logits
         denom = tp + fp + fn
         return {
             "nll": total / n,
