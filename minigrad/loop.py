@@ -15,20 +15,50 @@ pass), and takes from it:
   precomputed Jacobians), which run once per pass over whole buffers.
 
 Each buffer whose leading axis is the step (values, gradients, Jacobian
-factors, the mask) is laid out again with room for ``capacity`` steps, the
-longest T seen so far (shorter sequences reuse it). Every view that the body's calls take of
-such a buffer at step ``m + d`` becomes, for each step ``t``, the same view at
-step ``t + d``: the per-step views come from ``list(buffer)`` and the per-step
-argument tuples from ``zip``, both at C speed, once per capacity. Running a
-pass is then ``for t in range(T): for fn, args in body: fn(*args[t])``.
+factors, the mask) is laid out again as a **window** of ``capacity`` steps,
+plus one halo slot for buffers with a step after the last (the states): the
+longest T run in one piece so far (at most ``piece_steps``, the steps whose
+values, gradients and factors fit in ``PIECE_BYTES``), or the chunk length C
+(``chunk_steps``: the steps that fit in ``CHUNK_BYTES``, 16 to 512). Every view
+that the body's calls take of such a buffer at step ``m + d`` becomes, for
+each step ``t`` of the window, the same view at step ``t + d``: the per-step
+views come from ``list(buffer)`` and the per-step argument tuples from
+``zip``, both at C speed, once per window, so binding does not grow with T.
 
+A pass over at most ``piece_steps`` steps runs in one piece: ``for t in range(T): for fn, args
+in body: fn(*args[t])``, with the prologue and epilogue over whole buffers.
 Gradient buffers are zeroed before each backward pass (the last step, which
 has no later step to add into its regions first, then adds to zeros), so the
 steady-state write modes hold at every step.
 
+A longer pass runs **chunk by chunk**, C steps at a time, over the same window
+(so its memory does not grow with T beyond what the backward pass must keep):
+
+* forward: the calls that touch no per-step buffer (parameter-only nodes) run
+  once; then per chunk, the chunk's inputs and mask are copied in, the
+  per-step prologue, the body and the per-step epilogue run over its steps,
+  the losses and outputs are taken, the values the backward pass reads are
+  copied into a **history** of T steps (``_keep_plan``), and the states' halo
+  slot moves to the front for the next chunk. ``keep=False`` (a forward pass
+  no backward follows) keeps no history.
+* backward, chunks in reverse: the kept values come back from the history and
+  the inputs and mask from the caller's arrays (the inputs are never kept); a
+  few body calls recompute values otherwise kept (``_replayable``: GRU's
+  ``r * h`` and its state update) and, when cheaper to recompute than to keep,
+  the per-step forward epilogue (the read-out and the loss) runs again; the
+  gradient window is zeroed, the chunk's seeds written, its Jacobian factors
+  computed, and after the per-step backward prologue the gradient of the state
+  after the chunk (from the chunk after it) is added into the halo slot; then
+  the body in reverse and the per-step epilogue. The gradients of values that
+  are not per step (weights) are summed over chunks; the trailing epilogue
+  calls that touch no per-step buffer (gradients of parameter-only nodes) run
+  once, after the last chunk. The result equals the one-piece pass up to the
+  rounding of those sums.
+
 With ``truncate=k`` the backward step that does not cross the cut state edge
 (into a step that is a multiple of k) is taken from a second template step of
-the same short unroll (``K >= k + 2``).
+the same short unroll (``K >= k + 2``); a chunked pass cuts at the same global
+steps.
 """
 
 from __future__ import annotations
@@ -36,20 +66,36 @@ from __future__ import annotations
 import bisect
 import gc
 import itertools
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from minigrad.arena import ALIGN, Arena
-from minigrad.errors import GraphError
+from minigrad.errors import (
+    ArgumentError,
+    DTypeError,
+    GraphError,
+    NonFiniteError,
+    ShapeError,
+)
+from minigrad.nodes import Node
 from minigrad.types import AnyArray
-from minigrad.workspace import Instr, Workspace
+from minigrad.workspace import Gradients, Instr, Run, Workspace
 
 if TYPE_CHECKING:
+    from minigrad.cell import Cell
     from minigrad.plan import Plan
 
-__all__ = ["LoopWorkspace", "template_steps"]
+__all__ = [
+    "CHUNK_BYTES",
+    "PIECE_BYTES",
+    "LoopWorkspace",
+    "chunk_steps",
+    "piece_steps",
+    "template_steps",
+]
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...]]
 _Body = list[tuple[Callable[..., Any], list[tuple[Any, ...]]]]
@@ -206,6 +252,98 @@ class _Owners:
         return got
 
 
+CHUNK_BYTES = 16 << 20
+"""The bytes a loop workspace's window of steps takes, about: values, gradients and Jacobian
+factors of ``chunk`` steps (``chunk_steps``)."""
+
+PIECE_BYTES = 128 << 20
+"""A sequence whose per-step buffers fit in about this many bytes runs in one piece
+(``piece_steps``); a longer one runs in chunks."""
+
+_CHUNK: int | None = None
+"""Forces the chunk length and the longest one-piece run (tests only: chunked runs on
+short sequences)."""
+
+
+def chunk_steps(step_bytes: int) -> int:
+    """The chunk length C of a workspace whose per-step buffers (values, gradients,
+    Jacobian factors) take ``step_bytes`` per step: the steps that fit in
+    ``CHUNK_BYTES``, between 16 and 512."""
+    if _CHUNK is not None:
+        return _CHUNK
+    return max(16, min(512, CHUNK_BYTES // max(step_bytes, 1)))
+
+
+def piece_steps(step_bytes: int) -> int:
+    """The longest T that runs in one piece (no chunks) for per-step buffers of
+    ``step_bytes``: the steps that fit in ``PIECE_BYTES``, and at least ``chunk_steps``.
+    Short sequences (the benchmark sizes, JSB chorales) run exactly as a one-piece
+    loop; the window then follows the longest such T."""
+    if _CHUNK is not None:
+        return _CHUNK
+    return max(chunk_steps(step_bytes), PIECE_BYTES // max(step_bytes, 1))
+
+
+def _weakly(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """Weak references to arrays (an array made by ``np.asarray`` from a list, which only
+    this module held, is then gone)."""
+    return {k: v if isinstance(v, weakref.ref) else weakref.ref(v) for k, v in arrays.items()}
+
+
+def _owner(o: _Owners, a: Any) -> int | None:
+    found = o.find(a)
+    return None if found is None else found[0]
+
+
+def _arrays(x: Any) -> list[AnyArray]:
+    if isinstance(x, np.ndarray):
+        return [x]
+    if isinstance(x, tuple | list):
+        return [a for y in x for a in _arrays(y)]
+    return []
+
+
+def _reads(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
+    """The arrays a bound call reads (all its array arguments when unsure)."""
+    import functools
+
+    if isinstance(fn, np.ufunc):
+        return _arrays(args[: fn.nin])
+    if isinstance(fn, functools.partial) and isinstance(fn.func, np.ufunc):
+        return _arrays(args)
+    if fn is np.copyto:
+        return _arrays(args[1:])
+    op = getattr(fn, "__self__", None)
+    name = getattr(fn, "__name__", "")
+    if isinstance(op, Node) and type(op).verified:
+        if name == "forward_into":
+            return _arrays(args[1:])
+        if name == "vjp_into":
+            _outs, g, y, *xs = args
+            read = [g]
+            if type(op).backward_uses_output:
+                read.append(y)
+            read.extend(x for i, x in enumerate(xs) if op.uses_input(i))
+            return _arrays(tuple(read))
+    return _arrays(args)
+
+
+def _writes(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
+    """The arrays a bound forward call writes (all its array arguments when unsure)."""
+    import functools
+
+    if isinstance(fn, np.ufunc):
+        return _arrays(args[fn.nin :])
+    if isinstance(fn, functools.partial) and isinstance(fn.func, np.ufunc):
+        return _arrays(fn.keywords.get("out"))
+    if fn is np.copyto:
+        return _arrays(args[:1])
+    op = getattr(fn, "__self__", None)
+    if isinstance(op, Node) and getattr(fn, "__name__", "") == "forward_into":
+        return _arrays(args[:1])
+    return _arrays(args)
+
+
 def _normalised(call: _Call) -> _Call:
     """A ``partial(ufunc, out=array)`` call spelled as ``ufunc(*args, array)``, so that
     every array of a call is in its positional arguments."""
@@ -254,6 +392,31 @@ class LoopWorkspace(Workspace):
         self._parts: tuple[list[_Call], list[_Call]] = ([], [])
         self._cur_T: int | None = None
         self._grow(K)
+        # chunked execution of sequences longer than ``chunk`` (see the module docstring)
+        o = self._owners
+        self._values = len(o.arrays)  # owners [0, _values): forward values, inputs, mask
+        # the bytes of every step: values, and about as much again for gradients and
+        # Jacobian factors (not bound yet: a workspace that only runs forward never binds
+        # them)
+        per_step = 3 * sum(a.nbytes // a.shape[0] for a in o.arrays)
+        self.chunk = chunk_steps(per_step)
+        self.piece = piece_steps(per_step)
+        self._total = K
+        self._fixed = {
+            i
+            for a in (*(self._k_bufs["in:" + n] for n in plan.cell.inputs), *self._k_mask)
+            if (i := _owner(o, a)) is not None
+        }
+        pro, _body, epi = self._fwd_parts
+        self._fwd_once = [c for c in (*pro, *epi) if not self._per_step(c[1])]
+        self._history: dict[int, AnyArray] = {}
+        self._keep: tuple[list[int], bool, list[int]] | None = None
+        self._chunked = False
+        # the inputs, initial states and mask of a chunked forward pass, and whether it kept
+        # the values of the backward pass
+        self._held: tuple[dict[str, Any], dict[str, AnyArray], AnyArray | None, bool] | None = (
+            None
+        )
 
     def _bind_flavour(self, with_outputs: bool) -> None:
         """Bind the backward pass (with or without output gradients) on the K-step buffers
@@ -367,25 +530,41 @@ class LoopWorkspace(Workspace):
         o = self._owners
         self.T = T
         self._cur_T = T
-        self.bufs = {k: o.span(v, T) for k, v in self._k_bufs.items()}
-        self.mask, self.mask_col, self.mask_bool = (o.span(a, T) for a in self._k_mask)
-        self._memo.clear()
-        pro, _body, epi = self._fwd_parts
-        self._memo["fwd"] = (
-            [(fn, o.span(args, T)) for fn, args in pro],
-            [(fn, o.span(args, T)) for fn, args in epi],
-        )
+        got = self._memo.get(("fwd", T))
+        if got is None:
+            pro, _body, epi = self._fwd_parts
+            got = self._memo["fwd", T] = (
+                {k: o.span(v, T) for k, v in self._k_bufs.items()},
+                tuple(o.span(a, T) for a in self._k_mask),
+                [(fn, o.span(args, T)) for fn, args in pro],
+                [(fn, o.span(args, T)) for fn, args in epi],
+            )
+        self.bufs, masks, _pro, _epi = got
+        self.mask, self.mask_col, self.mask_bool = masks
+        self._memo["fwd"] = (_pro, _epi)
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the per-step buffers laid out for the current capacity."""
-        return sum(int(a.nbytes) for a in self._owners.new)
+        """Bytes of the per-step buffers laid out for the current capacity, and of the
+        values kept for the backward pass of a chunked run."""
+        return sum(int(a.nbytes) for a in self._owners.new) + sum(
+            int(a.nbytes) for a in self._history.values()
+        )
 
     # -- running ---------------------------------------------------------------
 
     def steps_of(self, T: int) -> None:
         """Prepare a pass over ``T`` steps (called before ``forward``)."""
-        self._length(T)
+        self._total = T
+        self._length(T if T <= self.piece else self.chunk)
+
+    @property
+    def total(self) -> int:
+        """T of the current pass (``steps_of``); ``T`` is the steps of the window in use."""
+        return self._total
+
+    def _per_step(self, args: Any) -> bool:
+        return any(self._owners.find(a) is not None for a in _arrays(args))
 
     def _execute_forward(self) -> None:
         pro, epi = self._memo["fwd"]
@@ -404,7 +583,7 @@ class LoopWorkspace(Workspace):
         super()._use_binding(with_outputs)
         self._with_outputs = with_outputs
         T = self.T
-        key = ("bwd", with_outputs)
+        key = ("bwd", with_outputs, T)
         got = self._memo.get(key)
         if got is None:
             o = self._owners
@@ -453,3 +632,571 @@ class LoopWorkspace(Workspace):
                     fn(*targs[t])
         for fn, args in epi:
             fn(*args)
+
+    # -- chunked runs ------------------------------------------------------------
+
+    def forward(
+        self,
+        params: Mapping[str, AnyArray],
+        inputs: Mapping[str, AnyArray],
+        states: Mapping[str, AnyArray],
+        mask: AnyArray | None,
+        with_outputs: bool = True,
+        keep: bool = True,
+    ) -> Run:
+        """The forward pass over the ``T`` of ``steps_of``: in one piece when T is at most
+        ``chunk``, else chunk by chunk, keeping the values the backward pass reads (in
+        ``_history``) only when ``keep``."""
+        self._held = None
+        self._chunked = self._total > self.piece
+        if not self._chunked:
+            return super().forward(params, inputs, states, mask, with_outputs)
+        return self._forward_chunks(params, inputs, states, mask, with_outputs, keep)
+
+    def backward(self, grad_outputs: Mapping[str, AnyArray], loss_scale: float) -> Gradients:
+        if not self._chunked:
+            return super().backward(grad_outputs, loss_scale)
+        if self._held is None or not self._held[3]:
+            raise GraphError(
+                f"cell '{self.plan.cell.name}': the last forward pass kept no values for a "
+                "backward pass (it ran with backward=False)"
+            )
+        return self._backward_chunks(grad_outputs, loss_scale)
+
+    def arguments(
+        self,
+    ) -> tuple[dict[str, AnyArray], dict[str, AnyArray], dict[str, AnyArray], AnyArray | None]:
+        """The parameters, inputs, initial states and mask of the last forward pass."""
+        cell = self.plan.cell
+        params = {p: self._k_bufs["param:" + p] for p in cell.params}
+        if self._held is not None:
+            _ins, st, m, _keep = self._held
+            return params, self._held_inputs(), dict(st), m
+        inputs = {i: self.bufs["in:" + i] for i in cell.inputs}
+        states = {s: self.bufs["state:" + s][0] for s in cell.states}
+        return params, inputs, states, self.mask if self.masked else None
+
+    def _held_inputs(self) -> dict[str, AnyArray]:
+        """The inputs of the last chunked forward pass (held strongly until its backward
+        pass, weakly after it or without one)."""
+        assert self._held is not None
+        out: dict[str, AnyArray] = {}
+        for name, ref in self._held[0].items():
+            arr = ref() if isinstance(ref, weakref.ref) else ref
+            if arr is None:
+                raise GraphError(
+                    f"cell '{self.plan.cell.name}': input '{name}' of the last forward pass "
+                    "is no longer held by the caller"
+                )
+            out[name] = arr
+        return out
+
+    def _hold(
+        self,
+        params: Mapping[str, AnyArray],
+        inputs: Mapping[str, AnyArray],
+        states: Mapping[str, AnyArray],
+        mask: AnyArray | None,
+    ) -> tuple[dict[str, AnyArray], dict[str, AnyArray], AnyArray | None]:
+        """Check the arguments of a chunked pass (as ``Workspace._load`` does), copy the
+        parameters in, and return the inputs (the caller's arrays, read again chunk by
+        chunk), the initial states and the mask (T, B) in the cell's dtype."""
+        cell = self.plan.cell
+        cname = cell.name
+        T, B = self._total, self.batch
+
+        def checked(given: Any, shape: tuple[int, ...], dtype: Any, what: str) -> AnyArray:
+            arr = np.asarray(given)
+            if arr.shape != shape:
+                raise ShapeError(f"cell '{cname}': {what} has shape {arr.shape}, expected {shape}")
+            if arr.dtype != dtype:
+                raise DTypeError(
+                    f"cell '{cname}': {what} is {arr.dtype}, expected {dtype} (convert it "
+                    "explicitly; minigrad never changes a dtype silently)"
+                )
+            return arr
+
+        declared = (("parameter", params, cell.params), ("input", inputs, cell.inputs))
+        for what, given, names in declared:
+            missing = [n for n in names if n not in given]
+            if missing:
+                raise GraphError(
+                    f"cell '{cname}': {what} '{missing[0]}' is missing; expected {list(names)}"
+                )
+            extra = sorted(set(given) - set(names))
+            if extra:
+                raise GraphError(
+                    f"cell '{cname}': unknown {what}(s) {extra}; expected {list(names)}"
+                )
+        for p in cell.params:
+            dst = self._k_bufs["param:" + p]
+            np.copyto(dst, checked(params[p], dst.shape, dst.dtype, f"parameter '{p}'"))
+        held_in: dict[str, AnyArray] = {}
+        for n in cell.inputs:
+            k = self._k_bufs["in:" + n]
+            held_in[n] = checked(inputs[n], (T, *k.shape[1:]), k.dtype, f"input '{n}'")
+        extra = sorted(set(states) - set(cell.states))
+        if extra:
+            raise GraphError(
+                f"cell '{cname}': unknown state(s) {extra}; expected {list(cell.states)}"
+            )
+        held_st: dict[str, AnyArray] = {}
+        for s, sspec in cell.states.items():
+            k = self._k_bufs["state:" + s]
+            if s in states and states[s] is not None:
+                st = checked(states[s], k.shape[1:], k.dtype, f"initial state '{s}'").copy()
+            else:
+                st = np.asarray(sspec.initial(B), dtype=k.dtype).reshape(k.shape[1:])
+            if not np.all(np.isfinite(st)):
+                raise NonFiniteError(
+                    f"cell '{cname}': initial state '{s}' holds a NaN or an infinity",
+                    node=s,
+                    step=0,
+                )
+            held_st[s] = st
+        full: AnyArray | None = None
+        if mask is not None:
+            m = np.asarray(mask)
+            if m.shape != (T, B):
+                raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
+            if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
+                raise ArgumentError(f"cell '{cname}': mask must hold only 0 and 1")
+            full = np.empty((T, B), self.mask.dtype)
+            np.copyto(full, m, casting="unsafe")
+        return held_in, held_st, full
+
+    def _load_chunk(self, t0: int, n: int, check: bool) -> None:
+        """Copy steps [t0, t0 + n) of the inputs and the mask into the window."""
+        assert self._held is not None
+        full = self._held[2]
+        inputs = self._held_inputs()
+        for name, arr in inputs.items():
+            dst = self.bufs["in:" + name]
+            np.copyto(dst, arr[t0 : t0 + n])
+            if check:
+                finite = np.isfinite(dst).reshape(n, -1).all(axis=1)
+                if not finite.all():
+                    t = t0 + int(np.argmin(finite))
+                    raise NonFiniteError(
+                        f"cell '{self.plan.cell.name}': input '{name}' holds a NaN or an "
+                        f"infinity at step {t} (padded steps too are computed; put zeros there)",
+                        node=name,
+                        step=t,
+                    )
+        if full is not None:
+            np.copyto(self.mask, full[t0 : t0 + n])
+            np.copyto(self.mask_bool, self.mask_col != 0)
+
+    def _fwd_steps(self, T: int) -> tuple[list[_Call], list[_Call]]:
+        """The per-step calls of the forward prologue and epilogue, over ``T`` steps."""
+        key = ("fwdsteps", T)
+        got = self._memo.get(key)
+        if got is None:
+            kpro, _body, kepi = self._fwd_parts
+            pro, epi = self._memo["fwd"]
+            got = self._memo[key] = (
+                [c for c, k in zip(pro, kpro, strict=True) if self._per_step(k[1])],
+                [c for c, k in zip(epi, kepi, strict=True) if self._per_step(k[1])],
+            )
+        return got
+
+    def _keep_plan(self) -> tuple[list[int], bool, list[int]]:
+        """Which per-step value buffers a chunked forward pass keeps for the backward
+        pass (owner indices), and whether the backward pass recomputes the per-step
+        forward epilogue (the read-out and the losses) instead of keeping its values.
+
+        Kept: the values any backward call or Jacobian factor job reads, except the
+        inputs and the mask (read again from the caller's arrays). When the values the
+        forward epilogue writes and the backward reads take more bytes than the values
+        the epilogue reads, the epilogue runs again per chunk in the backward pass; and
+        body values that a few body calls recompute from kept values (``_replayable``)
+        are recomputed too. Returns (kept owners, rerun the epilogue, body calls to
+        rerun)."""
+        if self._keep is not None:
+            return self._keep
+        for w in (False, True):
+            if w not in self._bwd_parts:
+                self._bind_flavour(w)
+        o = self._owners
+        values = set(range(self._values)) - self._fixed
+
+        def owners(arrays: list[AnyArray]) -> set[int]:
+            return {i for a in arrays if (i := _owner(o, a)) is not None} & values
+
+        read: set[int] = set()
+        for w in (False, True):
+            _g, jobs, _z, _modes, bwd = self._bindings[w]
+            for fn, args in bwd:
+                read |= owners(_reads(fn, args))
+            for _fn, _outs, y, xs in jobs:
+                read |= owners(_arrays((y, xs)))
+        _pro, _body, kepi = self._fwd_parts
+        written: set[int] = set()
+        needs: set[int] = set()
+        for fn, args in kepi:
+            if not self._per_step(args):
+                continue
+            needs |= owners(_reads(fn, args)) - written
+            written |= owners(_writes(fn, args))
+
+        def size(ids: set[int]) -> int:
+            return sum(o.arrays[i].nbytes // o.arrays[i].shape[0] for i in ids)
+
+        again = (read - written) | needs
+        recompute = bool(read & written) and not (needs & written) and size(again) < size(read)
+        keep = again if recompute else read
+        replay = self._replayable(keep, written)
+        chosen = {i for p in replay for i, _d in self._slots(_writes(*self._fwd_parts[1][p]))}
+        self._keep = (sorted(keep - chosen), recompute, replay)
+        return self._keep
+
+    def _slots(self, arrays: list[AnyArray]) -> set[tuple[int, int]]:
+        """The (owner, step offset from the template step) of each per-step array."""
+        o = self._owners
+        out = set()
+        for a in arrays:
+            found = o.find(a)
+            if found is not None:
+                i, off = found
+                out.add((i, off // o.arrays[i].strides[0] - self._m))
+        return out
+
+    def _replayable(self, keep: set[int], epi_writes: set[int]) -> list[int]:
+        """The forward body calls (indices) that recompute, in the backward pass, values
+        otherwise kept: a value (one step, no slot after the window) whose writers write
+        nothing else, the first of them not reading it, and which read only kept values
+        that nothing overwrites after them (and inputs, the mask, parameters)."""
+        o = self._owners
+        K = self.plan.steps
+        body = self._fwd_parts[1]
+        rw = [(self._slots(_reads(fn, a)), self._slots(_writes(fn, a))) for fn, a in body]
+        pro_writes = {
+            i
+            for fn, a in self._fwd_parts[0]
+            for i, _d in self._slots(_writes(fn, a))
+        }
+        replay: list[int] = []
+        chosen: set[int] = set()
+        for i in sorted(keep):
+            if o.arrays[i].shape[0] != K or i in pro_writes or i in epi_writes:
+                continue
+            writers = [p for p, (_r, w) in enumerate(rw) if any(j == i for j, _d in w)]
+            if not writers or any((i, d) in rw[p][0] for p in replay for d in (0, 1)):
+                continue
+            ok = not any(j == i for j, _d in rw[writers[0]][0])
+            for p in writers if ok else ():
+                reads, writes = rw[p]
+                if any(j != i or d != 0 for j, d in writes):
+                    ok = False
+                    break
+                for j, d in reads:
+                    if j == i:
+                        ok = ok and d == 0
+                        continue
+                    if j in self._fixed:
+                        continue
+                    if j not in keep or j in chosen or j in epi_writes:
+                        ok = False
+                        break
+                    later = any(
+                        (j, d2) in rw[q][1] and (d2 < d or (d2 == d and q > p))
+                        for q in range(len(body))
+                        for d2 in (0, 1)
+                    )
+                    if later:
+                        ok = False
+                        break
+                if not ok:
+                    break
+            if ok:
+                chosen.add(i)
+                replay.extend(writers)
+        return sorted(set(replay))
+
+    def _reserve(self, T: int) -> None:
+        """History buffers of the kept values for ``T`` steps (grown, never shrunk)."""
+        keep = self._keep_plan()[0]
+        o = self._owners
+        for i in keep:
+            a = o.arrays[i]
+            rows = T + a.shape[0] - self.plan.steps
+            h = self._history.get(i)
+            if h is None or h.shape[0] < rows:
+                self._history.pop(i, None)
+                self._history[i] = np.empty((rows, *a.shape[1:]), a.dtype)
+
+    def _forward_chunks(
+        self,
+        params: Mapping[str, AnyArray],
+        inputs: Mapping[str, AnyArray],
+        states: Mapping[str, AnyArray],
+        mask: AnyArray | None,
+        with_outputs: bool,
+        keep: bool,
+    ) -> Run:
+        cell = self.plan.cell
+        T, C = self._total, self.chunk
+        held_in, held_st, full = self._hold(params, inputs, states, mask)
+        self._held = (held_in, held_st, full, False)
+        o = self._owners
+        kept: list[int] = []
+        if keep:
+            self._reserve(T)
+            kept = self._keep_plan()[0]
+        halo = [i for i in range(self._values) if o.new[i].shape[0] > o.capacity]
+        losses = dict.fromkeys(cell.losses, 0.0)
+        outputs: dict[str, AnyArray] = {}
+        for name, ref in cell.outputs.items() if with_outputs else ():
+            kb = self._k_bufs[_key(cell, ref)]
+            outputs[name] = np.empty((T, *kb.shape[1:]), kb.dtype)
+        body = self._bodies["fwd"]
+        with np.errstate(over="ignore"):
+            for fn, args in self._fwd_once:
+                fn(*args)
+        t0 = 0
+        while True:
+            n = min(C, T - t0)
+            self._length(n)
+            if t0 == 0:
+                for s, st in held_st.items():
+                    np.copyto(self.bufs["state:" + s][0], st)
+            self._load_chunk(t0, n, check=True)
+            pro, epi = self._fwd_steps(n)
+            with np.errstate(over="ignore"):
+                for fn, args in pro:
+                    fn(*args)
+                for t in range(n):
+                    for fn, targs in body:
+                        fn(*targs[t])
+                for fn, args in epi:
+                    fn(*args)
+            for name in cell.losses:
+                vals = self.bufs["op:" + name]
+                losses[name] += float(np.sum(vals * self.mask) if self.masked else np.sum(vals))
+            for name, ref in cell.outputs.items() if with_outputs else ():
+                arr = self.bufs[_key(cell, ref)][:n]
+                dst = outputs[name][t0 : t0 + n]
+                if self.masked:
+                    col = self.mask.reshape(self.mask.shape + (1,) * (arr.ndim - 2))
+                    np.multiply(arr, col, dst)
+                else:
+                    np.copyto(dst, arr)
+            for i in kept:
+                new = o.new[i]
+                e = new.shape[0] - o.capacity
+                self._history[i][t0 : t0 + n + e] = new[: n + e]
+            t0 += n
+            if t0 >= T:
+                break
+            for i in halo:
+                new = o.new[i]
+                new[0] = new[n]
+        final = {s: self.bufs["state:" + s][n].copy() for s in cell.states}
+        # a backward pass reads the inputs again; without one, only the non-finite
+        # diagnosis may, while the caller still holds them: not kept alive here
+        held: dict[str, Any] = dict(held_in) if keep else _weakly(held_in)
+        self._held = (held, held_st, full, keep)
+        self.generation += 1
+        loss = 0.0
+        for v in losses.values():
+            loss += v
+        return Run(loss, outputs, final, self.batch, self.masked, self.generation)
+
+    def _bwd_plan(
+        self, with_outputs: bool
+    ) -> tuple[list[bool], int, list[AnyArray], list[int]]:
+        """For the K-step backward binding: which factor jobs are per step, where the
+        trailing calls of the epilogue that touch no per-step buffer start (they run once,
+        after the last chunk), the gradient buffers of values that are not per step
+        (summed over chunks), and the gradient buffers with a slot after the window (the
+        state gradients carried from one chunk to the one before)."""
+        key = ("bwdplan", with_outputs)
+        got = self._memo.get(key)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+        gbufs, jobs, _zero, _modes, _bwd = self._bindings[with_outputs]
+        o = self._owners
+        step_jobs = [self._per_step((outs, y, xs)) for _fn, outs, y, xs in jobs]
+        _pro, _body, epi, _cut = self._bwd_parts[with_outputs]
+        split = 0
+        for j, (_fn, args) in enumerate(epi):
+            if self._per_step(args):
+                split = j + 1
+        cands = [
+            v
+            for v in gbufs.values()
+            if o.find(v) is None and v.flags.writeable and v.size and v.flags.c_contiguous
+        ]
+
+        def inside(a: AnyArray, b: AnyArray) -> bool:
+            return _address(b) <= _address(a) and _address(a) + a.nbytes <= _address(b) + b.nbytes
+
+        roots: list[AnyArray] = []
+        for v in sorted(cands, key=lambda a: -a.nbytes):
+            if not any(inside(v, r) for r in roots):
+                roots.append(v)
+        carried: set[int] = set()
+        for v in gbufs.values():
+            i = _owner(o, v)
+            if i is not None and o.new[i].shape[0] > o.capacity:
+                carried.add(i)
+        got = (step_jobs, split, roots, sorted(carried))
+        self._memo[key] = got
+        return got
+
+    def _backward_chunks(
+        self, grad_outputs: Mapping[str, AnyArray], loss_scale: float
+    ) -> Gradients:
+        cell = self.plan.cell
+        cname = cell.name
+        for name in grad_outputs:
+            if name not in cell.outputs:
+                raise GraphError(
+                    f"cell '{cname}': grad_outputs names unknown output '{name}'; outputs are "
+                    f"{list(cell.outputs)}"
+                )
+        assert self._held is not None
+        T, C = self._total, self.chunk
+        w = bool(grad_outputs)
+        gos: dict[str, AnyArray] = {}
+        for name, go in grad_outputs.items():
+            kb = self._k_bufs[_key(cell, cell.outputs[name])]
+            expected = (T, *kb.shape[1:])
+            arr = np.asarray(go)
+            if arr.shape != expected:
+                raise ShapeError(
+                    f"cell '{cname}': the gradient of output '{name}' has shape {arr.shape}, "
+                    f"expected {expected}"
+                )
+            gos[name] = arr
+        if w not in self._bwd_parts:
+            self._bind_flavour(w)
+        kept, again, replay = self._keep_plan()
+        fbody = self._bodies["fwd"]
+        step_jobs, split, roots, carried = self._bwd_plan(w)
+        o = self._owners
+        k = self.plan.truncate
+        cutting = self._cut is not None and k is not None
+        wanted = [i for i in cell.inputs if i in self.plan.wrt]
+        grads_in = {
+            i: np.empty((T, *self._k_bufs["in:" + i].shape[1:]), self._k_bufs["in:" + i].dtype)
+            for i in wanted
+        }
+        starts = list(range(0, T, C))
+        acc: list[AnyArray] = []
+        halo: dict[int, AnyArray] = {}
+        first = True
+        for t0 in reversed(starts):
+            n = min(C, T - t0)
+            self._length(n)
+            self._use_binding(w)
+            self._load_chunk(t0, n, check=False)
+            for i in kept:
+                new = o.new[i]
+                e = new.shape[0] - o.capacity
+                new[: n + e] = self._history[i][t0 : t0 + n + e]
+            with np.errstate(all="ignore"):
+                for t in range(n) if replay else ():
+                    for p in replay:
+                        fn, targs = fbody[p]
+                        fn(*targs[t])
+                for fn, args in self._fwd_steps(n)[1] if again else ():
+                    fn(*args)
+            for arr in self._zero:
+                arr.fill(0)
+            self._seed(gos, loss_scale, t0, n)
+            for (ffn, fouts, y_all, xs_all), per in zip(self.factor_jobs, step_jobs, strict=True):
+                if per or first:
+                    ffn(fouts, y_all, *xs_all)
+            pro, epi = self._parts
+            for fn, args in pro:
+                fn(*args)
+            # the gradient of the state after the chunk, from the chunk after it (added
+            # after the prologue, which may assign the slot: its last step's share)
+            for i, g in halo.items():
+                slot = o.new[i][n]
+                np.add(slot, g, out=slot)
+            body = self._bodies[f"bwd{w}"]
+            if cutting:
+                assert k is not None
+                cut = self._bodies[f"cut{w}"]
+                for t in range(n - 1, -1, -1):
+                    g_t = t0 + t
+                    b = cut if (g_t + 1) % k == 0 and g_t + 1 < T else body
+                    for fn, targs in b:
+                        fn(*targs[t])
+            else:
+                for t in range(n - 1, -1, -1):
+                    for fn, targs in body:
+                        fn(*targs[t])
+            for fn, args in epi[:split]:
+                fn(*args)
+            for name in wanted:
+                np.copyto(grads_in[name][t0 : t0 + n], self.gbufs["in:" + name])
+            halo = {i: o.new[i][0].copy() for i in carried}
+            if len(starts) > 1:
+                if first:
+                    acc = [r.copy() for r in roots]
+                else:
+                    for a, r in zip(acc, roots, strict=True):
+                        np.add(a, r, out=a)
+            first = False
+        for a, r in zip(acc, roots, strict=True):
+            np.copyto(r, a)
+        for fn, args in self._parts[1][split:]:
+            fn(*args)
+        held = self._held
+        self._held = (_weakly(held[0]), held[1], held[2], held[3])
+        out = Gradients()
+        for name in sorted(self.plan.wrt):
+            kind = cell.kind(name)
+            if kind == "param":
+                out.params[name] = self.gbufs["param:" + name].copy()
+            elif kind == "input":
+                out.inputs[name] = grads_in[name]
+            else:
+                out.states[name] = self.gbufs["state:" + name][0].copy()
+        out.params = {p: out.params[p] for p in cell.params if p in out.params}
+        return out
+
+    def _seed(self, gos: Mapping[str, AnyArray], loss_scale: float, t0: int, n: int) -> None:
+        """Write the loss and output gradients of steps [t0, t0 + n) into the window (as
+        ``Workspace.backward`` does for a whole pass)."""
+        cell = self.plan.cell
+        for name in cell.losses:
+            gl = self.gbufs["op:" + name]
+            add = self.seed_modes["op:" + name]
+            if self.masked:
+                if add:
+                    gl += self.mask * loss_scale
+                else:
+                    np.multiply(self.mask, loss_scale, out=gl)
+            elif add:
+                gl += loss_scale
+            else:
+                gl.fill(loss_scale)
+        for o, ref in cell.outputs.items() if gos else ():
+            key = _key(cell, ref)
+            target = self.gbufs[key]
+            if cell.kind(ref) == "state":
+                target = target[:n]
+            add = self.seed_modes[key]
+            if o not in gos:
+                if not add:
+                    target.fill(0)
+                continue
+            go = gos[o][t0 : t0 + n]
+            if self.masked:
+                go = go * self.mask.reshape(self.mask.shape + (1,) * (go.ndim - 2))
+            if add:
+                target += go
+            else:
+                np.copyto(target, go)
+
+
+_PREFIX = {"param": "param:", "input": "in:", "state": "state:", "op": "op:"}
+
+
+def _key(cell: Cell, name: str) -> str:
+    """The buffer key of a cell value (``"op:z"``, ``"state:h"``, ...)."""
+    return _PREFIX[cell.kind(name)] + name

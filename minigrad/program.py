@@ -3,8 +3,9 @@
 ``compile(cell, wrt=..., truncate=..., passes=...)`` returns a ``Program``.
 Its ``forward`` reads T from the inputs. In the default ``mode="loop"`` the
 program runs one compiled step per time step (``minigrad.loop``): nothing is
-compiled per sequence length, and the per-step buffers follow the longest T
-seen. ``mode="unrolled"`` runs the plan of the full networkx unroll of each T
+compiled per sequence length, the per-step buffers follow the longest T run in
+one piece, and a longer sequence runs in chunks over a window of steps.
+``mode="unrolled"`` runs the plan of the full networkx unroll of each T
 (``minigrad.plan``), the reference the tests compare the loop with.
 """
 
@@ -31,7 +32,8 @@ RUNNERS = 4
 
 KEEP_BYTES = 16 << 20
 """Bindings other than the one in use are dropped while their buffers (each sized for the
-longest T it has seen) take more than this; binding one again takes milliseconds."""
+longest T it has run in one piece, plus the values kept for a chunked backward pass) take
+more than this; binding one again takes milliseconds."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
@@ -70,6 +72,7 @@ class Program:
         self._runners: dict[tuple[int, bool], LoopWorkspace] = {}
         self._unrolled: Plan | None = None
         self._last: LoopWorkspace | Plan | None = None
+        self._forward_only = False
 
     def __repr__(self) -> str:
         return f"Program(cell='{self.cell.name}', mode='{self.mode}')"
@@ -148,6 +151,7 @@ class Program:
         mask: Array | BoolArray | None = None,
         *,
         with_outputs: bool = True,
+        backward: bool = True,
     ) -> Run:
         """Run the forward pass over T = the inputs' leading size.
 
@@ -156,7 +160,16 @@ class Program:
             inputs: every input, ``{name: (T, B, *features)}``.
             states: optional initial states ``{name: (B, *features)}``.
             mask: optional (T, B), 1 on real steps and 0 on padding.
+            with_outputs: return the outputs (else ``Run.outputs`` is empty).
+            backward: whether ``backward`` may follow. False (evaluation, scoring)
+                keeps none of the values a backward pass reads: a long sequence then
+                takes memory for one chunk of steps only, and ``backward`` after it
+                is a ``GraphError``.
+
+        A backward pass after a forward pass over more than one chunk of steps reads
+        the inputs again from the arrays given here: do not change them in between.
         """
+        self._forward_only = not backward
         T = self.steps(inputs, mask)
         if self.mode == "unrolled":
             if self._unrolled is None or self._unrolled.steps != T:
@@ -175,7 +188,7 @@ class Program:
         ws = self._runner(batch, mask is not None)
         ws.steps_of(T)
         self._last = ws
-        return ws.forward(params, inputs, states or {}, mask, with_outputs)
+        return ws.forward(params, inputs, states or {}, mask, with_outputs, backward)
 
     def _unrolled_batch(
         self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None
@@ -192,6 +205,11 @@ class Program:
         ``grad_outputs`` (``{output: (T, B, *features)}``); call it before the next
         forward pass of this program."""
         last = self._last
+        if self._forward_only:
+            raise GraphError(
+                f"cell '{self.cell.name}': the last forward pass ran with backward=False and "
+                "kept nothing for a backward pass; run forward again without it"
+            )
         if isinstance(last, Plan):
             return last.backward(run, grad_outputs, loss_scale)
         if last is None or last.generation != run._generation or last.batch != run.batch:
@@ -226,12 +244,11 @@ class Program:
             assert isinstance(last, Plan)
             return last.first_nonfinite(run)
         assert isinstance(last, LoopWorkspace)
-        params = {p: bufs["param:" + p] for p in cell.params}
-        inputs = {i: bufs["in:" + i] for i in cell.inputs}
-        states = {s: bufs["state:" + s][0] for s in cell.states}
+        params, inputs, states, mask = last.arguments()
+        T = last.total
         plain = compile_plan(cell, T, passes=())
         with np.errstate(all="ignore"):
-            again = plain.forward(params, inputs, states, last.mask if last.masked else None)
+            again = plain.forward(params, inputs, states, mask)
         return plain.first_nonfinite(again)
 
 

@@ -15,6 +15,7 @@ import pytest
 from random_cells import random_cell
 
 import minigrad as mg
+import minigrad.loop as mg_loop
 from minigrad import CellBuilder
 from minigrad.types import Array
 from models.cells import CELLS, stack
@@ -156,3 +157,150 @@ def test_backward_after_another_forward_is_refused() -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(mg.ArgumentError, match="mode"):
         mg.compile(l2_cell("gru"), mode="fast")
+
+
+# -- chunked runs ------------------------------------------------------------------
+# A sequence longer than the workspace's chunk length runs chunk by chunk over a
+# window of steps; results agree with the one-piece run to rounding (the weight
+# gradients are summed per chunk). ``minigrad.loop._CHUNK`` forces a small chunk.
+
+
+def _chunked(cell: mg.Cell, T: int, mask: str, chunk: int | None, **kw: object
+             ) -> dict[str, Array]:
+    old = mg_loop._CHUNK
+    mg_loop._CHUNK = chunk
+    try:
+        prog = mg.Program(cell, **kw)  # type: ignore[arg-type]
+        return _outcome(prog, cell, T, _mask(T, mask), 0)
+    finally:
+        mg_loop._CHUNK = old
+
+
+def _assert_close(cell: mg.Cell, T: int, C: int, mask: str, **kw: object) -> None:
+    got = _chunked(cell, T, mask, C, **kw)
+    ref = _chunked(cell, T, mask, 10_000, **kw)
+    assert got.keys() == ref.keys()
+    tol = 1e-12 if cell.dtype == np.float64 else 1e-5
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=tol, atol=tol,
+                                   err_msg=f"{cell.name} T={T} C={C} {mask} {kw}: {k}")
+
+
+# T = C (one piece), T = C + 1, a multiple of C and not (T < C: test_loop's other tests)
+LENGTHS = [(5, 5), (6, 5), (10, 5), (17, 4)]
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("readout", [False, True])
+def test_chunked_runs_match_one_piece(name: str, readout: bool) -> None:
+    cell = l2_cell(name, readout=readout)
+    for T, C in LENGTHS:
+        for mask in ("none", "end", "start"):
+            _assert_close(cell, T, C, mask)
+        _assert_close(cell, T, C, "end", passes=())
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("truncate", [1, 2, 5])
+def test_chunked_truncation_matches_one_piece(name: str, truncate: int) -> None:
+    cell = l2_cell(name)
+    for T, C in ((17, 4), (11, 5)):
+        _assert_close(cell, T, C, "none", truncate=truncate)
+        _assert_close(cell, T, C, "start", truncate=truncate, passes=())
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_chunked_wrt_subsets_and_float32_match_one_piece(name: str) -> None:
+    cell = l2_cell(name, readout=True)
+    params = list(cell.params)
+    _assert_close(cell, 17, 4, "start", wrt=params[:2])
+    _assert_close(cell, 17, 4, "none", wrt=[*cell.states])
+    _assert_close(cell, 17, 4, "end", wrt=["x", *params[-1:]])
+    _assert_close(l2_cell(name, np.float32, readout=True), 17, 4, "end")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_chunked_random_cells_match_one_piece(seed: int) -> None:
+    cell = random_cell(seed)
+    _assert_close(cell, 17, 4, "end")
+    _assert_close(cell, 9, 8, "start", passes=())
+    _assert_close(cell, 17, 4, "none")
+    _assert_close(cell, 17, 4, "end", truncate=4)
+    _assert_close(cell, 17, 4, "start", truncate=1)
+
+
+def test_one_chunk_is_the_one_piece_run_bit_for_bit() -> None:
+    cell = l2_cell("gru", readout=True)
+    for T in (7, 8):
+        got = _chunked(cell, T, "end", 8)
+        ref = _outcome(mg.compile(cell, mode="unrolled"), cell, T, _mask(T, "end"), 0)
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k])
+
+
+def _bound_tuples(prog: mg.Program) -> int:
+    (ws,) = prog._runners.values()
+    return sum(len(targs) for body in ws._bodies.values() for _fn, targs in body)
+
+
+def test_binding_does_not_grow_with_T() -> None:
+    cell = l2_cell("gru", readout=True)
+    counts = []
+    old = mg_loop._CHUNK
+    mg_loop._CHUNK = 16
+    try:
+        for T in (40, 400):
+            prog = mg.Program(cell)
+            params = cell.init_params(0)
+            prog.loss_and_grads(params, _inputs(cell, T, 0), mask=_mask(T, "end"))
+            (ws,) = prog._runners.values()
+            assert ws._owners.capacity == 16  # the window, not T
+            counts.append(_bound_tuples(prog))
+    finally:
+        mg_loop._CHUNK = old
+    assert counts[0] == counts[1] > 0
+
+
+def test_forward_only_keeps_no_history_and_refuses_backward() -> None:
+    cell = l2_cell("gru", readout=True)
+    old = mg_loop._CHUNK
+    mg_loop._CHUNK = 4
+    try:
+        prog = mg.Program(cell)
+        params = cell.init_params(0)
+        x = _inputs(cell, 17, 0)
+        run = prog.forward(params, x, mask=_mask(17, "end"), backward=False)
+        (ws,) = prog._runners.values()
+        assert ws._history == {}
+        with pytest.raises(mg.GraphError, match="backward=False"):
+            prog.backward(run)
+        run = prog.forward(params, x, mask=_mask(17, "end"))
+        kept = sum(h.nbytes for h in ws._history.values())
+        # the state (T + 1 steps) and a few gate values; not the inputs or the read-out
+        assert 0 < kept < 17 * B * (3 * H + 1) * 8 * 4
+        assert prog.backward(run).params
+    finally:
+        mg_loop._CHUNK = old
+    # a short sequence (one chunk) refuses the same way
+    prog = mg.Program(cell)
+    run = prog.forward(params, _inputs(cell, 5, 0), backward=False)
+    with pytest.raises(mg.GraphError, match="backward=False"):
+        prog.backward(run)
+
+
+def test_first_nonfinite_finds_the_step_in_a_chunked_run() -> None:
+    cell = l2_cell("tanh")
+    old = mg_loop._CHUNK
+    mg_loop._CHUNK = 4
+    try:
+        prog = mg.Program(cell)
+        params = cell.init_params(0)
+        params["W"] = params["W"] * 1e308
+        x = _inputs(cell, 17, 0)
+        x["x"][:] = 0
+        x["x"][13, 1, 0] = 10.0
+        run = prog.forward(params, x)
+        found = prog.first_nonfinite(run)
+    finally:
+        mg_loop._CHUNK = old
+    assert found is not None and found[1] == 13, found

@@ -368,7 +368,7 @@ class RecurrentModel:
         if self._reverse:
             xa = xa[::-1]
         y = np.zeros((*xa.shape[:2], self.hidden_size), dtype=self.dtype)
-        run = self._plan(xa.shape[0]).forward(self.params, {"x": xa, "y": y}, st)
+        run = self._plan(xa.shape[0]).forward(self.params, {"x": xa, "y": y}, st, backward=False)
         h = run.outputs["h"]
         return np.ascontiguousarray(h[::-1]) if self._reverse else h
 

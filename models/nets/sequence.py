@@ -446,11 +446,16 @@ class SequenceModel:
         batch: Batch,
         params: Mapping[str, Array] | None,
         rng: np.random.Generator | None = None,
+        *,
+        backward: bool = False,
     ) -> tuple[Program, Run, Batch]:
+        """The forward pass of a batch; ``backward``: whether a backward pass follows
+        (scoring passes keep nothing for one)."""
         padded, inputs = self._inputs(batch, rng)
         plan = self.plan(int(padded.inputs.shape[0]))
+        p = self.params if params is None else params
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(self.params if params is None else params, inputs, mask=padded.mask)
+            run = plan.forward(p, inputs, mask=padded.mask, backward=backward)
         return plan, run, padded
 
     def _nonfinite(
@@ -507,7 +512,7 @@ class SequenceModel:
                 infinity (its ``node`` and ``step`` attributes are set).
         """
         p = self.params if params is None else params
-        plan, run, _ = self._run(batch, p, noise_rng)
+        plan, run, _ = self._run(batch, p, noise_rng, backward=True)
         finite = bool(np.isfinite(run.loss))
         if check_finite and not finite:
             raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
@@ -589,8 +594,18 @@ class SequenceModel:
                 raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
             total += run.loss
             n += batch.n_steps
-            a, b, c = frame_counts(_sigmoid(run.outputs["logits"]), padded.targets, padded.mask)
-            tp, fp, fn = tp + a, fp + b, fn + c
+            logits = run.outputs["logits"]
+            # in slices of steps: a long piece's probabilities and their temporaries
+            # would otherwise take several times the logits' memory
+            for s in range(0, logits.shape[0], 256):
+                a, b, c = frame_counts(
+                    _sigmoid(logits[s : s + 256]),
+                    padded.targets[s : s + 256],
+                    padded.mask[s : s + 256],
+                )
+                tp, fp, fn = tp + a, fp + b, fn + c
+            # let this batch and its outputs go before the next batch is made
+            del batch, padded, run, logits
         denom = tp + fp + fn
         return {
             "nll": total / n,

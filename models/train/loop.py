@@ -804,6 +804,8 @@ def _train_locked(
                 per_epoch = st.train_seconds / st.epoch if st.epoch else elapsed / frac
                 left = (1.0 - frac) * per_epoch + (config.epochs - epoch) * per_epoch
                 reporter.batch(epoch, i, n_batches, total / steps, steps / max(elapsed, 1e-9), left)
+                # a long batch goes before the next one is made, not after
+                del batch, grads
                 if config.max_updates and st.updates >= config.max_updates:
                     break
             bad = [k for k, v in model.params.items() if not np.all(np.isfinite(v))]
