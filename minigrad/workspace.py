@@ -1024,6 +1024,10 @@ def _buffer_of(cell: Cell, name: str) -> str:
 def _closed(spans: list[tuple[Instr, int, int]], end: int) -> list[tuple[Instr, int, int]]:
     """Spans recorded by their first call: each ends where the next one starts."""
     starts = [lo for _i, lo, _hi in spans[1:]] + [end]
+    if not spans:
+        # nothing to bind (no gradient flows from a loss or a seeded output into
+        # anything in ``wrt``): an empty list, not one span too many
+        return []
     return [(ins, lo, hi) for (ins, lo, _), hi in zip(spans, starts, strict=True)]
 
 

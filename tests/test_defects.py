@@ -109,3 +109,49 @@ def test_non_finite_inputs_and_states_are_refused_by_name_and_step(mode: str) ->
     with pytest.raises(mg.NonFiniteError, match="initial state 's'"):
         prog.forward(params, {"x": np.zeros((4, 1, 2)), "y": np.zeros((4, 1, 2))},
                      {"s": np.full((1, 2), np.inf)})
+
+
+def _unread_state_cell() -> mg.Cell:
+    """A state that nothing reads, and a parameter that only an output reads."""
+    b = mg.CellBuilder("unread_state")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s = b.state("s", 2)
+    W, V = b.param("W", (2, 2)), b.param("V", (2, 2))
+    b.update(s, mg.tanh(mg.matmul(x, W, name="xw"), name="nxt"))
+    b.output("o", mg.matmul(x, V, name="xv"))
+    b.loss(mg.l2_loss(mg.matmul(x, W, name="xw2"), y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+@pytest.mark.parametrize("passes", [None, ()])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("wrt", [["s"], ["V"], ["s", "V"]])
+def test_a_wrt_that_no_gradient_reaches_gets_zeros(
+    mode: str, passes: tuple[str, ...] | None, masked: bool, wrt: list[str]
+) -> None:
+    # no backward instruction at all: binding once failed on its empty list of calls
+    cell = _unread_state_cell()
+    rng = np.random.default_rng(2)
+    T = 3
+    params = {"W": rng.normal(size=(2, 2)), "V": rng.normal(size=(2, 2))}
+    inputs = {"x": rng.normal(size=(T, 2, 2)), "y": rng.normal(size=(T, 2, 2))}
+    s0 = {"s": rng.normal(size=(2, 2))}
+    mask = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.float64) if masked else None
+    prog = mg.compile(cell, wrt=wrt, passes=passes, mode=mode)
+    run = prog.forward(params, inputs, s0, mask)
+    grads = prog.backward(run)
+    flat = grads.flat()
+    assert sorted(flat) == sorted(n + "0" if n == "s" else n for n in wrt)
+    for g in flat.values():
+        assert not g.any()
+    # with a gradient for the output, V's gradient is x^T go summed over steps and rows
+    go = rng.normal(size=(T, 2, 2))
+    got = prog.backward(prog.forward(params, inputs, s0, mask), grad_outputs={"o": go})
+    if "V" in wrt:
+        m = np.ones((T, 2)) if mask is None else mask
+        want = np.einsum("tbi,tbj->ij", inputs["x"], go * m[..., None])
+        np.testing.assert_allclose(got.params["V"], want, rtol=1e-12, atol=1e-14)
+    if "s" in wrt:
+        assert not got.states["s"].any()
+
