@@ -281,6 +281,8 @@ def compile_plan(
     wrt: Iterable[str] | None = None,
     truncate: int | None = None,
     passes: Sequence[str] | None = None,
+    *,
+    steady: bool = False,
 ) -> Plan:
     """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
 
@@ -293,6 +295,12 @@ def compile_plan(
         passes: names of the graph passes to apply (``minigrad.passes``);
             ``None`` applies ``DEFAULT_PASSES``, ``()`` none: the plain plan,
             one instruction per node and step.
+        steady: differentiate every step alike: a node whose gradient is needed at
+            one step gets it at every step (the template of a loop program, whose
+            one step body runs at every step). Without it each step does only what
+            that step needs: near the ends of a short unroll (or of a truncation
+            window) a step needs less than a step in the middle of a long one, and
+            with states that feed one another in turn it may need something else.
     """
     where = f"cell '{cell.name}': "
     if passes is not None:
@@ -343,6 +351,21 @@ def compile_plan(
         )
     up = reachable(g_back, sinks, forward=False)
     relevant = down & up
+    if steady:
+        # a node is relevant at every step if some path, over any number of steps, runs
+        # from a source through it to a loss or an output: the graph folded onto names.
+        # The union over the steps of this unroll would not do: a path may need more
+        # steps than it has (a state that reaches the loss through another state), or
+        # reach a node at odd steps and leave it at even ones (states that swap). A
+        # node differentiated at a step that does not need it gets exact values (or
+        # zeros) in buffers nothing reads; one left out would lose gradient.
+        folded: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+        folded.add_nodes_from((k[0], 0) for k in g_rel.nodes)
+        folded.add_edges_from(((u[0], 0), (v[0], 0)) for u, v in g_rel.edges)
+        live = reachable(folded, {(k[0], 0) for k in starts}, forward=True) & reachable(
+            folded, {(k[0], 0) for k in sinks}, forward=False
+        )
+        relevant = {k for k in g_rel.nodes if (k[0], 0) in live}
 
     bufname = _buffer_names(cell)
 

@@ -80,8 +80,14 @@ class Program:
     def _plan(self, steps: int) -> Plan:
         plan = self._plans.get(steps)
         if plan is None:
+            # steady: the loop body is cut from one step of this plan and run at every step
             plan = compile_plan(
-                self.cell, steps, wrt=self.wrt, truncate=self.truncate, passes=self.passes
+                self.cell,
+                steps,
+                wrt=self.wrt,
+                truncate=self.truncate,
+                passes=self.passes,
+                steady=True,
             )
             self._plans[steps] = plan
         return plan

@@ -155,3 +155,71 @@ def test_a_wrt_that_no_gradient_reaches_gets_zeros(
     if "s" in wrt:
         assert not got.states["s"].any()
 
+
+def _chain_cell() -> mg.Cell:
+    """s1 reaches the loss only through s0: two steps from s1's update to a loss."""
+    b = mg.CellBuilder("state_chain")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s0, s1 = b.state("s0", 2), b.state("s1", 3)
+    W, U, V = b.param("W", (2, 2)), b.param("U", (3, 2)), b.param("V", (5, 3))
+    b.update(s1, mg.tanh(mg.matmul(mg.concat(x, s1, name="xs"), V, name="xv"), name="n1"))
+    a0 = mg.add(mg.matmul(s1, U, name="su"), mg.matmul(x, W, name="xw"), name="a0")
+    b.update(s0, mg.tanh(a0, name="n0"))
+    b.loss(mg.l2_loss(s0, y, name="l"))
+    return b.build()
+
+
+def _swap_cell() -> mg.Cell:
+    """Two states that feed each other and not themselves: a gradient from one initial
+    state runs through every other step of each."""
+    b = mg.CellBuilder("state_swap")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s0, s1 = b.state("s0", 2), b.state("s1", 2)
+    W = b.param("W", (2, 2))
+    b.update(s0, mg.tanh(mg.matmul(s1, W, name="a"), name="n0"))
+    b.update(s1, mg.tanh(mg.add(s0, x, name="b"), name="n1"))
+    b.loss(mg.l2_loss(s0, y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize(
+    ("make", "wrt", "truncate", "T"),
+    [
+        (_chain_cell, None, 5, 5),  # the template step is the second last of its unroll
+        (_chain_cell, None, 3, 8),
+        (_chain_cell, ["s1"], None, 6),
+        (_swap_cell, ["s0"], None, 6),
+        (_swap_cell, ["s1"], None, 5),  # relevant at no single step of a 3-step unroll
+        (_swap_cell, ["s1", "W"], 4, 9),
+    ],
+)
+@pytest.mark.parametrize("passes", [None, ()])
+def test_loop_program_differentiates_every_step_a_longer_unroll_needs(
+    make: object, wrt: list[str] | None, truncate: int | None, T: int,
+    passes: tuple[str, ...] | None,
+) -> None:
+    cell = make()  # type: ignore[operator]
+    rng = np.random.default_rng(3)
+    params = {n: rng.normal(size=p.shape) for n, p in cell.params.items()}
+    inputs = {"x": rng.normal(size=(T, 2, 2)), "y": rng.normal(size=(T, 2, 2))}
+    states = {n: rng.normal(size=(2, s.shape[-1])) for n, s in cell.states.items()}
+    res = {}
+    for mode in ("loop", "unrolled"):
+        prog = mg.compile(cell, wrt=wrt, truncate=truncate, passes=passes, mode=mode)
+        res[mode] = prog.backward(prog.forward(params, inputs, states)).flat()
+    assert sorted(res["loop"]) == sorted(res["unrolled"])
+    for name, want in res["unrolled"].items():
+        np.testing.assert_allclose(res["loop"][name], want, rtol=1e-12, atol=1e-14)
+    if truncate is None:
+        for name in wrt or ():
+            if name in cell.states:
+                num = _numeric(
+                    lambda: _loss_steps(cell, params, inputs, states), states[name]
+                )
+                np.testing.assert_allclose(res["loop"][name + "0"], num, rtol=1e-6, atol=1e-8)
+                assert np.abs(num).max() > 1e-3
+
+
+def _loss_steps(cell: mg.Cell, params: dict[str, Array], inputs: dict[str, Array],
+                states: dict[str, Array]) -> float:
+    return _loss(cell, params, inputs, states, None)
