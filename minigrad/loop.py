@@ -44,7 +44,7 @@ import numpy as np
 from minigrad.arena import ALIGN, Arena
 from minigrad.errors import GraphError
 from minigrad.types import AnyArray
-from minigrad.workspace import Instr, Workspace
+from minigrad.runtime.workspace import Instr, Workspace
 
 if TYPE_CHECKING:
     from minigrad.plan import Plan

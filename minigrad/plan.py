@@ -59,7 +59,7 @@ from minigrad.nodes import Add, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
 from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
-from minigrad.workspace import (
+from minigrad.runtime.workspace import (
     _PREFIX,
     ALL_STEPS,
     BufRef,

@@ -22,7 +22,7 @@ from minigrad.loop import LoopWorkspace, template_steps
 from minigrad.passes import ALL_PASSES
 from minigrad.plan import Plan, compile_plan
 from minigrad.types import Array, BoolArray
-from minigrad.workspace import Gradients, Run
+from minigrad.runtime.workspace import Gradients, Run
 
 __all__ = ["KEEP_BYTES", "MODES", "RUNNERS", "Program", "compile", "plan_of"]
 
