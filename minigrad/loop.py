@@ -43,8 +43,9 @@ import numpy as np
 
 from minigrad.arena import ALIGN, Arena
 from minigrad.errors import GraphError
+from minigrad.runtime.instr import Instr
+from minigrad.runtime.workspace import Workspace
 from minigrad.types import AnyArray
-from minigrad.runtime.workspace import Instr, Workspace
 
 if TYPE_CHECKING:
     from minigrad.plan import Plan

@@ -57,17 +57,10 @@ from minigrad.cell import Cell
 from minigrad.errors import GraphError, ShapeError, check_names
 from minigrad.nodes import Add, Slice
 from minigrad.passes import DEFAULT_PASSES, classify, rewrite
+from minigrad.runtime.instr import ALL_STEPS, PREFIX, BufRef, Instr
+from minigrad.runtime.workspace import Gradients, Run, Workspace
 from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
-from minigrad.runtime.workspace import (
-    _PREFIX,
-    ALL_STEPS,
-    BufRef,
-    Gradients,
-    Instr,
-    Run,
-    Workspace,
-)
 
 __all__ = [
     "BufRef",
@@ -249,7 +242,7 @@ class Plan:
 def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     """For every declared name: its buffer and whether that buffer is indexed by step."""
     return {
-        n: (_PREFIX[cell.kind(n)] + n, not cell.shared(n))
+        n: (PREFIX[cell.kind(n)] + n, not cell.shared(n))
         for n in (*cell.params, *cell.inputs, *cell.states, *cell.ops)
     }
 

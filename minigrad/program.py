@@ -21,8 +21,8 @@ from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
 from minigrad.passes import ALL_PASSES
 from minigrad.plan import Plan, compile_plan
-from minigrad.types import Array, BoolArray
 from minigrad.runtime.workspace import Gradients, Run
+from minigrad.types import Array, BoolArray
 
 __all__ = ["KEEP_BYTES", "MODES", "RUNNERS", "Program", "compile", "plan_of"]
 

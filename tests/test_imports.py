@@ -81,6 +81,7 @@ def test_the_walk_sees_function_level_imports_and_skips_type_checking() -> None:
 RUNTIME_ORDER = (
     "minigrad.arena",
     "minigrad.runtime.instr",
+    "minigrad.runtime.calls",
     "minigrad.runtime.layout",
     "minigrad.runtime.bind_forward",
     "minigrad.runtime.bind_backward",

@@ -18,12 +18,11 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from minigrad.arena import Arena
-from minigrad.cell import Cell
 from minigrad.errors import (
     ArgumentError,
     DTypeError,
@@ -33,49 +32,14 @@ from minigrad.errors import (
     ShapeError,
 )
 from minigrad.nodes import Add, Call, Node
+from minigrad.runtime.calls import closed, packed
+from minigrad.runtime.instr import BufRef, Instr, at, buffer_of
 from minigrad.types import AnyArray, Array, BoolArray, Shape
 
 if TYPE_CHECKING:
     from minigrad.plan import Plan
 
-__all__ = ["ALL_STEPS", "BufRef", "Gradients", "Instr", "Run", "Workspace"]
-
-Index = int | tuple[int, int] | None
-
-
-ALL_STEPS = -2
-"""The ``step`` of an instruction that runs over all steps at once."""
-
-
-class BufRef(NamedTuple):
-    """A view of a buffer: ``buffer`` (``"param:W"``, ``"in:x"``, ``"op:z"``,
-    ``"state:h"``), ``index`` an int step, a ``(start, stop)`` range of steps,
-    or ``None`` for the whole buffer."""
-
-    buffer: str
-    index: Index = None  # type: ignore[assignment]
-
-
-@dataclass(slots=True)
-class Instr:
-    """One instruction of a plan.
-
-    ``kind`` is ``"op"`` (apply ``op`` to ``ins`` into ``out``) or ``"carry"``
-    (``out = ins[0]`` on real steps, ``ins[1]`` on padded ones; ``ins[2]`` is
-    the mask row). ``backward`` says whether the backward pass applies its
-    local derivative; ``needs`` which inputs want a gradient; ``name`` and
-    ``step`` identify it for messages.
-    """
-
-    kind: str
-    name: str
-    step: int
-    op: Node | None
-    ins: tuple[BufRef, ...]
-    out: BufRef
-    backward: bool = False
-    needs: tuple[bool, ...] = ()
-
+__all__ = ["Gradients", "Run", "Workspace"]
 
 @dataclass
 class Gradients:
@@ -115,9 +79,6 @@ class Run:
     batch: int
     masked: bool
     _generation: int = 0
-
-
-_PREFIX = {"param": "param:", "input": "in:", "state": "state:", "op": "op:"}
 
 
 # --------------------------------------------------------------------------
@@ -233,7 +194,7 @@ class Workspace:
 
         def sliced(b: Mapping[str, Array], n: str) -> Array:
             src, start, stop = views[n]
-            base = b[_buffer_of(cell, src)]
+            base = b[buffer_of(cell, src)]
             if cell.kind(src) == "state":
                 base = base[:T]
             out: Array = base[..., start:stop]
@@ -328,8 +289,8 @@ class Workspace:
                 fwd.append((ins.op.forward_into, (out, *args)))
             else:
                 fwd.extend(_typed_constants(calls, out.dtype))
-        self.fwd_spans = _closed(self.fwd_spans, len(fwd))
-        self.fwd = _packed(fwd)
+        self.fwd_spans = closed(self.fwd_spans, len(fwd))
+        self.fwd = packed(fwd)
 
         self._sliced = sliced
         self._skip_carry = skip_carry
@@ -393,13 +354,13 @@ class Workspace:
                     key = "op:" + n
                     dep: str | None = None
                     if n in fixed_members:
-                        dep = _buffer_of(cell, views[n][0])
+                        dep = buffer_of(cell, views[n][0])
                     elif n in groups:
                         dep = "op:" + groups[n]
                     elif n in fixed_of:
                         dep = "op:" + fixed_of[n]
                     elif n in views:
-                        dep = _buffer_of(cell, views[n][0])
+                        dep = buffer_of(cell, views[n][0])
                     if dep is not None:
                         if dep not in g:
                             left.append(n)
@@ -671,13 +632,13 @@ class Workspace:
         # which writes assign and which add: simulate the pass on boolean shadows
         seeds = [("op:" + n) for n in cell.losses]
         if output_seeds:
-            seeds += [_buffer_of(cell, n) for n in cell.outputs.values()]
+            seeds += [buffer_of(cell, n) for n in cell.outputs.values()]
 
         def seed_view(b: Mapping[str, Any], key: str) -> Any:
             arr = b[key]
             return arr[:T] if key.startswith("state:") else arr
 
-        results = [k for k in (_buffer_of(cell, n) for n in sorted(plan.wrt))]
+        results = [k for k in (buffer_of(cell, n) for n in sorted(plan.wrt))]
 
         def simulate(zeroed: set[str]) -> tuple[set[str], list[list[bool]], list[bool]]:
             for k, arr in shadow.items():
@@ -770,8 +731,8 @@ class Workspace:
                 bwd.append((fn_into, (tuple(outs), g_, y_, *args)))
             for tgt, scr in adds:
                 bwd.append((np.add, (tgt, scr, tgt)))
-        self.bwd_spans = _closed(self.bwd_spans, len(bwd))
-        self.bwd = _packed(bwd)
+        self.bwd_spans = closed(self.bwd_spans, len(bwd))
+        self.bwd = packed(bwd)
 
     def _reads(
         self,
@@ -900,7 +861,7 @@ class Workspace:
             loss += float(np.sum(vals * self.mask) if self.masked else np.sum(vals))
         outputs: dict[str, Array] = {}
         for o, n in cell.outputs.items() if with_outputs else ():
-            arr = self.bufs[_buffer_of(cell, n)]
+            arr = self.bufs[buffer_of(cell, n)]
             if cell.kind(n) == "state":
                 arr = arr[: self.T]
             if self.masked:
@@ -936,7 +897,7 @@ class Workspace:
             else:
                 gl.fill(loss_scale)
         for o, n in cell.outputs.items() if with_outputs else ():
-            key = _buffer_of(cell, n)
+            key = buffer_of(cell, n)
             target = self.gbufs[key]
             if cell.kind(n) == "state":
                 target = target[: self.T]
@@ -1005,7 +966,7 @@ class Workspace:
             kind = cell.kind(name)
             if kind not in ("op", "state") or (step >= self.T and kind == "op"):
                 continue
-            arr = self.bufs[_buffer_of(cell, name)]
+            arr = self.bufs[buffer_of(cell, name)]
             if kind == "op" and cell.ops[name].static:
                 value = arr
             elif kind == "state" and step > self.T:
@@ -1015,42 +976,6 @@ class Workspace:
             if not np.all(np.isfinite(value)):
                 return name, step
         return None
-
-
-def _buffer_of(cell: Cell, name: str) -> str:
-    return _PREFIX[cell.kind(name)] + name
-
-
-def _closed(spans: list[tuple[Instr, int, int]], end: int) -> list[tuple[Instr, int, int]]:
-    """Spans recorded by their first call: each ends where the next one starts."""
-    starts = [lo for _i, lo, _hi in spans[1:]] + [end]
-    if not spans:
-        # nothing to bind (no gradient flows from a loss or a seeded output into
-        # anything in ``wrt``): an empty list, not one span too many
-        return []
-    return [(ins, lo, hi) for (ins, lo, _), hi in zip(spans, starts, strict=True)]
-
-
-def _packed(calls: list[Call]) -> list[Call]:
-    """The same calls on fresh array views and tuples, made one after the other.
-
-    A bound list holds a few thousand small Python objects (argument tuples and
-    the array views in them), made during binding between many temporaries, so
-    they end up scattered over the interpreter's memory pools. Running the list
-    then misses the cache on most calls: at batch size 1, where a numpy call on
-    a (1, 128) array takes about a microsecond, that cost a GRU forward pass a
-    third of its time. Made again in order, the objects sit in the order the
-    loop reads them. The views alias the same buffers.
-    """
-
-    def fresh(a: Any) -> Any:
-        if isinstance(a, np.ndarray):
-            return a.view()
-        if isinstance(a, tuple):
-            return tuple(fresh(x) for x in a)
-        return a
-
-    return [(fn, tuple(fresh(a) for a in args)) for fn, args in calls]
 
 
 def _typed_constants(calls: list[Call], dtype: np.dtype[Any]) -> list[Call]:
@@ -1086,10 +1011,6 @@ def _put(dst: Array, src: Any, what: str) -> None:
     np.copyto(dst, arr)
 
 
-def _at(step: int) -> str:
-    return "over all steps" if step == ALL_STEPS else f"at step {step}"
-
-
 def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
     assert ins.op is not None
     op = ins.op
@@ -1098,7 +1019,7 @@ def _checked_forward(cname: str, ins: Instr) -> _FwdFn:
         y = np.asarray(op.forward(*xs))
         if y.shape != out.shape or y.dtype != out.dtype:
             raise NodeContractError(
-                f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {_at(ins.step)}: "
+                f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {at(ins.step)}: "
                 f"forward returned {y.shape} {y.dtype}, expected {out.shape} {out.dtype}"
             )
         np.copyto(out, y)
@@ -1147,7 +1068,7 @@ def _checked_vjp(cname: str, ins: Instr) -> Callable[..., tuple[Array, ...]]:
 
     def fn(needs: tuple[bool, ...], g: Array, y: Array, *xs: Array) -> tuple[Array, ...]:
         grads = op.vjp_some(needs, g, y, *xs)
-        where = f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {_at(ins.step)}"
+        where = f"cell '{cname}': node '{ins.name}' ({type(op).__name__}) {at(ins.step)}"
         if not isinstance(grads, tuple) or len(grads) != len(xs):
             n = len(grads) if isinstance(grads, tuple) else type(grads).__name__
             raise NodeContractError(
