@@ -223,3 +223,34 @@ def test_loop_program_differentiates_every_step_a_longer_unroll_needs(
 def _loss_steps(cell: mg.Cell, params: dict[str, Array], inputs: dict[str, Array],
                 states: dict[str, Array]) -> float:
     return _loss(cell, params, inputs, states, None)
+
+
+def _output_of_input_cell(whole: bool) -> mg.Cell:
+    """An output that is an input, or a slice of one (bound as a view of the input)."""
+    b = mg.CellBuilder("output_of_input")
+    x, y = b.input("x", 3), b.input("y", 2)
+    W = b.param("W", (3, 2))
+    b.output("o", x if whole else mg.slice_(x, 1, 3, name="xs"))
+    b.loss(mg.l2_loss(mg.matmul(x, W, name="xw"), y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize("whole", [False, True])
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+@pytest.mark.parametrize("passes", [None, ()])
+def test_output_gradient_given_for_an_input_not_in_wrt(
+    whole: bool, mode: str, passes: tuple[str, ...] | None
+) -> None:
+    # the input's gradient was a read-only zero view, and the output's seed wrote into it
+    cell = _output_of_input_cell(whole)
+    rng = np.random.default_rng(4)
+    T = 5
+    params = {"W": rng.normal(size=(3, 2))}
+    inputs = {"x": rng.normal(size=(T, 2, 3)), "y": rng.normal(size=(T, 2, 2))}
+    go = {"o": rng.normal(size=(T, 2, 3 if whole else 2))}
+    prog = mg.compile(cell, wrt=["W"], passes=passes, mode=mode)
+    got = prog.backward(prog.forward(params, inputs), grad_outputs=go)
+    full = mg.compile(cell, passes=(), mode="unrolled")
+    want = full.backward(full.forward(params, inputs), grad_outputs=go)
+    assert set(got.flat()) == {"W"}
+    np.testing.assert_allclose(got.params["W"], want.params["W"], rtol=1e-12, atol=1e-14)

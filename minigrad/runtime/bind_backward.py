@@ -57,6 +57,7 @@ __all__ = [
     "chain_products",
     "chained_nodes",
     "gradient_buffers",
+    "seeded_inputs",
     "write_modes",
 ]
 
@@ -246,11 +247,12 @@ def gradient_buffers(
     cell = plan.cell
     views = plan.views
     fixed_members = set(fixed_of.values())
+    seeded = seeded_inputs(plan)
     g: dict[str, Any] = {}
     base: dict[str, str] = {}
     for k, v in t.bufs.items():
         if not k.startswith("op:"):
-            if lean and k.startswith("in:") and k[3:] not in plan.wrt:
+            if lean and k.startswith("in:") and k[3:] not in plan.wrt and k[3:] not in seeded:
                 # no gradient flows into an input that is not wanted: a read-only
                 # zero view instead of a buffer (a write would fail loudly)
                 g[k] = np.broadcast_to(np.zeros((), v.dtype), v.shape)
@@ -289,6 +291,19 @@ def gradient_buffers(
             raise GraphError(f"cell '{cell.name}': cannot lay out gradient buffers")
         pending = left
     return g, base
+
+
+def seeded_inputs(plan: Plan) -> set[str]:
+    """The inputs whose gradient buffer an output's seed writes into: an output that is
+    the input, or a Slice of it bound as a view."""
+    cell = plan.cell
+    out: set[str] = set()
+    for n in cell.outputs.values():
+        while n in plan.views:
+            n = plan.views[n][0]
+        if cell.kind(n) == "input":
+            out.add(n)
+    return out
 
 
 # --------------------------------------------------------------------------
