@@ -18,6 +18,8 @@ The generator aims at the graph shapes that hand-written cells rarely have:
   neither from itself), so that a gradient from an initial state reaches the
   loss at every other step;
 * L2, sigmoid and softmax cross-entropy losses, a transposed MatMul;
+* an output that is the input x, or a slice of it (its gradient seeded while x
+  itself may be left out of ``wrt``);
 * ``wrt`` subsets (including the initial states only), masks with padding at
   either end of a row and rows padded inside a batch, truncation windows,
   float32 and float64.
@@ -193,7 +195,22 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
     if head:
         logits = mg.matmul(values[int(rng.integers(0, len(values)))], param((H, H)), transpose_b=True)
         b.loss(mg.sigmoid_bce(logits, y) if head == 1 else mg.softmax_cross_entropy(logits, y))
+    # sometimes an output that is the input x, or a slice of it (from the relay stream)
+    echo = _echo_kind(seed)
+    if echo == "whole":
+        b.output("x_echo", x)
+    elif echo == "slice":
+        b.output("x_echo", mg.slice_(x, 1, D, name="x_part"))
     return b.build()
+
+
+def _echo_kind(seed: int) -> str | None:
+    """Whether the cell of ``seed`` outputs its input x (whole or a slice): last of its
+    outputs, so that the output gradients drawn for the others do not change."""
+    extra = np.random.default_rng([seed, 3])
+    if extra.random() >= 0.3:
+        return None
+    return ("whole", "slice")[int(extra.integers(0, 2))]
 
 
 def _relay_kind(seed: int) -> str | None:

@@ -4,7 +4,8 @@ Each seed builds a cell from minigrad's public nodes and draws how it is run
 (``tests/random_cells.py``: shared products read through overlapping and
 adjacent slices, sums of column blocks under sigmoids, values read whole and
 sliced, output gradients, a state whose update does not read it, relay states
-(unread, two steps from the loss, or swapping with another), ``wrt`` subsets,
+(unread, two steps from the loss, or swapping with another), an output that
+is the input or a slice of it, ``wrt`` subsets,
 masks padded at either end, truncation windows, float32 and float64). Every
 case is compared
 
@@ -46,7 +47,8 @@ from minigrad.types import Array
 #: have since gained a relay state, their slices and Adds unchanged), 12 and 207 the
 #: lost initial-state gradient; in loop programs, 25 and 35 met the failing binding of
 #: a backward pass with nothing to differentiate, 53 and 70 the gradients lost by a
-#: template step too close to the end of its unroll
+#: template step too close to the end of its unroll; 1 (since it outputs a slice of x)
+#: the read-only gradient of an input that an output's gradient is seeded into
 CI_SEEDS = [*range(40), 53, 70, 207]
 _LONG = int(os.environ.get("MINIGRAD_RANDOM_CELLS", "0"))
 SEEDS = list(range(_LONG)) if _LONG else CI_SEEDS
@@ -284,6 +286,8 @@ def test_generator_covers_the_shapes_it_promises() -> None:
                 seen.add("state that reaches the loss through another state")
             if case.wrt == ("r",):
                 seen.add("wrt a relay state only")
+        if "x_echo" in cell.outputs and case.grad_outputs and case.wrt and "x" not in case.wrt:
+            seen.add("output gradient of an input not in wrt")
         slices: dict[str, list[tuple[int, int]]] = {}
         for n in cell.order:
             op = cell.ops[n].op
@@ -314,4 +318,5 @@ def test_generator_covers_the_shapes_it_promises() -> None:
         "read whole and sliced", "sigmoid of a sum of blocks of one product", "sigmoid(v P + v P)",
         "state that nothing reads", "states that swap",
         "state that reaches the loss through another state", "wrt a relay state only",
+        "output gradient of an input not in wrt",
     }, seen
