@@ -16,7 +16,7 @@ Buffers are one array per cell value with the time steps stacked:
 for states (index 0 is the initial state, index T the final one), the
 parameter's own shape for parameters and parameter-only nodes. An instruction
 at step t reads and writes the views ``buffer[t]``. A plan is bound once per
-(batch size, masked or not) into a workspace (``minigrad.workspace``):
+(batch size, masked or not) into a workspace (``minigrad.runtime.workspace``):
 preallocated buffers and tuples of views, so running a batch does no networkx
 or dictionary work per node.
 
