@@ -57,6 +57,9 @@ __all__ = [
     "chain_products",
     "chained_nodes",
     "gradient_buffers",
+    "gradient_reads",
+    "loop_instructions",
+    "seed_buffers",
     "seeded_inputs",
     "write_modes",
 ]

@@ -31,6 +31,7 @@ from minigrad.runtime.bind_backward import FactorJob, Target, bind_backward
 from minigrad.runtime.bind_forward import bind_forward
 from minigrad.runtime.calls import Span
 from minigrad.runtime.execute import Gradients, Run
+from minigrad.runtime.instr import BufRef
 from minigrad.runtime.layout import lay_out, mask_views, sliced, view
 from minigrad.types import Array, BoolArray
 
@@ -80,7 +81,7 @@ class Workspace:
 
     # -- views of the layout ---------------------------------------------------------
 
-    def _view(self, b: Mapping[str, Array], ref: Any) -> Array:
+    def _view(self, b: Mapping[str, Array], ref: BufRef) -> Array:
         return view(b, ref)
 
     def _sliced(self, b: Mapping[str, Array], n: str) -> Array:
