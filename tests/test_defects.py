@@ -213,16 +213,10 @@ def test_loop_program_differentiates_every_step_a_longer_unroll_needs(
     if truncate is None:
         for name in wrt or ():
             if name in cell.states:
-                num = _numeric(
-                    lambda: _loss_steps(cell, params, inputs, states), states[name]
-                )
+                num = _numeric(lambda: _loss(cell, params, inputs, states, None), states[name])
                 np.testing.assert_allclose(res["loop"][name + "0"], num, rtol=1e-6, atol=1e-8)
                 assert np.abs(num).max() > 1e-3
 
-
-def _loss_steps(cell: mg.Cell, params: dict[str, Array], inputs: dict[str, Array],
-                states: dict[str, Array]) -> float:
-    return _loss(cell, params, inputs, states, None)
 
 
 def _output_of_input_cell(whole: bool) -> mg.Cell:
