@@ -98,7 +98,9 @@ class Program:
         if ws is not None:
             self._runners[key] = ws  # most recently used last
         else:
-            cell = self.cell
+            # the cell after the graph passes: its parameter-only values (merged weights)
+            # are buffers too, and their Jacobians' shapes must not look per step
+            cell = self._plan(1).cell
             shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
             shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
             K = template_steps(shapes, batch, self.truncate)

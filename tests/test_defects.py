@@ -248,3 +248,27 @@ def test_output_gradient_given_for_an_input_not_in_wrt(
     want = full.backward(full.forward(params, inputs), grad_outputs=go)
     assert set(got.flat()) == {"W"}
     np.testing.assert_allclose(got.params["W"], want.params["W"], rtol=1e-12, atol=1e-14)
+
+
+def test_loop_program_with_merged_weights_shaped_like_a_step_buffer() -> None:
+    # merge_matmuls makes [W1, W2] (3, 6); its right Jacobian (6, 3) has the leading
+    # sizes (K, B) of a per-step buffer when K = 6 (4 and 5 are taken by V's shape) and
+    # B = 3: the template length was chosen from the cell before the passes
+    b = mg.CellBuilder("merged_weight")
+    x, y = b.input("x", 3), b.input("y", 5)
+    h = b.state("h", 3)
+    W1, W2, V = b.param("W1", (3, 3)), b.param("W2", (3, 3)), b.param("V", (3, 5))
+    ac = mg.add(mg.matmul(h, W1, name="a"), mg.matmul(h, W2, name="c"), name="ac")
+    b.update(h, mg.tanh(mg.add(ac, x, name="p"), name="h_next"))
+    b.loss(mg.l2_loss(mg.matmul(x, V, name="xv"), y, name="l1"))
+    b.loss(mg.l2_loss("h_next", x, name="l2"))
+    cell = b.build()
+    rng = np.random.default_rng(5)
+    T, B = 9, 3
+    params = {k: 0.5 * rng.normal(size=v.shape) for k, v in cell.params.items()}
+    inputs = {"x": rng.normal(size=(T, B, 3)), "y": rng.normal(size=(T, B, 5))}
+    loss, grads = mg.compile(cell).loss_and_grads(params, inputs)
+    ref_loss, ref = mg.compile(cell, mode="unrolled").loss_and_grads(params, inputs)
+    assert loss == ref_loss
+    for name, g in ref.flat().items():
+        np.testing.assert_array_equal(grads.flat()[name], g)
