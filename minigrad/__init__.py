@@ -6,8 +6,8 @@ Public API (re-exported from the private-by-convention modules below):
 * cells (``minigrad.cell``): ``CellBuilder``, ``Cell``, ``Ref`` and one
   lowercase function per node type (``sigmoid``, ``matmul``, ...);
 * unrolling (``minigrad.unroll``): ``unroll``, ``SHARED``;
-* planning and execution (``minigrad.plan``, which binds plans through
-  ``minigrad.workspace``): ``compile_plan``, ``Plan``, ``Run``, ``Gradients``;
+* planning and execution (``minigrad.plan``, which binds plans through the
+  runtime, ``minigrad.runtime``): ``compile_plan``, ``Plan``, ``Run``, ``Gradients``;
 * graph passes (``minigrad.passes``): ``DEFAULT_PASSES``, ``classify``;
 * explanations and drawings (``minigrad.explain``, ``minigrad.dot``):
   ``explain``, ``explain_all``, ``cell_to_dot``, ``unrolled_to_dot``,

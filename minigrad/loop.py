@@ -3,7 +3,7 @@
 Every step of an unrolled cell does the same work, so a cell does not need
 one plan per sequence length. A ``LoopWorkspace`` binds the plan of a short
 unroll (``K`` steps, a handful, from networkx's unrolled graph as every plan
-is) with the ordinary binding (``minigrad.workspace``, with every binding
+is) with the ordinary binding (``minigrad.runtime``, with every binding
 pass), and takes from it:
 
 * the **body**: the calls of one steady-state step ``m`` (neither the first
@@ -81,8 +81,9 @@ from minigrad.errors import (
     ShapeError,
 )
 from minigrad.nodes import Node
+from minigrad.runtime.instr import Instr
+from minigrad.runtime.workspace import Gradients, Run, Workspace
 from minigrad.types import AnyArray
-from minigrad.workspace import Gradients, Instr, Run, Workspace
 
 if TYPE_CHECKING:
     from minigrad.cell import Cell

@@ -16,7 +16,7 @@ Buffers are one array per cell value with the time steps stacked:
 for states (index 0 is the initial state, index T the final one), the
 parameter's own shape for parameters and parameter-only nodes. An instruction
 at step t reads and writes the views ``buffer[t]``. A plan is bound once per
-(batch size, masked or not) into a workspace (``minigrad.workspace``):
+(batch size, masked or not) into a workspace (``minigrad.runtime.workspace``):
 preallocated buffers and tuples of views, so running a batch does no networkx
 or dictionary work per node.
 
@@ -64,17 +64,10 @@ from minigrad.passes import (
     time_batch,
     view_slices,
 )
+from minigrad.runtime.instr import ALL_STEPS, PREFIX, BufRef, Instr
+from minigrad.runtime.workspace import Gradients, Run, Workspace
 from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
-from minigrad.workspace import (
-    _PREFIX,
-    ALL_STEPS,
-    BufRef,
-    Gradients,
-    Instr,
-    Run,
-    Workspace,
-)
 
 __all__ = [
     "BufRef",
@@ -268,7 +261,7 @@ class Plan:
 def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     """For every declared name: its buffer and whether that buffer is indexed by step."""
     return {
-        n: (_PREFIX[cell.kind(n)] + n, not cell.shared(n))
+        n: (PREFIX[cell.kind(n)] + n, not cell.shared(n))
         for n in (*cell.params, *cell.inputs, *cell.states, *cell.ops)
     }
 
@@ -281,6 +274,7 @@ def compile_plan(
     passes: Sequence[str] | None = None,
     *,
     rewritten: Cell | None = None,
+    steady: bool = False,
 ) -> Plan:
     """Unroll ``cell`` for ``steps`` steps and compile it into a ``Plan``.
 
@@ -297,6 +291,12 @@ def compile_plan(
             (``minigrad.passes.rewrite``; ``Plan.cell`` of an earlier plan with
             the same passes), when the caller has it: the rewrites then do not
             run again (a program compiles several short unrolls of one cell).
+        steady: differentiate every step alike: a node whose gradient is needed at
+            one step gets it at every step (the template of a loop program, whose
+            one step body runs at every step). Without it each step does only what
+            that step needs: near the ends of a short unroll (or of a truncation
+            window) a step needs less than a step in the middle of a long one, and
+            with states that feed one another in turn it may need something else.
     """
     where = f"cell '{cell.name}': "
     names = resolve(passes, where)
@@ -345,6 +345,21 @@ def compile_plan(
         )
     up = reachable(g_back, sinks, forward=False)
     relevant = down & up
+    if steady:
+        # a node is relevant at every step if some path, over any number of steps, runs
+        # from a source through it to a loss or an output: the graph folded onto names.
+        # The union over the steps of this unroll would not do: a path may need more
+        # steps than it has (a state that reaches the loss through another state), or
+        # reach a node at odd steps and leave it at even ones (states that swap). A
+        # node differentiated at a step that does not need it gets exact values (or
+        # zeros) in buffers nothing reads; one left out would lose gradient.
+        folded: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+        folded.add_nodes_from((k[0], 0) for k in g_rel.nodes)
+        folded.add_edges_from(((u[0], 0), (v[0], 0)) for u, v in g_rel.edges)
+        live = reachable(folded, {(k[0], 0) for k in starts}, forward=True) & reachable(
+            folded, {(k[0], 0) for k in sinks}, forward=False
+        )
+        relevant = {k for k in g_rel.nodes if (k[0], 0) in live}
 
     bufname = _buffer_names(cell)
 

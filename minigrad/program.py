@@ -22,8 +22,8 @@ from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
 from minigrad.passes import resolve
 from minigrad.plan import Plan, compile_plan
+from minigrad.runtime.workspace import Gradients, Run
 from minigrad.types import Array, BoolArray
-from minigrad.workspace import Gradients, Run
 
 __all__ = ["KEEP_BYTES", "MODES", "RUNNERS", "Program", "compile", "plan_of"]
 
@@ -80,6 +80,7 @@ class Program:
     def _plan(self, steps: int) -> Plan:
         plan = self._plans.get(steps)
         if plan is None:
+            # steady: the loop body is cut from one step of this plan and run at every step
             plan = compile_plan(
                 self.cell,
                 steps,
@@ -87,6 +88,7 @@ class Program:
                 truncate=self.truncate,
                 passes=self.passes,
                 rewritten=self._rewritten,
+                steady=True,
             )
             self._rewritten = plan.cell  # the cell rewrites run once per program
             self._plans[steps] = plan
@@ -98,7 +100,9 @@ class Program:
         if ws is not None:
             self._runners[key] = ws  # most recently used last
         else:
-            cell = self.cell
+            # the cell after the graph passes: its parameter-only values (merged weights)
+            # are buffers too, and their Jacobians' shapes must not look per step
+            cell = self._plan(1).cell
             shapes = [tuple(int(d) for d in p.shape) for p in cell.params.values()]
             shapes += [tuple(int(d) for d in o.shape) for o in cell.ops.values() if o.static]
             K = template_steps(shapes, batch, self.truncate)

@@ -11,7 +11,15 @@ The generator aims at the graph shapes that hand-written cells rarely have:
 * values read both whole and sliced, where the slice feeds an ``Add``, and
   the whole value is a loss or an output given ``grad_outputs``;
 * a second state whose update does not read it (the state is read by a loss);
+* a relay state (drawn from its own random stream, so that the cells of
+  seeds without one stay as they were): one that nothing reads, one that
+  reaches the loss only through another state's update two steps later, or
+  one that swaps values with the second state (each updated from the other,
+  neither from itself), so that a gradient from an initial state reaches the
+  loss at every other step;
 * L2, sigmoid and softmax cross-entropy losses, a transposed MatMul;
+* an output that is the input x, or a slice of it (its gradient seeded while x
+  itself may be left out of ``wrt``);
 * ``wrt`` subsets (including the initial states only), masks with padding at
   either end of a row and rows padded inside a batch, truncation windows,
   float32 and float64.
@@ -85,6 +93,9 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
     def pick() -> mg.Ref:
         return values[int(rng.integers(0, len(values)))]
 
+    # a relay state r (see the module docstring), from a stream of its own, so that
+    # the draws of cells without one do not change
+    relay = _relay_kind(seed)
     # per-step values of width H, and wide products (B, 2H) read through slices
     shared_w = param((D, H))
     values: list[mg.Ref] = [x @ param((D, H)), h, h @ param((H, H)), x @ shared_w]
@@ -94,7 +105,8 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
     if free:
         s = b.state("s", H)
         feed = x @ param((D, H)) if rng.random() < 0.5 else pick() + x @ param((D, H))
-        b.update(s, mg.tanh(feed, name="next_s"))
+        if relay in (None, "unread"):
+            b.update(s, mg.tanh(feed, name="next_s"))
         values += [s, s @ param((H, H))]
     whole: list[mg.Ref] = []
     for _ in range(int(rng.integers(6, 13))):
@@ -146,9 +158,27 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
             v = mg.neg_sigmoid(a) + mg.scale(c, -1.5)
         values.append(v)
     other = values[int(rng.integers(len(values) // 2, len(values)))]
+    into_h: mg.Ref | None = None
+    if relay is not None:
+        r = b.state("r", H)
+        if relay == "unread":
+            b.update(r, mg.tanh(x @ param((D, H)), name="next_r"))
+        elif relay == "swap" and free:
+            b.update(r, mg.tanh(s @ param((H, H)), name="next_r"))
+        else:  # "chain": r is made from h and feeds s (or h) one step later
+            b.update(r, mg.sigmoid(h @ param((H, H)) + x @ param((D, H)), name="next_r"))
+        if relay != "unread":
+            if free:
+                feed = mg.add(feed, r @ param((H, H)), name="feed_r")
+            else:
+                into_h = r @ param((H, H))
+    if into_h is not None:
+        other = other + into_h
     b.update(h, mg.tanh(other + h @ param((H, H)), name="next_h"))
     b.loss(mg.l2_loss("next_h", y, name="l_h"))
     if free:
+        if relay not in (None, "unread"):
+            b.update(s, mg.tanh(feed, name="next_s"))
         b.loss(mg.l2_loss(s @ param((H, H)), y, name="l_s"))
     n_out = 0
     for w in whole:
@@ -165,7 +195,30 @@ def random_cell(seed: int, dtype: type = np.float64) -> mg.Cell:
     if head:
         logits = mg.matmul(values[int(rng.integers(0, len(values)))], param((H, H)), transpose_b=True)
         b.loss(mg.sigmoid_bce(logits, y) if head == 1 else mg.softmax_cross_entropy(logits, y))
+    # sometimes an output that is the input x, or a slice of it (from the relay stream)
+    echo = _echo_kind(seed)
+    if echo == "whole":
+        b.output("x_echo", x)
+    elif echo == "slice":
+        b.output("x_echo", mg.slice_(x, 1, D, name="x_part"))
     return b.build()
+
+
+def _echo_kind(seed: int) -> str | None:
+    """Whether the cell of ``seed`` outputs its input x (whole or a slice): last of its
+    outputs, so that the output gradients drawn for the others do not change."""
+    extra = np.random.default_rng([seed, 3])
+    if extra.random() >= 0.3:
+        return None
+    return ("whole", "slice")[int(extra.integers(0, 2))]
+
+
+def _relay_kind(seed: int) -> str | None:
+    """Whether the cell of ``seed`` has a relay state, and which kind."""
+    extra = np.random.default_rng([seed, 2])
+    if extra.random() >= 0.4:
+        return None
+    return ("unread", "chain", "swap")[int(extra.integers(0, 3))]
 
 
 @dataclass

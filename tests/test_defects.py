@@ -109,3 +109,166 @@ def test_non_finite_inputs_and_states_are_refused_by_name_and_step(mode: str) ->
     with pytest.raises(mg.NonFiniteError, match="initial state 's'"):
         prog.forward(params, {"x": np.zeros((4, 1, 2)), "y": np.zeros((4, 1, 2))},
                      {"s": np.full((1, 2), np.inf)})
+
+
+def _unread_state_cell() -> mg.Cell:
+    """A state that nothing reads, and a parameter that only an output reads."""
+    b = mg.CellBuilder("unread_state")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s = b.state("s", 2)
+    W, V = b.param("W", (2, 2)), b.param("V", (2, 2))
+    b.update(s, mg.tanh(mg.matmul(x, W, name="xw"), name="nxt"))
+    b.output("o", mg.matmul(x, V, name="xv"))
+    b.loss(mg.l2_loss(mg.matmul(x, W, name="xw2"), y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+@pytest.mark.parametrize("passes", [None, ()])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("wrt", [["s"], ["V"], ["s", "V"]])
+def test_a_wrt_that_no_gradient_reaches_gets_zeros(
+    mode: str, passes: tuple[str, ...] | None, masked: bool, wrt: list[str]
+) -> None:
+    # no backward instruction at all: binding once failed on its empty list of calls
+    cell = _unread_state_cell()
+    rng = np.random.default_rng(2)
+    T = 3
+    params = {"W": rng.normal(size=(2, 2)), "V": rng.normal(size=(2, 2))}
+    inputs = {"x": rng.normal(size=(T, 2, 2)), "y": rng.normal(size=(T, 2, 2))}
+    s0 = {"s": rng.normal(size=(2, 2))}
+    mask = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.float64) if masked else None
+    prog = mg.compile(cell, wrt=wrt, passes=passes, mode=mode)
+    run = prog.forward(params, inputs, s0, mask)
+    grads = prog.backward(run)
+    flat = grads.flat()
+    assert sorted(flat) == sorted(n + "0" if n == "s" else n for n in wrt)
+    for g in flat.values():
+        assert not g.any()
+    # with a gradient for the output, V's gradient is x^T go summed over steps and rows
+    go = rng.normal(size=(T, 2, 2))
+    got = prog.backward(prog.forward(params, inputs, s0, mask), grad_outputs={"o": go})
+    if "V" in wrt:
+        m = np.ones((T, 2)) if mask is None else mask
+        want = np.einsum("tbi,tbj->ij", inputs["x"], go * m[..., None])
+        np.testing.assert_allclose(got.params["V"], want, rtol=1e-12, atol=1e-14)
+    if "s" in wrt:
+        assert not got.states["s"].any()
+
+
+def _chain_cell() -> mg.Cell:
+    """s1 reaches the loss only through s0: two steps from s1's update to a loss."""
+    b = mg.CellBuilder("state_chain")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s0, s1 = b.state("s0", 2), b.state("s1", 3)
+    W, U, V = b.param("W", (2, 2)), b.param("U", (3, 2)), b.param("V", (5, 3))
+    b.update(s1, mg.tanh(mg.matmul(mg.concat(x, s1, name="xs"), V, name="xv"), name="n1"))
+    a0 = mg.add(mg.matmul(s1, U, name="su"), mg.matmul(x, W, name="xw"), name="a0")
+    b.update(s0, mg.tanh(a0, name="n0"))
+    b.loss(mg.l2_loss(s0, y, name="l"))
+    return b.build()
+
+
+def _swap_cell() -> mg.Cell:
+    """Two states that feed each other and not themselves: a gradient from one initial
+    state runs through every other step of each."""
+    b = mg.CellBuilder("state_swap")
+    x, y = b.input("x", 2), b.input("y", 2)
+    s0, s1 = b.state("s0", 2), b.state("s1", 2)
+    W = b.param("W", (2, 2))
+    b.update(s0, mg.tanh(mg.matmul(s1, W, name="a"), name="n0"))
+    b.update(s1, mg.tanh(mg.add(s0, x, name="b"), name="n1"))
+    b.loss(mg.l2_loss(s0, y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize(
+    ("make", "wrt", "truncate", "T"),
+    [
+        (_chain_cell, None, 5, 5),  # the template step is the second last of its unroll
+        (_chain_cell, None, 3, 8),
+        (_chain_cell, ["s1"], None, 6),
+        (_swap_cell, ["s0"], None, 6),
+        (_swap_cell, ["s1"], None, 5),  # relevant at no single step of a 3-step unroll
+        (_swap_cell, ["s1", "W"], 4, 9),
+    ],
+)
+@pytest.mark.parametrize("passes", [None, ()])
+def test_loop_program_differentiates_every_step_a_longer_unroll_needs(
+    make: object, wrt: list[str] | None, truncate: int | None, T: int,
+    passes: tuple[str, ...] | None,
+) -> None:
+    cell = make()  # type: ignore[operator]
+    rng = np.random.default_rng(3)
+    params = {n: rng.normal(size=p.shape) for n, p in cell.params.items()}
+    inputs = {"x": rng.normal(size=(T, 2, 2)), "y": rng.normal(size=(T, 2, 2))}
+    states = {n: rng.normal(size=(2, s.shape[-1])) for n, s in cell.states.items()}
+    res = {}
+    for mode in ("loop", "unrolled"):
+        prog = mg.compile(cell, wrt=wrt, truncate=truncate, passes=passes, mode=mode)
+        res[mode] = prog.backward(prog.forward(params, inputs, states)).flat()
+    assert sorted(res["loop"]) == sorted(res["unrolled"])
+    for name, want in res["unrolled"].items():
+        np.testing.assert_allclose(res["loop"][name], want, rtol=1e-12, atol=1e-14)
+    if truncate is None:
+        for name in wrt or ():
+            if name in cell.states:
+                num = _numeric(lambda: _loss(cell, params, inputs, states, None), states[name])
+                np.testing.assert_allclose(res["loop"][name + "0"], num, rtol=1e-6, atol=1e-8)
+                assert np.abs(num).max() > 1e-3
+
+
+
+def _output_of_input_cell(whole: bool) -> mg.Cell:
+    """An output that is an input, or a slice of one (bound as a view of the input)."""
+    b = mg.CellBuilder("output_of_input")
+    x, y = b.input("x", 3), b.input("y", 2)
+    W = b.param("W", (3, 2))
+    b.output("o", x if whole else mg.slice_(x, 1, 3, name="xs"))
+    b.loss(mg.l2_loss(mg.matmul(x, W, name="xw"), y, name="l"))
+    return b.build()
+
+
+@pytest.mark.parametrize("whole", [False, True])
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+@pytest.mark.parametrize("passes", [None, ()])
+def test_output_gradient_given_for_an_input_not_in_wrt(
+    whole: bool, mode: str, passes: tuple[str, ...] | None
+) -> None:
+    # the input's gradient was a read-only zero view, and the output's seed wrote into it
+    cell = _output_of_input_cell(whole)
+    rng = np.random.default_rng(4)
+    T = 5
+    params = {"W": rng.normal(size=(3, 2))}
+    inputs = {"x": rng.normal(size=(T, 2, 3)), "y": rng.normal(size=(T, 2, 2))}
+    go = {"o": rng.normal(size=(T, 2, 3 if whole else 2))}
+    prog = mg.compile(cell, wrt=["W"], passes=passes, mode=mode)
+    got = prog.backward(prog.forward(params, inputs), grad_outputs=go)
+    full = mg.compile(cell, passes=(), mode="unrolled")
+    want = full.backward(full.forward(params, inputs), grad_outputs=go)
+    assert set(got.flat()) == {"W"}
+    np.testing.assert_allclose(got.params["W"], want.params["W"], rtol=1e-12, atol=1e-14)
+
+
+def test_loop_program_with_merged_weights_shaped_like_a_step_buffer() -> None:
+    # merge_matmuls makes [W1, W2] (3, 6); its right Jacobian (6, 3) has the leading
+    # sizes (K, B) of a per-step buffer when K = 6 (4 and 5 are taken by V's shape) and
+    # B = 3: the template length was chosen from the cell before the passes
+    b = mg.CellBuilder("merged_weight")
+    x, y = b.input("x", 3), b.input("y", 5)
+    h = b.state("h", 3)
+    W1, W2, V = b.param("W1", (3, 3)), b.param("W2", (3, 3)), b.param("V", (3, 5))
+    ac = mg.add(mg.matmul(h, W1, name="a"), mg.matmul(h, W2, name="c"), name="ac")
+    b.update(h, mg.tanh(mg.add(ac, x, name="p"), name="h_next"))
+    b.loss(mg.l2_loss(mg.matmul(x, V, name="xv"), y, name="l1"))
+    b.loss(mg.l2_loss("h_next", x, name="l2"))
+    cell = b.build()
+    rng = np.random.default_rng(5)
+    T, B = 9, 3
+    params = {k: 0.5 * rng.normal(size=v.shape) for k, v in cell.params.items()}
+    inputs = {"x": rng.normal(size=(T, B, 3)), "y": rng.normal(size=(T, B, 5))}
+    loss, grads = mg.compile(cell).loss_and_grads(params, inputs)
+    ref_loss, ref = mg.compile(cell, mode="unrolled").loss_and_grads(params, inputs)
+    assert loss == ref_loss
+    for name, g in ref.flat().items():
+        np.testing.assert_array_equal(grads.flat()[name], g)

@@ -77,8 +77,41 @@ def test_the_walk_sees_function_level_imports_and_skips_type_checking() -> None:
     assert "minigrad.cell" in found and "minigrad.plan" not in found
 
 
+#: the runtime's modules in import order: each imports only from those before it
+RUNTIME_ORDER = (
+    "minigrad.arena",
+    "minigrad.runtime.instr",
+    "minigrad.runtime.calls",
+    "minigrad.runtime.layout",
+    "minigrad.runtime.bind_forward",
+    "minigrad.runtime.bind_backward",
+    "minigrad.runtime.execute",
+    "minigrad.runtime.workspace",
+    "minigrad.loop",
+)
+
+
+def _runtime_modules(g: nx.DiGraph) -> list[str]:  # type: ignore[type-arg]
+    found = [m for m in g if m.startswith("minigrad.runtime.")]
+    return [m for m in RUNTIME_ORDER if m in g] + sorted(set(found) - set(RUNTIME_ORDER))
+
+
 def test_the_runtime_never_imports_the_compiler() -> None:
     g = import_graph()
-    for runtime in ("minigrad.workspace", "minigrad.loop", "minigrad.arena"):
-        assert "minigrad.plan" not in nx.descendants(g, runtime), runtime
-        assert "minigrad.passes" not in nx.descendants(g, runtime), runtime
+    runtime = _runtime_modules(g)
+    assert "minigrad.runtime.workspace" in runtime and "minigrad.loop" in runtime
+    for module in runtime:
+        assert "minigrad.plan" not in nx.descendants(g, module), module
+        assert "minigrad.passes" not in nx.descendants(g, module), module
+
+
+def test_each_runtime_part_imports_only_the_parts_before_it() -> None:
+    g = import_graph()
+    listed = set(RUNTIME_ORDER)
+    assert {m for m in g if m.startswith("minigrad.runtime.")} <= listed, "unlisted module"
+    for i, module in enumerate(RUNTIME_ORDER):
+        if module not in g:
+            continue
+        later = set(RUNTIME_ORDER[i + 1 :])
+        reached = nx.descendants(g, module) & later
+        assert not reached, f"{module} imports {sorted(reached)}, which come after it"
