@@ -39,9 +39,10 @@ def test_results_match_the_documented_tables() -> None:
     data = _data()
     results = (ROOT / "docs" / "results.md").read_text()
     minigrad = data["sources"]["minigrad"]["results"]
-    for model, value in minigrad["jsb"].items():
-        assert f"**{value:.3f}**" in results, model  # the JSB table of results.md
-    assert set(minigrad["nottingham"].values()) == {"pending"}
+    for data_set in ("jsb", "nottingham"):
+        for model, value in minigrad[data_set].items():
+            if value != "pending":  # each number is bold in a table of results.md
+                assert f"**{value:.3f}**" in results, (data_set, model)
     chung = data["sources"]["chung2014"]["results"]
     assert chung["jsb"] == {"tanh-RNN": 9.10, "GRU": 8.54, "LSTM": 8.67}
     assert chung["nottingham"] == {"tanh-RNN": 3.13, "GRU": 3.23, "LSTM": 3.20}
@@ -59,8 +60,15 @@ def test_every_result_is_drawn_and_pending_ones_are_named() -> None:
         if v != "pending"
     )
     assert len(drawn) == numbers
+    n_pending = sum(
+        1
+        for src in data["sources"].values()
+        for row in src["results"].values()
+        for v in row.values()
+        if v == "pending"
+    )
     pending = [e for e in root.iter(f"{NS}text") if e.get("class") == "pending"]
-    assert len(pending) == 3 and all("pending" in "".join(e.itertext()) for e in pending)
+    assert len(pending) == n_pending and all("pending" in "".join(e.itertext()) for e in pending)
     width = float(root.get("width") or 0)
     for e in drawn:
         points = (e.get("points") or "0,0").split()[0]
