@@ -11,24 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import minigrad.passes.assign_first_writes as assign_first_writes
+import minigrad.passes.chain_factors as chain_factors
+import minigrad.passes.defer_shared_grads as defer_shared_grads
+import minigrad.passes.factor_elementwise as factor_elementwise
+import minigrad.passes.flat_calls as flat_calls
+import minigrad.passes.fold_bias as fold_bias
+import minigrad.passes.fuse_siblings as fuse_siblings
+import minigrad.passes.merge_matmuls as merge_matmuls
+import minigrad.passes.negate_sigmoid_inputs as negate_sigmoid_inputs
+import minigrad.passes.reassociate_adds as reassociate_adds
+import minigrad.passes.reuse_buffers as reuse_buffers
+import minigrad.passes.share_add_grads as share_add_grads
+import minigrad.passes.time_batch as time_batch
+import minigrad.passes.view_slices as view_slices
 from minigrad.cell import Cell
 from minigrad.errors import ArgumentError, check_names
-from minigrad.passes import (
-    assign_first_writes,
-    chain_factors,
-    defer_shared_grads,
-    factor_elementwise,
-    flat_calls,
-    fold_bias,
-    fuse_siblings,
-    merge_matmuls,
-    negate_sigmoid_inputs,
-    reassociate_adds,
-    reuse_buffers,
-    share_add_grads,
-    time_batch,
-    view_slices,
-)
 from minigrad.passes.base import Pass
 
 __all__ = ["ALL_PASSES", "BY_NAME", "DEFAULT_PASSES", "PASSES", "resolve", "rewrite", "without"]
