@@ -515,6 +515,30 @@ def test_batches_argument_checks(small_npz: Path) -> None:
         next(batches(train, 2, dtype=np.int64))  # type: ignore[arg-type]
 
 
+def test_batches_max_padded_steps_closes_batches_early(small_npz: Path) -> None:
+    train = load_npz(small_npz).train  # lengths 4, 1, 3
+    # 4 * 2 = 8 padded steps fit in 8; adding the third (4 * 3 = 12) would not
+    assert [b.lengths.tolist() for b in batches(train, 8, max_padded_steps=8)] == [[4, 1], [3]]
+    assert [b.lengths.tolist() for b in batches(train, 8, max_padded_steps=7)] == [[4], [1, 3]]
+    # a sequence longer than the bound still gets a batch of its own
+    assert [b.lengths.tolist() for b in batches(train, 8, max_padded_steps=1)] == [[4], [1], [3]]
+    assert [b.lengths.tolist() for b in batches(train, 8, max_padded_steps=10**6)] == [[4, 1, 3]]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_padded_steps"):
+            next(batches(train, 2, max_padded_steps=bad))  # type: ignore[arg-type]
+
+
+def test_load_builds_the_roll_in_blocks(small_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.data.load as load_module
+
+    whole = load_npz(small_npz)
+    monkeypatch.setattr(load_module, "_ROLL_BLOCK", 1)
+    blocks = load_npz(small_npz)
+    for s in ("train", "valid", "test"):
+        np.testing.assert_array_equal(whole.split(s).roll, blocks.split(s).roll)
+        assert int(whole.split(s).roll.sum()) > 0
+
+
 def _epoch_signature(split: Split, batch_size: int, seed: int) -> list[bytes]:
     """Each sequence of one shuffled epoch, as the bytes of its unpadded targets."""
     seen = []

@@ -113,6 +113,31 @@ def test_nll_matches_numpy(tiny_npz: Path) -> None:
         assert res["nll"] == pytest.approx(total / n, rel=1e-12)
 
 
+def test_evaluate_scores_long_pieces_in_smaller_batches(
+    tiny_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.nets.sequence as sequence_module
+
+    ds = load_npz(tiny_npz)
+    m = SequenceModel(hidden_size=4, seed=3)
+    whole = m.evaluate(ds.valid, batch_size=64)
+    seen: list[int] = []
+    run = m._run
+
+    def spy(batch: Batch, params: object) -> object:
+        seen.append(batch.inputs.shape[0] * batch.inputs.shape[1])
+        return run(batch, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(m, "_run", spy)
+    longest = int(ds.valid.lengths.max())
+    monkeypatch.setattr(sequence_module, "EVAL_PADDED_STEPS", longest)
+    capped = m.evaluate(ds.valid, batch_size=64)
+    assert len(seen) > 1 and max(seen) <= longest
+    assert capped["n_steps"] == whole["n_steps"]
+    assert capped["nll"] == pytest.approx(whole["nll"], rel=1e-13)
+    assert capped["frame_accuracy"] == whole["frame_accuracy"]
+
+
 def test_frame_counts_hand_example() -> None:
     proba = np.array([[[0.9, 0.2, 0.6], [0.7, 0.7, 0.7]], [[0.1, 0.8, 0.5], [0.9, 0.9, 0.9]]])
     targets = np.array([[[1, 0, 0], [1, 1, 1]], [[1, 1, 0], [0, 0, 0]]], dtype=np.float64)

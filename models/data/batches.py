@@ -65,11 +65,16 @@ def batches(
     *,
     dtype: FloatDType = np.float64,
     rng: np.random.Generator | None = None,
+    max_padded_steps: int | None = None,
 ) -> Iterator[Batch]:
     """Yield one epoch of padded batches over the sequences of ``split``.
 
     Every sequence appears in exactly one batch. Each batch is padded to its
     longest sequence; the last batch may hold fewer than ``batch_size``.
+    With ``max_padded_steps``, a batch is also closed early, in order, before
+    its padded size ``T * B`` would pass that bound, so that a few very long
+    sequences do not make one batch of several hundred megabytes (a sequence
+    longer than the bound gets a batch of its own).
 
     Args:
         split: the sequences, ``len(split)`` of them.
@@ -77,6 +82,9 @@ def batches(
         dtype: float type of ``inputs``, ``targets`` and ``mask``.
         rng: ``None`` for the split's order; otherwise the order is
             ``rng.permutation(len(split))``.
+        max_padded_steps: ``None``, or the most padded steps ``T * B`` in one
+            batch (>= 1); a batch then holds fewer than ``batch_size``
+            sequences where they are long.
 
     Yields:
         :class:`Batch` with ``inputs``/``targets`` ``(T, B, 88)`` and ``mask``
@@ -88,7 +96,26 @@ def batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if np.dtype(dtype).kind != "f":
         raise TypeError(f"dtype must be a float type, got {np.dtype(dtype)}")
+    if max_padded_steps is not None and (
+        isinstance(max_padded_steps, bool)
+        or not isinstance(max_padded_steps, int | np.integer)
+        or max_padded_steps < 1
+    ):
+        raise ValueError(f"max_padded_steps must be None or an int >= 1, got {max_padded_steps!r}")
     n = len(split)
     order = np.arange(n, dtype=np.int64) if rng is None else rng.permutation(n).astype(np.int64)
-    for begin in range(0, n, int(batch_size)):
-        yield _make_batch(split, order[begin : begin + int(batch_size)], dtype)
+    if max_padded_steps is None:
+        for begin in range(0, n, int(batch_size)):
+            yield _make_batch(split, order[begin : begin + int(batch_size)], dtype)
+        return
+    lengths = split.lengths[order]
+    begin = 0
+    while begin < n:
+        end, longest = begin + 1, int(lengths[begin])
+        while end < min(n, begin + int(batch_size)):
+            longest_next = max(longest, int(lengths[end]))
+            if longest_next * (end + 1 - begin) > max_padded_steps:
+                break
+            end, longest = end + 1, longest_next
+        yield _make_batch(split, order[begin:end], dtype)
+        begin = end

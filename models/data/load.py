@@ -65,6 +65,9 @@ Nottingham holds about 270,000."""
 MAX_NOTES = 10_000_000
 """The most notes a dataset may hold over its three splits (Nottingham holds about 260,000)."""
 
+_ROLL_BLOCK = 65_536
+"""Steps of the piano roll filled at a time while a split is built."""
+
 # --------------------------------------------------------------------------- loading
 
 
@@ -116,11 +119,14 @@ def _split_from_events(
             f"{where}: sequence {int(empty[0])} has no time steps ({empty.size} empty "
             "sequence(s)); every sequence needs at least one step"
         )
-    step_ends: npt.NDArray[np.int64] = step_offsets.astype(np.int64)
-    notes_per_step: npt.NDArray[np.int64] = step_ends[1:] - step_ends[:-1]
-    step_of_note = np.repeat(np.arange(n_steps, dtype=np.int64), notes_per_step)
     roll = np.zeros((n_steps, N_PITCHES), dtype=np.uint8)
-    roll[step_of_note, notes.astype(np.int64) - PITCH_LO] = 1
+    # in blocks of steps: index arrays for every note at once would take
+    # 16 bytes per note on top of the roll
+    for s0 in range(0, n_steps, _ROLL_BLOCK):
+        s1 = min(n_steps, s0 + _ROLL_BLOCK)
+        ends = step_offsets[s0 : s1 + 1].astype(np.int64)
+        step_of_note = np.repeat(np.arange(s0, s1, dtype=np.int64), np.diff(ends))
+        roll[step_of_note, notes[ends[0] : ends[-1]].astype(np.int64) - PITCH_LO] = 1
     return Split(roll=roll, offsets=seq_offsets.astype(np.int64))
 
 

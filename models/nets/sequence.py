@@ -57,10 +57,15 @@ from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
 from models.nets.base import TIME_MAJOR_HINT, check_state_dict
 
-__all__ = ["PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
+__all__ = ["EVAL_PADDED_STEPS", "PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
 
 PAD_MULTIPLE = 16
 """Batches are padded with empty steps up to a multiple of this many steps."""
+
+EVAL_PADDED_STEPS = 32_768
+"""The most padded steps ``T * B`` in one batch of :meth:`SequenceModel.evaluate`:
+16 sequences of 2,048 steps (the inputs, targets and logits of such a batch take
+23 MB each in float64). Longer pieces are scored in smaller batches."""
 
 READOUT = ("V", "c_out")
 """Names of the read-out weight (H, K) and bias (K,). The bias is not called
@@ -563,7 +568,9 @@ class SequenceModel:
         Args:
             split: the sequences to score (``models.data.Split``).
             batch_size: sequences per forward pass (does not change the numbers
-                beyond floating-point summation order).
+                beyond floating-point summation order); fewer where they are
+                long, so that a batch holds at most :data:`EVAL_PADDED_STEPS`
+                padded steps.
             params: optional parameters instead of ``self.params``.
 
         Returns:
@@ -588,7 +595,7 @@ class SequenceModel:
         total = 0.0
         tp = fp = fn = 0
         n = 0
-        for batch in batches(split, bs, dtype=dt):
+        for batch in batches(split, bs, dtype=dt, max_padded_steps=EVAL_PADDED_STEPS):
             plan, run, padded = self._run(batch, p)
             if not np.isfinite(run.loss):
                 raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
