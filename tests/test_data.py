@@ -515,6 +515,29 @@ def test_batches_argument_checks(small_npz: Path) -> None:
         next(batches(train, 2, dtype=np.int64))  # type: ignore[arg-type]
 
 
+def test_split_keeps_the_roll_packed_and_unpacks_what_is_asked() -> None:
+    rng = np.random.default_rng(0)
+    roll = (rng.random((9, N_PITCHES)) < 0.1).astype(np.uint8)
+    split = Split(roll=roll, offsets=np.asarray([0, 4, 9]))
+    assert split.bits.shape == (9, 11) and split.bits.nbytes == 99
+    np.testing.assert_array_equal(split.roll, roll)
+    np.testing.assert_array_equal(split.rows(np.asarray([8, 0, 8])), roll[[8, 0, 8]])
+    np.testing.assert_array_equal(split.rows(slice(2, 5)), roll[2:5])
+    np.testing.assert_array_equal(split.sequence(1), roll[4:9])
+    np.testing.assert_array_equal(split.subset([1, 0]).roll, np.concatenate([roll[4:], roll[:4]]))
+    again = Split.from_bits(np.packbits(roll, axis=1), [0, 9])
+    np.testing.assert_array_equal(again.roll, roll)
+    for view in (split.bits, split.rows(slice(0, 2)), split.sequence(0)):
+        with pytest.raises(ValueError, match="read-only"):
+            view[0, 0] = 1
+    with pytest.raises(AttributeError, match="read-only"):
+        split.offsets = np.asarray([0, 9])  # type: ignore[misc]
+    with pytest.raises(DataError, match="bits"):
+        Split.from_bits(np.zeros((3, 10), dtype=np.uint8), [0, 3])
+    with pytest.raises(DataError, match="offsets"):
+        Split.from_bits(np.zeros((3, 11), dtype=np.uint8), [0, 2])
+
+
 def test_batches_max_padded_steps_closes_batches_early(small_npz: Path) -> None:
     train = load_npz(small_npz).train  # lengths 4, 1, 3
     # 4 * 2 = 8 padded steps fit in 8; adding the third (4 * 3 = 12) would not

@@ -46,10 +46,10 @@ def _make_batch(split: Split, idx: npt.NDArray[np.int64], dtype: FloatDType) -> 
     real = t < lengths[None, :]  # (T, B)
     rows = starts[None, :] + t  # (T, B), meaningful where real
     targets = np.zeros((n_time, idx.shape[0], N_PITCHES), dtype=dtype)
-    targets[real] = split.roll[rows[real]]
+    targets[real] = split.rows(rows[real])
     inputs = np.zeros_like(targets)
     shifted = real & (t >= 1)
-    inputs[shifted] = split.roll[rows[shifted] - 1]
+    inputs[shifted] = split.rows(rows[shifted] - 1)
     return Batch(
         inputs=inputs,
         targets=targets,

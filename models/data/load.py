@@ -119,15 +119,17 @@ def _split_from_events(
             f"{where}: sequence {int(empty[0])} has no time steps ({empty.size} empty "
             "sequence(s)); every sequence needs at least one step"
         )
-    roll = np.zeros((n_steps, N_PITCHES), dtype=np.uint8)
-    # in blocks of steps: index arrays for every note at once would take
-    # 16 bytes per note on top of the roll
+    bits = np.zeros((n_steps, (N_PITCHES + 7) // 8), dtype=np.uint8)
+    # in blocks of steps: a dense roll and index arrays for every note at once
+    # would take 88 bytes per step and 16 per note on top of the packed roll
     for s0 in range(0, n_steps, _ROLL_BLOCK):
         s1 = min(n_steps, s0 + _ROLL_BLOCK)
         ends = step_offsets[s0 : s1 + 1].astype(np.int64)
-        step_of_note = np.repeat(np.arange(s0, s1, dtype=np.int64), np.diff(ends))
-        roll[step_of_note, notes[ends[0] : ends[-1]].astype(np.int64) - PITCH_LO] = 1
-    return Split(roll=roll, offsets=seq_offsets.astype(np.int64))
+        step_of_note = np.repeat(np.arange(s1 - s0, dtype=np.int64), np.diff(ends))
+        block = np.zeros((s1 - s0, N_PITCHES), dtype=np.uint8)
+        block[step_of_note, notes[ends[0] : ends[-1]].astype(np.int64) - PITCH_LO] = 1
+        bits[s0:s1] = np.packbits(block, axis=1)
+    return Split.from_bits(bits, seq_offsets.astype(np.int64))
 
 
 def _check_file(path: Path, kind: str) -> None:
