@@ -57,7 +57,14 @@ from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
 from models.nets.base import TIME_MAJOR_HINT, check_state_dict
 
-__all__ = ["EVAL_PADDED_STEPS", "PAD_MULTIPLE", "READOUT", "SequenceModel", "frame_counts", "pad_batch"]
+__all__ = [
+    "EVAL_PADDED_STEPS",
+    "PAD_MULTIPLE",
+    "READOUT",
+    "SequenceModel",
+    "frame_counts",
+    "pad_batch",
+]
 
 PAD_MULTIPLE = 16
 """Batches are padded with empty steps up to a multiple of this many steps."""
