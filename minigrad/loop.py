@@ -74,13 +74,13 @@ import numpy as np
 
 from minigrad.arena import ALIGN, Arena
 from minigrad.errors import (
-    ArgumentError,
     DTypeError,
     GraphError,
     NonFiniteError,
     ShapeError,
 )
 from minigrad.nodes import Node
+from minigrad.runtime.execute import check_mask
 from minigrad.runtime.instr import Instr
 from minigrad.runtime.workspace import Gradients, Run, Workspace
 from minigrad.types import AnyArray
@@ -757,11 +757,7 @@ class LoopWorkspace(Workspace):
             held_st[s] = st
         full: AnyArray | None = None
         if mask is not None:
-            m = np.asarray(mask)
-            if m.shape != (T, B):
-                raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
-            if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
-                raise ArgumentError(f"cell '{cname}': mask must hold only 0 and 1")
+            m = check_mask(mask, T, B, cname)
             full = np.empty((T, B), self.mask.dtype)
             np.copyto(full, m, casting="unsafe")
         return held_in, held_st, full

@@ -158,14 +158,25 @@ def load(
                 step=0,
             )
     if mask is not None:
-        m = np.asarray(mask)
-        if m.shape != (T, B):
-            raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
-        if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
-            raise ArgumentError(f"cell '{cname}': mask must hold only 0 and 1")
+        m = check_mask(mask, T, B, cname)
         mask_f, mask_col, mask_bool = mask_arrays
         np.copyto(mask_f, m, casting="unsafe")
         np.copyto(mask_bool, mask_col != 0)
+
+
+def check_mask(mask: Any, T: int, B: int, cname: str) -> Any:
+    """The mask a caller gave, as an array, once it is ``(T, B)`` and holds only 0 and 1.
+
+    Raises:
+        ShapeError: another shape.
+        ArgumentError: a value other than 0 and 1.
+    """
+    m = np.asarray(mask)
+    if m.shape != (T, B):
+        raise ShapeError(f"cell '{cname}': mask must have shape ({T}, {B}), got {m.shape}")
+    if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
+        raise ArgumentError(f"cell '{cname}': mask must hold only 0 and 1")
+    return m
 
 
 # -- results ---------------------------------------------------------------------
