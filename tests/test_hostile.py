@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from npz_layout import write_npz_dataset
+from npz_layout import write_tiny_dataset
 
 import minigrad as mg
 from minigrad.errors import ShapeError
@@ -37,17 +37,7 @@ from models.train.optim import RMSProp
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(7)
-    splits = {}
-    for name in ("train", "valid", "test"):
-        seqs = []
-        for _ in range(3):
-            roll = np.zeros((int(rng.integers(4, 8)), N_PITCHES), dtype=np.uint8)
-            for frame in roll:
-                frame[rng.choice(np.arange(60, 66) - PITCH_LO, 2)] = 1
-            seqs.append(roll)
-        splits[name] = seqs
-    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", splits)
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", seed=7)
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from npz_layout import write_npz_dataset
+from npz_layout import write_npz_dataset, write_tiny_dataset
 
 from models.cli.main import main
-from models.data import N_PITCHES, PITCH_LO, DataError, load_dataset
+from models.data import N_PITCHES, DataError, load_dataset
 from models.data.load import MAX_STEPS
 from models.io import TEMP_SUFFIX, RunLock
 from models.nets.base import RecurrentModel
@@ -38,17 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(5)
-    splits = {}
-    for name in ("train", "valid", "test"):
-        seqs = []
-        for _ in range(3):
-            roll = np.zeros((int(rng.integers(4, 8)), N_PITCHES), dtype=np.uint8)
-            for frame in roll:
-                frame[rng.choice(np.arange(60, 66) - PITCH_LO, 2)] = 1
-            seqs.append(roll)
-        splits[name] = seqs
-    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", splits)
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", seed=5)
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
