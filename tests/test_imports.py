@@ -58,6 +58,12 @@ def import_graph() -> nx.DiGraph:  # type: ignore[type-arg]
         for target in _imports(ast.parse(path.read_text(), str(path)), set(modules)):
             if target in modules and target != name:
                 g.add_edge(name, target)
+            # importing a.b.c runs a.b's __init__ first, unless the importer is inside a.b
+            parts = target.split(".")
+            for k in range(2, len(parts)):
+                parent = ".".join(parts[:k])
+                if parent in modules and parent != name and not name.startswith(parent + "."):
+                    g.add_edge(name, parent)
     return g
 
 
@@ -65,6 +71,18 @@ def test_minigrad_imports_have_no_cycle() -> None:
     g = import_graph()
     cycles = list(nx.simple_cycles(g))
     assert not cycles, f"import cycles: {[' -> '.join([*c, c[0]]) for c in cycles]}"
+
+
+def test_importing_a_submodule_counts_as_importing_its_package() -> None:
+    g = import_graph()
+    checked = 0
+    for a, b in g.edges:
+        package = b.rsplit(".", 1)[0]
+        if package in g and package != "minigrad" and package != a:
+            if not a.startswith(package + "."):
+                assert g.has_edge(a, package), (a, b)
+                checked += 1
+    assert checked > 0  # e.g. minigrad.loop imports minigrad.runtime.execute
 
 
 def test_the_walk_sees_function_level_imports_and_skips_type_checking() -> None:

@@ -80,6 +80,12 @@ def import_graph() -> nx.DiGraph:
     for name, path in modules.items():
         for target in imports_of(path, name, known):
             graph.add_edge(name, target)
+            # importing a.b.c runs a.b's __init__ first, unless the importer is inside a.b
+            parts = target.split(".")
+            for k in range(2, len(parts)):
+                parent = ".".join(parts[:k])
+                if parent in known and parent != name and not name.startswith(parent + "."):
+                    graph.add_edge(name, parent)
     return graph
 
 
