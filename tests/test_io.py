@@ -123,6 +123,16 @@ def test_atomic_write_and_stale_temporaries(tmp_path: Path) -> None:
     assert not stale.exists() and other.exists() and target.read_text() == "two"
 
 
+def test_atomic_write_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "real.txt"
+    real.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new" and link.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
 def test_run_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path: Path) -> None:
     with RunLock(tmp_path) as lock:
         assert lock.held and (tmp_path / LOCK_FILE).exists()

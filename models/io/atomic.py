@@ -58,7 +58,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     Args:
         path: the target file; its folder must exist. An existing file keeps
             its permission bits and is replaced only once the new one is
-            complete and on disk.
+            complete and on disk. A symbolic link stays a link: the file it
+            points to is the one replaced.
         write: writes the complete contents to the binary file it is given.
 
     Raises:
@@ -67,8 +68,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             never replaced), ...; the temporary file is removed and the target
             left as it was.
     """
+    target = Path(path)
+    if target.is_symlink():
+        # replace the file the link points to, and keep the link (as
+        # ``sed -i --follow-symlinks`` does): renaming onto the link would
+        # turn it into a plain file and leave its target stale
+        target = Path(os.path.realpath(target))
     with _signals_deferred():
-        _atomic_write(Path(path), write)
+        _atomic_write(target, write)
 
 
 @contextlib.contextmanager
