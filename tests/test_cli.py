@@ -244,10 +244,13 @@ def test_evaluate_reproduces_logged_numbers(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert main(["evaluate", "--checkpoint", str(run_dir / "model.npz"), "--batch-size", "16"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run_dir / "model.npz"), "--batch-size", "1"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert {"split", "nll", "frame_accuracy", "n_steps"} <= set(ev)
     assert ev["nll"] == pytest.approx(m["test_nll"], rel=1e-12)
+    # by default the run's own eval batch size: the very number the run reported
+    assert main(["evaluate", "--checkpoint", str(run_dir / "model.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["nll"] == m["test_nll"]
     assert ev["n_steps"] == m["test_steps"]
     assert main(["evaluate", "--checkpoint", str(run_dir / "model.npz"), "--split", "train"]) == 0
     assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(m["train_nll"], rel=1e-12)

@@ -10,6 +10,7 @@ from models.cli.common import Formatter, Subparsers, add_import_option, check_ra
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
+from models.train.config import TrainConfig
 from models.train.loop import load_model
 
 # --------------------------------------------------------------------------- evaluate
@@ -36,20 +37,32 @@ def add(sub: Subparsers) -> None:
         help="embedded name or .npz / .pickle path (default: the run's dataset)",
     )
     p.add_argument("--split", default="test", choices=SPLIT_NAMES, help="the split to score")
-    p.add_argument("--batch-size", type=int, default=64, help="sequences per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sequences per batch (default: the run's eval_batch_size, so that the figures "
+        "are the ones the run reported to the last digit; else 16)",
+    )
     add_import_option(p)
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``minigrad evaluate``: print the metrics as JSON; returns the exit code."""
-    check_range("--batch-size", args.batch_size, 1)
+    if args.batch_size is not None:
+        check_range("--batch-size", args.batch_size, 1)
     model, info = load_model(args.checkpoint)
+    batch_size = args.batch_size
+    if batch_size is None:
+        stored = info["config"].get("eval_batch_size")
+        valid = isinstance(stored, int) and not isinstance(stored, bool) and stored >= 1
+        batch_size = stored if valid else TrainConfig().eval_batch_size
     name = args.dataset if args.dataset is not None else info["config"].get("dataset")
     if not isinstance(name, str):
         raise CheckpointError(f"{args.checkpoint}: the stored configuration names no dataset")
     dataset = load_dataset(name)
-    scores = model.evaluate(dataset.split(args.split), args.batch_size)
+    scores = model.evaluate(dataset.split(args.split), batch_size)
     out = {
         "checkpoint": str(args.checkpoint),
         "dataset": name,
