@@ -628,8 +628,8 @@ def claim_run_folder(
         lock.release()
         if not auto_suffix:
             raise CheckpointError(
-                f"{folder} already holds a run ({', '.join(held)}); continue it with --resume, "
-                "or pass --overwrite, or choose another --out"
+                f"{folder} already holds a run ({', '.join(held)}); continue it with --resume "
+                "(resume=True), or pass --overwrite (overwrite=True), or choose another --out"
             )
     raise CheckpointError(f"{out} and {MAX_SUFFIX - 2} suffixed folders all hold runs")
 
