@@ -345,6 +345,80 @@ def _writes(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
     return _arrays(args)
 
 
+def _per_chunk_calls(
+    pro: list[_Call],
+    epi: list[_Call],
+    roots: list[AnyArray],
+    per_step: Callable[[Any], bool],
+) -> int:
+    """How many leading calls of a backward epilogue must run after every chunk.
+
+    A call runs per chunk when it touches a per-step buffer, or when it reads a
+    buffer that per-chunk work writes and that is not one of ``roots`` (the
+    gradients summed over chunks): a scratch product such as a time-batched
+    weight gradient holds one chunk's share only, so whatever reads it must run
+    while it does. Every call before the last such one runs per chunk too. The
+    rest run once, after the last chunk, on the summed roots.
+    """
+
+    def spans(arrays: list[AnyArray]) -> list[tuple[int, int]]:
+        return [(_address(a), _address(a) + a.nbytes) for a in arrays if a.size]
+
+    kept = spans(roots)
+
+    def scratch(a: tuple[int, int]) -> bool:
+        return not any(lo <= a[0] and a[1] <= hi for lo, hi in kept)
+
+    split = 0
+    while True:
+        dirty = [
+            sp
+            for fn, args in [*pro, *epi[:split]]
+            for sp in spans(_writes_any(fn, args))
+            if scratch(sp)
+        ]
+        later = split
+        for j in range(split, len(epi)):
+            fn, args = epi[j]
+            read = spans(_reads(fn, args))
+            if per_step(args) or any(r[0] < d[1] and d[0] < r[1] for r in read for d in dirty):
+                later = j + 1
+        if later == split:
+            return split
+        split = later
+
+
+def _writes_any(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
+    """The arrays a bound forward or backward call writes (all its arrays when unsure)."""
+    op = getattr(fn, "__self__", None)
+    if isinstance(op, Node) and getattr(fn, "__name__", "") == "vjp_into":
+        return _arrays(args[:1])
+    return _writes(fn, args)
+
+
+def _halo_point(pro: list[_Call], slots: list[AnyArray]) -> int:
+    """Where, among the calls of a backward prologue, the state gradients carried from
+    the next chunk go into ``slots``: after the last call that writes a slot before any
+    call reads one (a call that reads a slot, an accumulation included, must see them)."""
+    spans = [(_address(a), _address(a) + a.nbytes) for a in slots]
+
+    def touches(arrays: list[AnyArray]) -> bool:
+        return any(
+            _address(a) < hi and lo < _address(a) + a.nbytes
+            for a in arrays
+            if a.size
+            for lo, hi in spans
+        )
+
+    point = 0
+    for j, (fn, args) in enumerate(pro):
+        if touches(_reads(fn, args)):
+            break
+        if touches(_writes_any(fn, args)):
+            point = j + 1
+    return point
+
+
 def _normalised(call: _Call) -> _Call:
     """A ``partial(ufunc, out=array)`` call spelled as ``ufunc(*args, array)``, so that
     every array of a call is in its positional arguments."""
@@ -1014,11 +1088,7 @@ class LoopWorkspace(Workspace):
         gbufs, jobs, _zero, _modes, _bwd = self._bindings[with_outputs]
         o = self._owners
         step_jobs = [self._per_step((outs, y, xs)) for _fn, outs, y, xs in jobs]
-        _pro, _body, epi, _cut = self._bwd_parts[with_outputs]
-        split = 0
-        for j, (_fn, args) in enumerate(epi):
-            if self._per_step(args):
-                split = j + 1
+        pro, _body, epi, _cut = self._bwd_parts[with_outputs]
         cands = [
             v
             for v in gbufs.values()
@@ -1032,6 +1102,7 @@ class LoopWorkspace(Workspace):
         for v in sorted(cands, key=lambda a: -a.nbytes):
             if not any(inside(v, r) for r in roots):
                 roots.append(v)
+        split = _per_chunk_calls(pro, epi, roots, self._per_step)
         carried: set[int] = set()
         for v in gbufs.values():
             i = _owner(o, v)
@@ -1106,13 +1177,17 @@ class LoopWorkspace(Workspace):
                 if per or first:
                     ffn(fouts, y_all, *xs_all)
             pro, epi = self._parts
-            for fn, args in pro:
+            # the gradient of the state after the chunk, from the chunk after it: added
+            # after the prologue's calls that assign its slot and before the first that
+            # reads it (a time-batched product reads every step's state gradient at once)
+            at = _halo_point(pro, [o.new[i][n] for i in halo]) if halo else 0
+            for fn, args in pro[:at]:
                 fn(*args)
-            # the gradient of the state after the chunk, from the chunk after it (added
-            # after the prologue, which may assign the slot: its last step's share)
             for i, g in halo.items():
                 slot = o.new[i][n]
                 np.add(slot, g, out=slot)
+            for fn, args in pro[at:]:
+                fn(*args)
             body = self._bodies[f"bwd{w}"]
             if cutting:
                 assert k is not None

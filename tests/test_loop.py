@@ -229,6 +229,76 @@ def test_chunked_random_cells_match_one_piece(seed: int) -> None:
     _assert_close(cell, 17, 4, "start", truncate=1)
 
 
+def _selections() -> list[tuple[str, ...] | None]:
+    """The default passes, each pass alone (with what it requires) and all but each."""
+    from minigrad.passes import ALL_PASSES, BY_NAME, without
+
+    alone = []
+    for name in ALL_PASSES:
+        need = {name, *BY_NAME[name].requires}
+        alone.append(tuple(n for n in ALL_PASSES if n in need))
+    return [None, *alone, *(without(n) for n in ALL_PASSES)]
+
+
+def _input_only_state_cell() -> mg.Cell:
+    """h' = x W: the state's update reads only the input, so the whole backward pass of
+    a chunk is time-batched, and the gradient carried in from the next chunk is read
+    by the batched product of every step."""
+    b = CellBuilder("input_only_state")
+    x, y = b.input("x", 3), b.input("y", 3)
+    h = b.state("h", 3)
+    W = b.param("W", (3, 3))
+    b.update(h, mg.matmul(x, W, name="xw"))
+    b.loss(mg.l2_loss(h, y, name="loss"))
+    return b.build()
+
+
+def _tanh_rnn_cell() -> mg.Cell:
+    b = CellBuilder("tanh_rnn")
+    x, y = b.input("x", 4), b.input("y", 4)
+    h = b.state("h", 4)
+    W, U = b.param("W", (4, 4)), b.param("U", (4, 4))
+    a = mg.add(mg.matmul(x, W, name="xw"), mg.matmul(h, U, name="hu"), name="a")
+    b.update(h, mg.tanh(a, name="hn"))
+    b.loss(mg.l2_loss(h, y, name="loss"))
+    return b.build()
+
+
+@pytest.mark.parametrize("make", [_input_only_state_cell, _tanh_rnn_cell])
+def test_chunked_runs_match_the_unroll_under_every_pass_selection(make: object) -> None:
+    # time-batched weight gradients summed over chunks, and the state gradient carried
+    # into a chunk whose backward pass is all time-batched, were wrong for some selections
+    cell = make()  # type: ignore[operator]
+    T = 20
+    params = cell.init_params(0)
+    rng = np.random.default_rng(1)
+    params = {k: rng.uniform(-0.5, 0.5, v.shape) for k, v in params.items()}
+    inputs = _inputs(cell, T, 2)
+    plain = mg.plan_of(cell, T, passes=())
+    ref_loss, ref = plain.loss_and_grads(params, inputs)
+    old = mg_loop._CHUNK
+    mg_loop._CHUNK = 6
+    try:
+        for passes in _selections():
+            prog = mg.compile(cell, passes=passes)
+            loss, got = prog.loss_and_grads(params, inputs)
+            assert prog._last._chunked, passes
+            assert loss == pytest.approx(ref_loss, rel=1e-13)
+            for kind in ("params", "inputs", "states"):
+                for k, v in getattr(ref, kind).items():
+                    np.testing.assert_allclose(getattr(got, kind)[k], v, rtol=1e-11, atol=1e-12,
+                                               err_msg=f"{cell.name} {passes}: {kind} {k}")
+    finally:
+        mg_loop._CHUNK = old
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunked_random_cells_match_one_piece_under_every_pass_selection(seed: int) -> None:
+    cell = random_cell(100 + seed)
+    for passes in _selections():
+        _assert_close(cell, 13, 4, "end", passes=passes)
+
+
 def test_one_chunk_is_the_one_piece_run_bit_for_bit() -> None:
     cell = l2_cell("gru", readout=True)
     for T in (7, 8):
