@@ -83,7 +83,7 @@ from minigrad.nodes import Node
 from minigrad.runtime.execute import check_mask
 from minigrad.runtime.instr import Instr
 from minigrad.runtime.workspace import Gradients, Run, Workspace
-from minigrad.types import AnyArray
+from minigrad.types import EXACT_INPUT_DTYPES, AnyArray
 
 if TYPE_CHECKING:
     from minigrad.cell import Cell
@@ -780,11 +780,13 @@ class LoopWorkspace(Workspace):
         cname = cell.name
         T, B = self._total, self.batch
 
-        def checked(given: Any, shape: tuple[int, ...], dtype: Any, what: str) -> AnyArray:
+        def checked(
+            given: Any, shape: tuple[int, ...], dtype: Any, what: str, exact: bool = False
+        ) -> AnyArray:
             arr = np.asarray(given)
             if arr.shape != shape:
                 raise ShapeError(f"cell '{cname}': {what} has shape {arr.shape}, expected {shape}")
-            if arr.dtype != dtype:
+            if arr.dtype != dtype and not (exact and arr.dtype in EXACT_INPUT_DTYPES):
                 raise DTypeError(
                     f"cell '{cname}': {what} is {arr.dtype}, expected {dtype} (convert it "
                     "explicitly; minigrad never changes a dtype silently)"
@@ -809,7 +811,7 @@ class LoopWorkspace(Workspace):
         held_in: dict[str, AnyArray] = {}
         for n in cell.inputs:
             k = self._k_bufs["in:" + n]
-            held_in[n] = checked(inputs[n], (T, *k.shape[1:]), k.dtype, f"input '{n}'")
+            held_in[n] = checked(inputs[n], (T, *k.shape[1:]), k.dtype, f"input '{n}'", True)
         extra = sorted(set(states) - set(cell.states))
         if extra:
             raise GraphError(

@@ -32,6 +32,11 @@ DTypeLike: TypeAlias = npt.DTypeLike
 
 BATCH: BatchDim = "B"
 
+EXACT_INPUT_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.bool_), np.dtype(np.uint8))
+"""Input dtypes a program also takes besides the cell's float dtype: every value they
+hold is exact in float32 and float64, and they are cast step window by step window,
+so a long sequence of 0/1 data (piano rolls) need not be held in floats."""
+
 
 def format_shape(shape: tuple[object, ...]) -> str:
     """A shape as Python writes a tuple: ``(B, 4)``, ``(4,)``, ``()``."""
@@ -40,6 +45,7 @@ def format_shape(shape: tuple[object, ...]) -> str:
 
 __all__ = [
     "BATCH",
+    "EXACT_INPUT_DTYPES",
     "AnyArray",
     "Array",
     "BatchDim",

@@ -20,7 +20,7 @@ from minigrad.cell import Cell
 from minigrad.errors import ArgumentError, DTypeError, GraphError, NonFiniteError, ShapeError
 from minigrad.nodes import Call
 from minigrad.runtime.instr import buffer_of
-from minigrad.types import Array, BoolArray
+from minigrad.types import EXACT_INPUT_DTYPES, Array, BoolArray
 
 if TYPE_CHECKING:
     from minigrad.plan import Plan
@@ -88,12 +88,13 @@ def run_calls(calls: Sequence[Call]) -> None:
 # -- loading a batch -------------------------------------------------------------
 
 
-def put(dst: Array, src: Any, what: str) -> None:
-    """Copy ``src`` into ``dst`` if it has the same shape and dtype, else name ``what``."""
+def put(dst: Array, src: Any, what: str, exact: bool = False) -> None:
+    """Copy ``src`` into ``dst`` if it has the same shape and dtype (or, with ``exact``, a
+    dtype of :data:`~minigrad.types.EXACT_INPUT_DTYPES`), else name ``what``."""
     arr = np.asarray(src)
     if arr.shape != dst.shape:
         raise ShapeError(f"{what} has shape {arr.shape}, expected {dst.shape}")
-    if arr.dtype != dst.dtype:
+    if arr.dtype != dst.dtype and not (exact and arr.dtype in EXACT_INPUT_DTYPES):
         raise DTypeError(
             f"{what} is {arr.dtype}, expected {dst.dtype} (convert it explicitly; minigrad "
             "never changes a dtype silently)"
@@ -124,7 +125,7 @@ def load(
         for n in names:
             if n not in given:
                 raise GraphError(f"cell '{cname}': {what} '{n}' is missing; expected {list(names)}")
-            put(bufs[prefix + n], given[n], f"cell '{cname}': {what} '{n}'")
+            put(bufs[prefix + n], given[n], f"cell '{cname}': {what} '{n}'", prefix == "in:")
         extra = sorted(set(given) - set(names))
         if extra:
             raise GraphError(f"cell '{cname}': unknown {what}(s) {extra}; expected {list(names)}")
