@@ -113,6 +113,23 @@ def test_nll_matches_numpy(tiny_npz: Path) -> None:
         assert res["nll"] == pytest.approx(total / n, rel=1e-12)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_evaluate_in_segments_carries_the_states(
+    tiny_npz: Path, monkeypatch: pytest.MonkeyPatch, cell: str
+) -> None:
+    import models.nets.sequence as sequence_module
+
+    ds = load_npz(tiny_npz)
+    m = SequenceModel(cell=cell, hidden_size=4, seed=3, layers=2)
+    whole = m.evaluate(ds.valid, batch_size=64)
+    monkeypatch.setattr(sequence_module, "EVAL_SEGMENT", 2)
+    assert int(ds.valid.lengths.max()) > 4  # several segments
+    parts = m.evaluate(ds.valid, batch_size=64)
+    assert parts["nll"] == pytest.approx(whole["nll"], rel=1e-13)
+    assert parts["frame_accuracy"] == whole["frame_accuracy"]
+    assert parts["n_steps"] == whole["n_steps"]
+
+
 def test_evaluate_scores_long_pieces_in_smaller_batches(
     tiny_npz: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,9 +141,9 @@ def test_evaluate_scores_long_pieces_in_smaller_batches(
     seen: list[int] = []
     run = m._run
 
-    def spy(batch: Batch, params: object) -> object:
+    def spy(batch: Batch, params: object, **kw: object) -> object:
         seen.append(batch.inputs.shape[0] * batch.inputs.shape[1])
-        return run(batch, params)  # type: ignore[arg-type]
+        return run(batch, params, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(m, "_run", spy)
     longest = int(ds.valid.lengths.max())

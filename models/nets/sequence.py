@@ -56,9 +56,11 @@ from models.cells.stack import stack
 from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
 from models.nets.base import TIME_MAJOR_HINT, check_state_dict
+from models.nets.limits import check_model_size
 
 __all__ = [
     "EVAL_PADDED_STEPS",
+    "EVAL_SEGMENT",
     "PAD_MULTIPLE",
     "READOUT",
     "SequenceModel",
@@ -73,6 +75,11 @@ EVAL_PADDED_STEPS = 32_768
 """The most padded steps ``T * B`` in one batch of :meth:`SequenceModel.evaluate`:
 16 sequences of 2,048 steps (the inputs, targets and logits of such a batch take
 23 MB each in float64). Longer pieces are scored in smaller batches."""
+
+EVAL_SEGMENT = 8_192
+"""The most steps :meth:`SequenceModel.evaluate` runs at once: a longer piece is scored
+in segments of this many steps, each starting from the final states of the one before
+(which gives the same numbers, up to summation order)."""
 
 READOUT = ("V", "c_out")
 """Names of the read-out weight (H, K) and bias (K,). The bias is not called
@@ -224,6 +231,7 @@ class SequenceModel:
         self.input_size = _int_arg("input_size", input_size)
         self.hidden_size = _int_arg("hidden_size", hidden_size)
         self.layers = _int_arg("layers", layers)
+        check_model_size(self.input_size, self.hidden_size, self.layers, self.input_size)
         self.init = init
         self.dropout = _rate_arg("dropout", dropout)
         self.recurrent_dropout = _rate_arg("recurrent_dropout", recurrent_dropout)
@@ -433,10 +441,10 @@ class SequenceModel:
                 )
             if arr.ndim != 3 or arr.shape[2] != K or arr.shape[0] < 1 or arr.shape[1] < 1:
                 raise ValueError(f"batch.{what} must have shape (T, B, {K}), got {arr.shape}")
-            if arr.dtype != self.dtype:
+            if arr.dtype != self.dtype and arr.dtype != np.uint8:
                 raise ValueError(
                     f"batch.{what} is {arr.dtype}, but the model is {self.dtype.name}: build "
-                    f"the batches with dtype=np.{self.dtype.name}"
+                    f"the batches with dtype=np.{self.dtype.name} (or np.uint8)"
                 )
         if batch.targets.shape != batch.inputs.shape or batch.mask.shape != batch.inputs.shape[:2]:
             raise ValueError(
@@ -460,14 +468,16 @@ class SequenceModel:
         rng: np.random.Generator | None = None,
         *,
         backward: bool = False,
+        states: Mapping[str, Array] | None = None,
     ) -> tuple[Program, Run, Batch]:
         """The forward pass of a batch; ``backward``: whether a backward pass follows
-        (scoring passes keep nothing for one)."""
+        (scoring passes keep nothing for one); ``states``: initial states (default: the
+        cell's)."""
         padded, inputs = self._inputs(batch, rng)
         plan = self.plan(int(padded.inputs.shape[0]))
         p = self.params if params is None else params
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(p, inputs, mask=padded.mask, backward=backward)
+            run = plan.forward(p, inputs, states, mask=padded.mask, backward=backward)
         return plan, run, padded
 
     def _nonfinite(
@@ -598,28 +608,45 @@ class SequenceModel:
         if len(split) == 0 or split.n_steps == 0:
             raise ValueError("cannot evaluate an empty split (no time steps)")
         p = self.params if params is None else params
-        dt: Any = self.dtype.type
         total = 0.0
         tp = fp = fn = 0
         n = 0
-        for batch in batches(split, bs, dtype=dt, max_padded_steps=EVAL_PADDED_STEPS):
-            plan, run, padded = self._run(batch, p)
-            if not np.isfinite(run.loss):
-                raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
-            total += run.loss
+        # uint8 batches: the program casts them window by window (8 times less
+        # memory than float64 inputs and targets for a long piece)
+        for batch in batches(split, bs, dtype=np.uint8, max_padded_steps=EVAL_PADDED_STEPS):
             n += batch.n_steps
-            logits = run.outputs["logits"]
-            # in slices of steps: a long piece's probabilities and their temporaries
-            # would otherwise take several times the logits' memory
-            for s in range(0, logits.shape[0], 256):
-                a, b, c = frame_counts(
-                    _sigmoid(logits[s : s + 256]),
-                    padded.targets[s : s + 256],
-                    padded.mask[s : s + 256],
+            T = int(batch.inputs.shape[0])
+            states: dict[str, Array] | None = None
+            # a piece longer than EVAL_SEGMENT steps is scored segment by segment, each
+            # starting from the states the one before ended in: the same numbers, with
+            # memory that does not grow with the piece
+            for s0 in range(0, T, EVAL_SEGMENT):
+                s1 = min(T, s0 + EVAL_SEGMENT)
+                part = Batch(
+                    batch.inputs[s0:s1],
+                    batch.targets[s0:s1],
+                    batch.mask[s0:s1],
+                    batch.lengths,
+                    batch.n_steps,
                 )
-                tp, fp, fn = tp + a, fp + b, fn + c
-            # let this batch and its outputs go before the next batch is made
-            del batch, padded, run, logits
+                plan, run, padded = self._run(part, p, states=states)
+                if not np.isfinite(run.loss):
+                    raise self._nonfinite(plan, run, p, f"the loss is {run.loss}")
+                total += run.loss
+                states = run.states
+                logits = run.outputs["logits"]
+                # in slices of steps: a long piece's probabilities and their temporaries
+                # would otherwise take several times the logits' memory
+                for s in range(0, logits.shape[0], 256):
+                    a, b, c = frame_counts(
+                        _sigmoid(logits[s : s + 256]),
+                        padded.targets[s : s + 256],
+                        padded.mask[s : s + 256],
+                    )
+                    tp, fp, fn = tp + a, fp + b, fn + c
+                # let this part and its outputs go before the next one is made
+                del part, padded, run, logits
+            del batch
         denom = tp + fp + fn
         return {
             "nll": total / n,

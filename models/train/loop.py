@@ -744,7 +744,6 @@ def _train_locked(
         st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
         _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
 
-    dtype = _dtype_type(config.dtype)
     reporter.start(config, n_batches, st.epoch + 1)
     saved_epoch = st.epoch
     try:
@@ -768,7 +767,7 @@ def _train_locked(
             norms: list[float] = []
             lr_t = opt.lr
             for i, batch in enumerate(
-                batches(train_split, config.batch_size, dtype=dtype, rng=rng), 1
+                batches(train_split, config.batch_size, dtype=np.uint8, rng=rng), 1
             ):
                 lr_t = sched.rate(st.updates, epoch)
                 opt.lr = lr_t
