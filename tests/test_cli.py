@@ -209,7 +209,7 @@ def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None
     # sizes are checked before anything is allocated
     line = _fails(["train", "--hidden", "10000000000"], capsys, 2)
     assert "option 'hidden': must be <= 8192" in line
-    assert "parameters, more than" in _fails(["train", "--hidden", "4000"], capsys, 2)
+    assert "parameters for an LSTM" in _fails(["train", "--hidden", "4000"], capsys, 2)
     # the out template substitutes named fields only; nothing is evaluated
     for template in ("runs/{dataset.__class__}", "runs/{hidden:>99999999}", "runs/{0}", "r/{"):
         assert "option 'out'" in _fails(["train", "--out", template], capsys, 2)

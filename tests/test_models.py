@@ -708,3 +708,20 @@ def test_a_function_that_is_not_a_fragment_gets_one_line() -> None:
         x = b.input("x", 3)
         with pytest.raises(ValueError, match=words):
             stack(b, x, frag, 3, 4, 1)  # type: ignore[arg-type]
+
+
+def test_model_sizes_are_checked_before_anything_is_allocated() -> None:
+    from models.nets.limits import lstm_param_count
+    from models.nets.sequence import SequenceModel
+
+    # the count is exact for the LSTM: one layer of 36 units on 88 keys, with its read-out
+    assert lstm_param_count(88, 36, 1, 88) == SequenceModel(cell="lstm", hidden_size=36).num_params
+    assert lstm_param_count(88, 5, 2, 88) == SequenceModel(
+        cell="lstm", hidden_size=5, layers=2
+    ).num_params
+    with pytest.raises(ValueError, match="hidden size must be <= 8192"):
+        GRU(3, 10**9)
+    with pytest.raises(ValueError, match="parameters for an LSTM"):
+        SequenceModel(hidden_size=2000)
+    with pytest.raises(ValueError, match="layers must be <= 64"):
+        SequenceModel(hidden_size=4, layers=65)

@@ -30,6 +30,7 @@ from minigrad.types import Array, FloatDType, format_shape
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import resolve_cell
 from models.cells.stack import layer_prefix, stack
+from models.nets.limits import check_model_size
 
 __all__ = ["RecurrentModel", "check_array", "check_state_dict", "l2_cell"]
 
@@ -238,6 +239,7 @@ class RecurrentModel:
         ):
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ValueError(f"{what} must be an int >= 1, got {v!r}")
+        check_model_size(int(input_size), int(hidden_size), int(num_layers))
         self.cell_type = cell_type
         self.fragment: Fragment = frag
         self.input_size = int(input_size)

@@ -13,7 +13,8 @@ from typing import Any
 from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
-from models.data.dataset import EMBEDDED_DATASETS
+from models.data.dataset import EMBEDDED_DATASETS, N_PITCHES
+from models.nets.limits import MAX_HIDDEN, MAX_LAYERS, MAX_PARAMS, lstm_param_count
 from models.train.schedule import SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -22,14 +23,6 @@ METRICS_FILE = "metrics.json"
 SVG_FILE = "curves.svg"
 RUN_FILES = (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, SVG_FILE)
 """Every file a run writes into its folder: a folder holding any of them holds a run."""
-MAX_HIDDEN = 8192
-"""The largest ``hidden``."""
-MAX_LAYERS = 64
-"""The most ``layers``."""
-MAX_PARAMS = 10_000_000
-"""The most parameters a run may have (checked up front, counted for the LSTM, the
-largest cell): with gradients, optimiser state and best parameters, about 50 bytes
-each."""
 MAX_BLAS_THREADS = 256
 """The most BLAS threads a run may ask for (``blas_threads``): the same bound on every
 machine, so a run's stored configuration resumes anywhere; more threads than cores
@@ -195,11 +188,12 @@ class TrainConfig:
         for name, most in (("hidden", MAX_HIDDEN), ("layers", MAX_LAYERS)):
             if getattr(self, name) > most:
                 raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
-        n_params = 4 * self.layers * self.hidden * (2 * self.hidden + 90)  # LSTM, the largest
+        n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)
         if n_params > MAX_PARAMS:
             raise ValueError(
-                f"options 'hidden' {self.hidden} and 'layers' {self.layers}: about {n_params:,} "
-                f"parameters, more than the {MAX_PARAMS:,} a run may have"
+                f"options 'hidden' {self.hidden} and 'layers' {self.layers}: {n_params:,} "
+                f"parameters for an LSTM (the largest built-in cell), more than the "
+                f"{MAX_PARAMS:,} a run may have"
             )
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:

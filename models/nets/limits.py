@@ -1,0 +1,50 @@
+"""How large a model may be: checked before any parameter is allocated.
+
+A parameter costs about 160 bytes of memory in a training run (the value, its
+gradient, the optimiser's state, the best parameters kept for early stopping,
+weight noise and the checkpoint being written), so the limits below keep a run
+of the largest accepted model within a few gigabytes, and a typo such as
+``hidden_size=10**9`` an error instead of an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_HIDDEN", "MAX_LAYERS", "MAX_PARAMS", "check_model_size", "lstm_param_count"]
+
+MAX_HIDDEN = 8192
+"""The largest state size of a layer."""
+MAX_LAYERS = 64
+"""The most stacked layers."""
+MAX_PARAMS = 10_000_000
+"""The most parameters a model may have, counted for the LSTM, the largest built-in cell."""
+
+
+def lstm_param_count(input_size: int, hidden: int, layers: int, readout: int) -> int:
+    """The parameters of a stacked LSTM with a read-out of ``readout`` units (0: none):
+    per layer four gates of input weights, recurrent weights and biases, and three
+    peephole vectors."""
+    total = 0
+    width = input_size
+    for _ in range(layers):
+        total += 4 * (hidden * (width + hidden) + hidden) + 3 * hidden
+        width = hidden
+    return total + (hidden * readout + readout if readout else 0)
+
+
+def check_model_size(input_size: int, hidden: int, layers: int, readout: int = 0) -> None:
+    """Refuse a model above :data:`MAX_HIDDEN`, :data:`MAX_LAYERS` or :data:`MAX_PARAMS`.
+
+    Raises:
+        ValueError: one line naming the size at fault and the limit.
+    """
+    if hidden > MAX_HIDDEN:
+        raise ValueError(f"hidden size must be <= {MAX_HIDDEN}, got {hidden}")
+    if layers > MAX_LAYERS:
+        raise ValueError(f"layers must be <= {MAX_LAYERS}, got {layers}")
+    n = lstm_param_count(input_size, hidden, layers, readout)
+    if n > MAX_PARAMS:
+        raise ValueError(
+            f"hidden size {hidden}, {layers} layer(s) and {input_size} inputs: {n:,} "
+            f"parameters for an LSTM (the largest built-in cell), more than the "
+            f"{MAX_PARAMS:,} a model may have"
+        )
