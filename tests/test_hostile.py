@@ -432,3 +432,31 @@ def test_imports_that_fail_in_any_way_get_one_line(
     assert "--import boom_at_import: importing it failed: RuntimeError: boom" in line
     line = _one_line(capsys, ["train", "--cell", "boom_at_import:f", "--no-progress"], 1)
     assert "--cell boom_at_import:f: importing module 'boom_at_import' failed" in line
+
+
+def test_one_long_piece_is_scored_in_segments_of_uint8_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a 600 KB file can hold one piece of 300,000 steps: float64 inputs, targets and
+    # logits of the whole piece took 742 MB to score it
+    from minigrad.program import Program
+    from models.data import Split
+    from models.nets.sequence import EVAL_SEGMENT
+
+    rng = np.random.default_rng(0)
+    steps = 2 * EVAL_SEGMENT + 5
+    roll = (rng.random((steps, N_PITCHES)) < 0.05).astype(np.uint8)
+    split = Split(roll=roll, offsets=np.asarray([0, steps]))
+    model = SequenceModel(hidden_size=3, seed=0)
+    seen: list[tuple[int, str]] = []
+    forward = Program.forward
+
+    def spy(self: Program, params: object, inputs: dict[str, np.ndarray], *a: object,
+            **kw: object) -> object:
+        seen.append((inputs["x"].shape[0], str(inputs["x"].dtype)))
+        return forward(self, params, inputs, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Program, "forward", spy)
+    scores = model.evaluate(split)
+    assert scores["n_steps"] == steps and np.isfinite(scores["nll"])
+    assert seen == [(EVAL_SEGMENT, "uint8"), (EVAL_SEGMENT, "uint8"), (5, "uint8")]
