@@ -16,6 +16,7 @@ from minigrad import nodes as N
 from minigrad.serialize import (
     CellDescriptionError,
     UnknownNodeTypeError,
+    from_dict,
     from_json,
     node_types,
     register_node_type,
@@ -127,6 +128,20 @@ def test_nan_and_infinite_attributes_are_refused() -> None:
     )
     with pytest.raises(CellDescriptionError, match="Infinity is not allowed"):
         from_json(text)
+
+
+def test_a_description_with_too_many_nodes_is_refused_before_building() -> None:
+    # a 369 KB model file listing 20,000 unused nodes took 61 s and 1 GB to load
+    data = to_dict(SequenceModel("gru", hidden_size=2, layers=64).cell)
+    assert len(data["nodes"]) < serialize.MAX_ITEMS  # the largest built-in stacks load
+    from_dict(data)
+    extra = [
+        {"name": f"t{i}", "type": "Tanh", "attrs": {}, "inputs": ["x" if i == 0 else f"t{i - 1}"]}
+        for i in range(serialize.MAX_ITEMS)
+    ]
+    data["nodes"] = data["nodes"] + extra
+    with pytest.raises(CellDescriptionError, match="nodes, more than the 5,000"):
+        from_dict(data)
 
 
 def test_an_unknown_node_type_names_it_and_the_cure() -> None:
