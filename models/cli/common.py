@@ -23,8 +23,14 @@ MAX_HIDDEN = 16384
 MAX_INPUT_SIZE = 16384
 """The largest ``--input-size`` of ``explain`` and ``graph``."""
 MAX_STEPS = 1000
-"""The most time steps ``explain --steps`` and ``graph --unroll`` unroll: the text and
-the picture grow with every step, and nobody reads more."""
+"""The most time steps ``graph --unroll`` unrolls: the picture grows with every step,
+and nobody reads more."""
+MAX_EXPLAIN_STEPS = 200
+"""The most time steps ``explain --steps`` unrolls: its text lists paths for every step,
+each as long as the steps before it, so its size grows with the square of the steps."""
+MAX_EXPLAIN_PATHS = 2000
+"""The most paths ``explain`` may print in all, ``--steps`` times ``--max-paths`` (the
+others are counted): 200 steps of an LSTM with the default 8 paths take 13 s."""
 MAX_SAMPLE_STEPS = 1_000_000
 """The most frames ``sample --steps`` generates (an 88 MB piano roll)."""
 

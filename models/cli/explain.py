@@ -8,9 +8,11 @@ import sys
 from minigrad.errors import GraphError
 from minigrad.explain import DEFAULT_MAX_PATHS, explain, explain_all
 from models.cli.common import (
-    MAX_STEPS,
+    MAX_EXPLAIN_PATHS,
+    MAX_EXPLAIN_STEPS,
     Formatter,
     Subparsers,
+    UsageError,
     add_cell_options,
     check_range,
     model_cell,
@@ -52,8 +54,13 @@ def add(sub: Subparsers) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     """``minigrad explain``: print the explanation; returns the exit code."""
-    check_range("--steps", args.steps, 1, MAX_STEPS)
+    check_range("--steps", args.steps, 1, MAX_EXPLAIN_STEPS)
     check_range("--max-paths", args.max_paths, 0)
+    if args.steps * args.max_paths > MAX_EXPLAIN_PATHS:
+        raise UsageError(
+            f"--steps {args.steps} times --max-paths {args.max_paths} is more than the "
+            f"{MAX_EXPLAIN_PATHS} paths explain prints (the others are counted): lower either"
+        )
     cell = model_cell(args)
     if args.param == "all":
         text = explain_all(cell, args.steps, max_paths=args.max_paths)
