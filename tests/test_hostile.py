@@ -432,3 +432,27 @@ def test_imports_that_fail_in_any_way_get_one_line(
     assert "--import boom_at_import: importing it failed: RuntimeError: boom" in line
     line = _one_line(capsys, ["train", "--cell", "boom_at_import:f", "--no-progress"], 1)
     assert "--cell boom_at_import:f: importing module 'boom_at_import' failed" in line
+
+
+# --------------------------------------------------------------------------- third pass
+
+
+def test_sweep_refuses_a_folder_of_foreign_files_and_an_empty_out(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("results.csv", "trials.csv"):
+        (mine / name).write_text(f"my {name}\n")
+    sweep = ["sweep", "--dataset", str(tiny), "--cells", "gru", "--hidden", "gru=3",
+             "--lr-candidates", "1", "--epochs", "1", "--executor", "local:1"]  # fmt: skip
+    line = _one_line(capsys, [*sweep, "--out", str(mine)], 1)
+    assert f"--out {mine}: holds results.csv, trials.csv but no sweep" in line, line
+    assert "--overwrite" in line
+    assert (mine / "results.csv").read_text() == "my results.csv\n"
+    assert (mine / "trials.csv").read_text() == "my trials.csv\n"
+    assert not (mine / "results.json").exists()
+    monkeypatch.chdir(tmp_path / "mine")
+    line = _one_line(capsys, [*sweep, "--out", ""], 2)
+    assert "--out must not be empty" in line
+    assert {p.name for p in mine.iterdir()} - {LOCK_FILE} == {"results.csv", "trials.csv"}

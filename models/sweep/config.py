@@ -21,6 +21,8 @@ BLAS_ENV: Final = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RESULTS_JSON: Final = "results.json"
 RESULTS_CSV: Final = "results.csv"
 TRIALS_CSV: Final = "trials.csv"
+SWEEP_FILES: Final = (RESULTS_JSON, RESULTS_CSV, TRIALS_CSV)
+"""The files a sweep writes into its folder; ``results.json`` records its options."""
 DEFAULT_WORKERS: Final = 2
 
 SWEEP_OWNED: Final = frozenset(
@@ -262,6 +264,8 @@ class SweepConfig:
         """
         if not self.dataset:
             raise ValueError("--dataset must not be empty")
+        if not self.out:  # '' would be the current folder
+            raise ValueError("--out must not be empty")
         positive("--seeds", self.seeds, MAX_SEEDS)
         positive("--lr-candidates", self.lr_candidates, MAX_LR_CANDIDATES)
         if isinstance(self.sweep_seed, bool) or self.sweep_seed < 0:
