@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 import tracemalloc
 from pathlib import Path
@@ -31,7 +32,7 @@ from models.io import LOCK_FILE, atomic_write_text
 from models.nets.base import RecurrentModel
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig
-from models.train.checkpoint import CheckpointError, load_checkpoint
+from models.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.train.optim import RMSProp
 
 
@@ -456,3 +457,30 @@ def test_sweep_refuses_a_folder_of_foreign_files_and_an_empty_out(
     line = _one_line(capsys, [*sweep, "--out", ""], 2)
     assert "--out must not be empty" in line
     assert {p.name for p in mine.iterdir()} - {LOCK_FILE} == {"results.csv", "trials.csv"}
+
+
+def test_non_finite_checkpoint_metadata_is_refused_naming_the_key(
+    tiny: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    with np.load(run / "checkpoint.npz") as z:
+        arrays = dict(z)
+    for key in ("extra.best_valid_nll", "extra.history[0].lr"):
+        meta = json.loads(str(arrays["meta"]))
+        if key == "extra.best_valid_nll":
+            meta["extra"]["best_valid_nll"] = float("nan")  # json.dumps writes NaN
+        else:
+            meta["extra"]["history"][0]["lr"] = float("inf")  # Infinity
+        copy = tmp_path / key
+        shutil.copytree(run, copy)
+        np.savez(copy / "checkpoint.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+        with pytest.raises(CheckpointError, match=rf"'meta' field '{re.escape(key)}' is not a"):
+            load_checkpoint(copy / "checkpoint.npz")
+        line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
+        assert f"'{key}' is not a finite number" in line, line
+    with pytest.raises(CheckpointError, match="'extra.x' is not a finite number"):
+        save_checkpoint(tmp_path / "x.npz", params={}, optimizer={}, epoch=0, rng_state={},
+                        config={}, extra={"x": float("nan")})  # fmt: skip
+    assert not (tmp_path / "x.npz").exists()
