@@ -484,3 +484,15 @@ def test_non_finite_checkpoint_metadata_is_refused_naming_the_key(
         save_checkpoint(tmp_path / "x.npz", params={}, optimizer={}, epoch=0, rng_state={},
                         config={}, extra={"x": float("nan")})  # fmt: skip
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_resume_from_a_model_file_says_it_is_not_a_checkpoint(
+    tiny: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copy(copy / "model.npz", copy / "checkpoint.npz")
+    line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
+    assert f"{copy / 'checkpoint.npz'}: not a training checkpoint" in line, line
