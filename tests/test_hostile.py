@@ -8,6 +8,7 @@ absurd option values over every command. Every crafted file is made here.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -480,7 +481,7 @@ def test_non_finite_checkpoint_metadata_is_refused_naming_the_key(
             load_checkpoint(copy / "checkpoint.npz")
         line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
         assert f"'{key}' is not a finite number" in line, line
-    with pytest.raises(CheckpointError, match="'extra.x' is not a finite number"):
+    with pytest.raises(CheckpointError, match=r"'extra\.x' is not a finite number"):
         save_checkpoint(tmp_path / "x.npz", params={}, optimizer={}, epoch=0, rng_state={},
                         config={}, extra={"x": float("nan")})  # fmt: skip
     assert not (tmp_path / "x.npz").exists()
@@ -496,3 +497,30 @@ def test_resume_from_a_model_file_says_it_is_not_a_checkpoint(
     shutil.copy(copy / "model.npz", copy / "checkpoint.npz")
     line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
     assert f"{copy / 'checkpoint.npz'}: not a training checkpoint" in line, line
+
+
+def test_sample_tempo_is_checked_before_any_file_is_written(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song, roll = tmp_path / "t.mid", tmp_path / "t.svg"
+    for tempo in ("1e-300", "3", "3.5", "10001", "nan", "-1"):
+        argv = ["sample", "--checkpoint", str(run / "model.npz"), "--steps", "2",
+                "--tempo", tempo, "-o", str(song), "--roll", str(roll)]  # fmt: skip
+        line = _one_line(capsys, argv, 2)
+        assert "--tempo must be at least 60000000/16777215 (about 3.58)" in line, line
+        assert "at most 10000" in line
+        assert not song.exists() and not roll.exists()
+    assert midi_module.check_tempo("t", 60e6 / 16777215) == pytest.approx(3.5763, abs=1e-4)
+    with pytest.raises(ValueError, match="tempo_bpm must be at least"):
+        midi_module.write_midi(np.zeros((2, 88)), tmp_path / "x.mid", tempo_bpm=3)
+    with pytest.raises(ValueError, match="got a huge integer"):
+        midi_module.check_tempo("t", 10**5000)
+    if importlib.util.find_spec("mido") is None:
+        return  # the slowest tempo in a file needs the optional mido
+    import mido
+
+    argv = ["sample", "--checkpoint", str(run / "model.npz"), "--steps", "2", "--tempo",
+            str(60e6 / 16777215), "-o", str(song)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    (tempo,) = [m.tempo for m in mido.MidiFile(song).tracks[0] if m.type == "set_tempo"]
+    assert tempo == 16777215
