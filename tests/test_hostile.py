@@ -524,3 +524,26 @@ def test_sample_tempo_is_checked_before_any_file_is_written(
     assert main(argv) == 0, capsys.readouterr().err
     (tempo,) = [m.tempo for m in mido.MidiFile(song).tracks[0] if m.type == "set_tempo"]
     assert tempo == 16777215
+
+
+def test_every_bad_config_file_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20))
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"# caf\xe9\n")
+    bad = {
+        big: "too large",
+        fifo: "is a FIFO",
+        tmp_path: "is a directory",
+        Path("/dev/zero"): "character device",
+        latin: "not UTF-8",
+        tmp_path / "missing.toml": "no such file",
+    }
+    for command in (["train"], ["sweep", "--dataset", "d.npz", "--out", str(tmp_path / "s")]):
+        for path, what in bad.items():
+            line = _one_line(capsys, [*command, "--config", str(path)], 2)
+            assert line.startswith(f"minigrad: error: --config {path}: ") and what in line, line

@@ -132,14 +132,14 @@ def test_f4_f5_non_regular_and_huge_configs_are_refused(
 ) -> None:
     fifo = tmp_path / "c.toml"
     os.mkfifo(fifo)
-    assert "is a FIFO" in _one_line(capsys, ["train", "--config", str(fifo)], 1)
-    assert "character device" in _one_line(capsys, ["train", "--config", "/dev/zero"], 1)
+    assert "is a FIFO" in _one_line(capsys, ["train", "--config", str(fifo)], 2)
+    assert "character device" in _one_line(capsys, ["train", "--config", "/dev/zero"], 2)
     data = tmp_path / "d.npz"
     os.mkfifo(data)
     assert "is a FIFO" in _one_line(capsys, ["train", "--dataset", str(data)], 1)
     big = tmp_path / "big.toml"
     big.write_bytes(b"# " + b"x" * (2 << 20))
-    assert "too large" in _one_line(capsys, ["train", "--config", str(big)], 1)
+    assert "too large" in _one_line(capsys, ["train", "--config", str(big)], 2)
 
 
 def test_f8_pickle_expansion_is_bounded(tmp_path: Path) -> None:

@@ -105,11 +105,17 @@ def config_to_toml(config: TrainConfig) -> str:
 
 
 def read_toml(path: str) -> dict[str, Any]:
-    """The top-level keys of a ``--config`` TOML file (a regular file of at most 1 MiB)."""
+    """The top-level keys of a ``--config`` TOML file (a regular file of at most 1 MiB).
+
+    Raises:
+        UsageError: a file that is missing, not a regular file, too large, not
+            UTF-8 or not TOML of plain keys: a bad ``--config`` is a bad option
+            value (exit code 2), whatever is wrong with it.
+    """
     try:
         text = read_text_capped(path, "TOML --config")
-    except FileError as exc:
-        raise FileError(f"--config {exc}") from None
+    except (FileError, OSError) as exc:
+        raise UsageError(f"--config {one_line(exc)}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
