@@ -547,3 +547,54 @@ def test_every_bad_config_file_is_a_usage_error_naming_it(
         for path, what in bad.items():
             line = _one_line(capsys, [*command, "--config", str(path)], 2)
             assert line.startswith(f"minigrad: error: --config {path}: ") and what in line, line
+
+
+_STDOUT_CASES = """
+import io, json, os, sys
+from models.cli import main
+model, data, out = sys.argv[1:4]
+cases = {
+    "evaluate": ["evaluate", "--checkpoint", model, "--dataset", data],
+    "sample": ["sample", "--checkpoint", model, "--steps", "2", "-o", out + "/s.npz"],
+    "cells": ["cells"],
+    "explain": ["explain", "--param", "Wz"],
+    "print-config": ["train", "--print-config"],
+    "train": ["train", "--dataset", data, "--out", out + "/run", "--hidden", "3", "--epochs",
+              "1", "--batch-size", "2", "--eval-batch-size", "4", "--no-progress"],
+}
+got = {}
+for how in ("closed", "full"):
+    for name, argv in cases.items():
+        sys.stdout = None if how == "closed" else open("/dev/full", "w")
+        sys.stderr = io.StringIO()
+        code = main(argv + (["--overwrite"] if name == "train" else []))
+        got[f"{how} {name}"] = [code, sys.stderr.getvalue()]
+sys.stderr = sys.__stderr__
+os.write(2, json.dumps(got).encode())
+"""
+
+
+def test_a_command_whose_output_is_lost_fails_in_one_line(
+    tiny: Path, run: Path, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _STDOUT_CASES, str(run / "model.npz"), str(tiny), str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    got = json.loads(proc.stderr)
+    for case, (code, err) in got.items():
+        how, name = case.split(" ", 1)
+        if name == "train":  # the run is in its folder: it succeeds either way
+            assert code == 0 and "error" not in err, (case, err)
+            continue
+        reason = "it is closed" if how == "closed" else "No space left on device"
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 1, (case, err)
+        assert lines == [f"minigrad: error: cannot write to standard output ({reason})"], case
+    assert (tmp_path / "run" / "metrics.json").is_file()

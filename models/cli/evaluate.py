@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from models.cli.common import Formatter, Subparsers, add_import_option, check_range
+from models.cli.common import Formatter, Subparsers, add_import_option, check_range, write_stdout
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
@@ -77,5 +76,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "hidden": model.hidden_size,
         "layers": model.layers,
     }
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    write_stdout(json.dumps(out, indent=2) + "\n")
     return 0

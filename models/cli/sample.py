@@ -16,6 +16,7 @@ from models.cli.common import (
     check_outputs,
     check_range,
     refuse_output_over_input,
+    write_stdout,
 )
 from models.data.dataset import PITCH_LO, one_line
 from models.generate.midi import MissingExtraError, check_tempo, write_midi
@@ -136,5 +137,5 @@ def run_sample(args: argparse.Namespace) -> int:
         ),
         "files": written,
     }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    write_stdout(json.dumps(summary, indent=2) + "\n")
     return 0

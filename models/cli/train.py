@@ -9,7 +9,15 @@ import tomllib
 from dataclasses import fields, replace
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, add_import_option, flag
+from models.cli.common import (
+    METAVARS,
+    Formatter,
+    Subparsers,
+    UsageError,
+    add_import_option,
+    flag,
+    write_stdout,
+)
 from models.data.dataset import one_line
 from models.io import FileError, read_text_capped
 from models.train.checkpoint import load_checkpoint
@@ -191,9 +199,9 @@ def run_train(args: argparse.Namespace) -> int:
         # edited and trained again goes to the folder its own options name
         config = replace(config.resolved(), out=config.out)
         if args.print_config == "json":
-            sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
+            write_stdout(json.dumps(config.to_dict(), indent=2) + "\n")
         else:
-            sys.stdout.write(config_to_toml(config))
+            write_stdout(config_to_toml(config))
         return 0
     live = config.progress and sys.stderr.isatty()
     result = train(config, reporter=ConsoleReporter(sys.stderr, live=live))
@@ -209,5 +217,6 @@ def run_train(args: argparse.Namespace) -> int:
         "test_frame_accuracy": m["test_frame_accuracy"],
         "wall_seconds": round(m["wall_seconds"], 2),
     }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    # the run is in its folder (metrics.json); a closed stdout loses only this summary
+    write_stdout(json.dumps(summary, indent=2) + "\n", essential=False)
     return 0
