@@ -598,3 +598,22 @@ def test_a_command_whose_output_is_lost_fails_in_one_line(
         assert code == 1, (case, err)
         assert lines == [f"minigrad: error: cannot write to standard output ({reason})"], case
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_empty_paths_are_refused_naming_the_option(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(run / "model.npz")
+    cases = {
+        "--checkpoint": [["evaluate", "--checkpoint", ""],
+                         ["sample", "--checkpoint", "", "--steps", "1", "-o", "a.mid"]],
+        "--dataset": [["evaluate", "--checkpoint", model, "--dataset", ""]],
+        "-o/--out": [["sample", "--checkpoint", model, "--steps", "1", "-o", ""],
+                     ["graph", "-o", ""]],
+        "--roll": [["sample", "--checkpoint", model, "--steps", "1", "--roll", ""]],
+        "--config": [["train", "--config", ""], ["sweep", "--config", ""]],
+    }  # fmt: skip
+    for option, argvs in cases.items():
+        for argv in argvs:
+            line = _one_line(capsys, argv, 2)
+            assert f"argument {option}: must not be empty" in line, line

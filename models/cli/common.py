@@ -65,6 +65,13 @@ def write_stdout(text: str, *, essential: bool = True) -> None:
             raise OutputLost(f"cannot write to standard output ({one_line(reason)})") from None
 
 
+def non_empty(text: str) -> str:
+    """The ``type`` of a path option: an empty path would mean the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def check_range(flag_name: str, value: int, lo: int, hi: int | None = None) -> int:
     """``value`` if ``lo <= value <= hi``, else a :class:`UsageError` naming ``flag_name``."""
     if value < lo or (hi is not None and value > hi):

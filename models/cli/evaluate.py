@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from models.cli.common import Formatter, Subparsers, add_import_option, check_range, write_stdout
+from models.cli.common import (
+    Formatter,
+    Subparsers,
+    add_import_option,
+    check_range,
+    non_empty,
+    write_stdout,
+)
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
@@ -27,11 +34,16 @@ def add(sub: Subparsers) -> None:
         formatter_class=Formatter,
     )
     p.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="a run's model.npz or checkpoint.npz"
+        "--checkpoint",
+        required=True,
+        type=non_empty,
+        metavar="FILE",
+        help="a run's model.npz or checkpoint.npz",
     )
     p.add_argument(
         "--dataset",
         default=None,
+        type=non_empty,
         metavar="NAME_OR_PATH",
         help="embedded name or .npz / .pickle path (default: the run's dataset)",
     )

@@ -15,6 +15,7 @@ from models.cli.common import (
     check_outputs,
     check_range,
     model_cell,
+    non_empty,
     write_stdout,
 )
 
@@ -46,6 +47,7 @@ def add(sub: Subparsers) -> None:
     p.add_argument(
         "-o",
         "--out",
+        type=non_empty,
         required=True,
         default=argparse.SUPPRESS,
         metavar="FILE",

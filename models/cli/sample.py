@@ -15,6 +15,7 @@ from models.cli.common import (
     add_import_option,
     check_outputs,
     check_range,
+    non_empty,
     refuse_output_over_input,
     write_stdout,
 )
@@ -42,7 +43,11 @@ def add(sub: Subparsers) -> None:
         formatter_class=Formatter,
     )
     p.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="a run's model.npz or checkpoint.npz"
+        "--checkpoint",
+        required=True,
+        type=non_empty,
+        metavar="FILE",
+        help="a run's model.npz or checkpoint.npz",
     )
     p.add_argument(
         "--steps", required=True, type=int, metavar="N", help="frames to generate after the prime"
@@ -57,9 +62,16 @@ def add(sub: Subparsers) -> None:
         "(e.g. bach_chorales:test:0:16; an empty DATASET is the model's own)",
     )
     p.add_argument(
-        "-o", "--out", default=None, metavar="FILE", help="the song: .mid / .midi or .npz"
+        "-o",
+        "--out",
+        default=None,
+        type=non_empty,
+        metavar="FILE",
+        help="the song: .mid / .midi or .npz",
     )
-    p.add_argument("--roll", default=None, metavar="FILE.svg", help="the piano roll as SVG")
+    p.add_argument(
+        "--roll", default=None, type=non_empty, metavar="FILE.svg", help="the piano roll as SVG"
+    )
     p.add_argument(
         "--tempo",
         type=float,

@@ -7,7 +7,15 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, flag, write_stdout
+from models.cli.common import (
+    METAVARS,
+    Formatter,
+    Subparsers,
+    UsageError,
+    flag,
+    non_empty,
+    write_stdout,
+)
 from models.cli.train import read_toml
 from models.data.dataset import one_line
 from models.generate.midi import MissingExtraError
@@ -107,6 +115,7 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--config",
+        type=non_empty,
         metavar="FILE.toml",
         default=None,
         help="TOML file of sweep and training options (same names, e.g. lr_candidates = 4, "

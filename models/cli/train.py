@@ -16,6 +16,7 @@ from models.cli.common import (
     UsageError,
     add_import_option,
     flag,
+    non_empty,
     write_stdout,
 )
 from models.data.dataset import one_line
@@ -80,6 +81,7 @@ def add(sub: Subparsers) -> None:
         )
     p.add_argument(
         "--config",
+        type=non_empty,
         metavar="FILE.toml",
         default=None,
         help="TOML file of options (same names, e.g. batch_size = 8); flags override it",
