@@ -617,3 +617,19 @@ def test_empty_paths_are_refused_naming_the_option(
         for argv in argvs:
             line = _one_line(capsys, argv, 2)
             assert f"argument {option}: must not be empty" in line, line
+
+
+def test_a_huge_pickled_note_is_named_by_its_place_not_printed(tmp_path: Path) -> None:
+    import pickle
+
+    for note, what in ((10**5000, "note (an integer of 16610 bits) is outside 21..108"),
+                       ([10**5000], "note (a list holding a huge integer) is not a MIDI"),
+                       ("x" * 10**6, "note 'xxxxxxxx")):  # fmt: skip
+        path = tmp_path / "huge.pickle"
+        songs = {"train": [[[60], [60, note]]], "valid": [[[60]]], "test": [[[60]]]}
+        path.write_bytes(pickle.dumps(songs, protocol=2))
+        with pytest.raises(DataError) as info:
+            load_dataset(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: split 'train', sequence 0, step 1: "), message
+        assert what in message and len(message) < 300, message
