@@ -633,3 +633,28 @@ def test_a_huge_pickled_note_is_named_by_its_place_not_printed(tmp_path: Path) -
         message = str(info.value)
         assert message.startswith(f"{path}: split 'train', sequence 0, step 1: "), message
         assert what in message and len(message) < 300, message
+
+
+def _midi_bytes(division: int) -> bytes:
+    """A type 0 MIDI file of one note (60), with the header's time ``division``."""
+    events = b"\x00\x90\x3c\x40" + b"\x60\x80\x3c\x00" + b"\x00\xff\x2f\x00"
+    header = b"MThd" + (6).to_bytes(4, "big") + b"\x00\x00\x00\x01" + division.to_bytes(2, "big")
+    return header + b"MTrk" + len(events).to_bytes(4, "big") + events
+
+
+def test_midi_time_division_and_max_steps_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"max_steps must be an int >= 1, got -1"):
+        midi_module.read_midi_notes(tmp_path / "none.mid", max_steps=-1)
+    with pytest.raises(ValueError, match=r"ticks_per_step must be an int >= 1, got 0"):
+        midi_module.read_midi_notes(tmp_path / "none.mid", ticks_per_step=0)
+    pytest.importorskip("mido")
+    cases = {0xE728: "SMPTE time division is not supported", 0: "0 ticks per beat"}
+    for division, what in cases.items():
+        path = tmp_path / f"d{division}.mid"
+        path.write_bytes(_midi_bytes(division))
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: {what}"):
+            midi_module.read_midi_notes(path)
+    good = tmp_path / "good.mid"
+    good.write_bytes(_midi_bytes(0x60))
+    roll = midi_module.read_midi_notes(good)
+    assert roll.shape == (1, N_PITCHES) and roll[0, 60 - PITCH_LO] == 1 and roll.sum() == 1

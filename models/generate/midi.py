@@ -347,13 +347,17 @@ def read_midi_notes(
 
     Raises:
         MissingExtraError: ``mido`` is not installed.
-        ValueError: ``pitch_lo`` or ``n_pitches`` out of MIDI's range 0..127
-            (naming it), or the file is missing, not a regular file, larger than
-            :data:`MAX_MIDI_BYTES`, not a readable MIDI file, longer than
-            ``max_steps``, or holds a note outside
-            ``pitch_lo .. pitch_lo + n_pitches - 1``.
+        ValueError: ``pitch_lo`` or ``n_pitches`` out of MIDI's range 0..127,
+            ``ticks_per_step`` or ``max_steps`` below 1 (naming it), or the file is
+            missing, not a regular file, larger than :data:`MAX_MIDI_BYTES`, not a
+            readable MIDI file, SMPTE-timed or of 0 ticks per beat (without
+            ``ticks_per_step``), longer than ``max_steps``, or holds a note
+            outside ``pitch_lo .. pitch_lo + n_pitches - 1``.
     """
     n_pitches = _positive_int("n_pitches", n_pitches)
+    max_steps = _positive_int("max_steps", max_steps)
+    if ticks_per_step is not None:
+        ticks_per_step = _positive_int("ticks_per_step", ticks_per_step)
     check_pitch_range(pitch_lo, pitch_lo, names=("pitch_lo", "pitch_lo"))
     check_pitch_range(
         pitch_lo, pitch_lo + n_pitches - 1, names=("pitch_lo", "pitch_lo + n_pitches - 1")
@@ -375,8 +379,17 @@ def read_midi_notes(
         raise ValueError(
             f"{path}: not a readable MIDI file ({type(exc).__name__}: {exc})"
         ) from None
-    tps = int(song.ticks_per_beat) if ticks_per_step is None else ticks_per_step
-    tps = _positive_int("ticks_per_step", tps)
+    if ticks_per_step is not None:
+        tps = ticks_per_step
+    elif int(song.ticks_per_beat) < 0:  # the division's top bit: frames per second
+        raise ValueError(
+            f"{path}: SMPTE time division is not supported (the file counts time in "
+            "frames per second, not ticks per beat); pass ticks_per_step to read its ticks"
+        )
+    elif int(song.ticks_per_beat) == 0:
+        raise ValueError(f"{path}: 0 ticks per beat in the header, not a usable MIDI file")
+    else:
+        tps = int(song.ticks_per_beat)
     notes: list[tuple[int, int, int]] = []  # (note, start tick, end tick)
     length = 0
     for track in song.tracks:
