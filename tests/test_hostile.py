@@ -658,3 +658,13 @@ def test_midi_time_division_and_max_steps_are_checked(tmp_path: Path) -> None:
     good.write_bytes(_midi_bytes(0x60))
     roll = midi_module.read_midi_notes(good)
     assert roll.shape == (1, N_PITCHES) and roll[0, 60 - PITCH_LO] == 1 and roll.sum() == 1
+
+
+def test_sweep_hidden_sizes_given_twice_or_for_unswept_cells_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sweep = ["sweep", "--dataset", "d.npz", "--out", "s", "--cells", "gru"]
+    line = _one_line(capsys, [*sweep, "--hidden", "gru=4,gru=5"], 2)
+    assert "--hidden 'gru=4,gru=5': the size of gru is given twice" in line, line
+    line = _one_line(capsys, [*sweep, "--hidden", "lstm=4"], 2)
+    assert "--hidden gives a size for lstm, which is not swept (--cells gru)" in line, line

@@ -179,7 +179,7 @@ def test_trials_and_paper_sizes(tiny: Path, tmp_path: Path) -> None:
     assert first.config.weight_noise == 0.075 and first.config.optimizer == "rmsprop"
     with pytest.raises(ValueError, match="no default hidden size; give one with --hidden mgu=H"):
         replace(cfg, cells=("mgu",)).trials()
-    assert replace(cfg, cells=("gru",), hidden={"gru": 5, "lstm": 3}).hidden_sizes() == {"gru": 5}
+    assert replace(cfg, cells=("gru",), hidden={"gru": 5}).hidden_sizes() == {"gru": 5}
     with pytest.raises(ValueError, match="set by the sweep"):
         replace(cfg, train_options={"lr": 0.1}).trials()
     with pytest.raises(ValueError, match="epochs"):
