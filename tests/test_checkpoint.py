@@ -45,7 +45,7 @@ def _save(path: Path, **overrides: Any) -> dict[str, Any]:
         "epoch": 7,
         "rng_state": np.random.default_rng(11).bit_generator.state,
         "config": {"hidden": 64, "optimizer": "adam", "lr": 1e-3, "layers": [1, 2]},
-        "extra": {"history": {"train": [1.5, 1.2, float("nan")]}, "best_epoch": 5},
+        "extra": {"history": {"train": [1.5, 1.2, 0.9]}, "best_epoch": 5},
         "best_params": _params(1),
     }
     kwargs.update(overrides)
@@ -78,7 +78,10 @@ def test_round_trip(tmp_path: Path) -> None:
     assert ckpt.extra is not None
     assert ckpt.extra["best_epoch"] == 5
     train = ckpt.extra["history"]["train"]
-    assert train[:2] == [1.5, 1.2] and np.isnan(train[2])
+    assert train == [1.5, 1.2, 0.9]
+    # a NaN in the metadata is refused when saved (and when loaded), naming the field
+    with pytest.raises(CheckpointError, match=r"'extra.history.train\[1\]' is not a finite"):
+        _save(tmp_path / "nan.npz", extra={"history": {"train": [1.5, float("nan")]}})
 
 
 def test_optimizer_resumes_from_checkpoint(tmp_path: Path) -> None:

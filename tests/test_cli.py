@@ -189,7 +189,7 @@ def test_bad_config_file(
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = _fails(["train", "--config", str(tmp_path / "none.toml")], capsys)
+    line = _fails(["train", "--config", str(tmp_path / "none.toml")], capsys, 2)
     assert "none.toml: no such file" in line
 
 

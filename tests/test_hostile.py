@@ -8,8 +8,10 @@ absurd option values over every command. Every crafted file is made here.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import re
 import sys
 import tracemalloc
 from pathlib import Path
@@ -31,7 +33,7 @@ from models.io import LOCK_FILE, atomic_write_text
 from models.nets.base import RecurrentModel
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig
-from models.train.checkpoint import CheckpointError, load_checkpoint
+from models.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.train.optim import RMSProp
 
 
@@ -460,3 +462,237 @@ def test_one_long_piece_is_scored_in_segments_of_uint8_frames(
     scores = model.evaluate(split)
     assert scores["n_steps"] == steps and np.isfinite(scores["nll"])
     assert seen == [(EVAL_SEGMENT, "uint8"), (EVAL_SEGMENT, "uint8"), (5, "uint8")]
+
+
+# --------------------------------------------------------------------------- third pass
+
+
+def test_sweep_refuses_a_folder_of_foreign_files_and_an_empty_out(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("results.csv", "trials.csv"):
+        (mine / name).write_text(f"my {name}\n")
+    sweep = ["sweep", "--dataset", str(tiny), "--cells", "gru", "--hidden", "gru=3",
+             "--lr-candidates", "1", "--epochs", "1", "--executor", "local:1"]  # fmt: skip
+    line = _one_line(capsys, [*sweep, "--out", str(mine)], 1)
+    assert f"--out {mine}: holds results.csv, trials.csv but no sweep" in line, line
+    assert "--overwrite" in line
+    assert (mine / "results.csv").read_text() == "my results.csv\n"
+    assert (mine / "trials.csv").read_text() == "my trials.csv\n"
+    assert not (mine / "results.json").exists()
+    monkeypatch.chdir(tmp_path / "mine")
+    line = _one_line(capsys, [*sweep, "--out", ""], 2)
+    assert "--out must not be empty" in line
+    assert {p.name for p in mine.iterdir()} - {LOCK_FILE} == {"results.csv", "trials.csv"}
+
+
+def test_non_finite_checkpoint_metadata_is_refused_naming_the_key(
+    tiny: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    with np.load(run / "checkpoint.npz") as z:
+        arrays = dict(z)
+    for key in ("extra.best_valid_nll", "extra.history[0].lr"):
+        meta = json.loads(str(arrays["meta"]))
+        if key == "extra.best_valid_nll":
+            meta["extra"]["best_valid_nll"] = float("nan")  # json.dumps writes NaN
+        else:
+            meta["extra"]["history"][0]["lr"] = float("inf")  # Infinity
+        copy = tmp_path / key
+        shutil.copytree(run, copy)
+        np.savez(copy / "checkpoint.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+        with pytest.raises(CheckpointError, match=rf"'meta' field '{re.escape(key)}' is not a"):
+            load_checkpoint(copy / "checkpoint.npz")
+        line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
+        assert f"'{key}' is not a finite number" in line, line
+    with pytest.raises(CheckpointError, match=r"'extra\.x' is not a finite number"):
+        save_checkpoint(tmp_path / "x.npz", params={}, optimizer={}, epoch=0, rng_state={},
+                        config={}, extra={"x": float("nan")})  # fmt: skip
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_resume_from_a_model_file_says_it_is_not_a_checkpoint(
+    tiny: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copy(copy / "model.npz", copy / "checkpoint.npz")
+    line = _one_line(capsys, _args(tiny, copy, "--resume", "--epochs", "2"), 1)
+    assert f"{copy / 'checkpoint.npz'}: not a training checkpoint" in line, line
+
+
+def test_sample_tempo_is_checked_before_any_file_is_written(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song, roll = tmp_path / "t.mid", tmp_path / "t.svg"
+    for tempo in ("1e-300", "3", "3.5", "10001", "nan", "-1"):
+        argv = ["sample", "--checkpoint", str(run / "model.npz"), "--steps", "2",
+                "--tempo", tempo, "-o", str(song), "--roll", str(roll)]  # fmt: skip
+        line = _one_line(capsys, argv, 2)
+        assert "--tempo must be at least 60000000/16777215 (about 3.58)" in line, line
+        assert "at most 10000" in line
+        assert not song.exists() and not roll.exists()
+    assert midi_module.check_tempo("t", 60e6 / 16777215) == pytest.approx(3.5763, abs=1e-4)
+    with pytest.raises(ValueError, match="tempo_bpm must be at least"):
+        midi_module.write_midi(np.zeros((2, 88)), tmp_path / "x.mid", tempo_bpm=3)
+    with pytest.raises(ValueError, match="got a huge integer"):
+        midi_module.check_tempo("t", 10**5000)
+    if importlib.util.find_spec("mido") is None:
+        return  # the slowest tempo in a file needs the optional mido
+    import mido
+
+    argv = ["sample", "--checkpoint", str(run / "model.npz"), "--steps", "2", "--tempo",
+            str(60e6 / 16777215), "-o", str(song)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    (tempo,) = [m.tempo for m in mido.MidiFile(song).tracks[0] if m.type == "set_tempo"]
+    assert tempo == 16777215
+
+
+def test_every_bad_config_file_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20))
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"# caf\xe9\n")
+    bad = {
+        big: "too large",
+        fifo: "is a FIFO",
+        tmp_path: "is a directory",
+        Path("/dev/zero"): "character device",
+        latin: "not UTF-8",
+        tmp_path / "missing.toml": "no such file",
+    }
+    for command in (["train"], ["sweep", "--dataset", "d.npz", "--out", str(tmp_path / "s")]):
+        for path, what in bad.items():
+            line = _one_line(capsys, [*command, "--config", str(path)], 2)
+            assert line.startswith(f"minigrad: error: --config {path}: ") and what in line, line
+
+
+_STDOUT_CASES = """
+import io, json, os, sys
+from models.cli import main
+model, data, out = sys.argv[1:4]
+cases = {
+    "evaluate": ["evaluate", "--checkpoint", model, "--dataset", data],
+    "sample": ["sample", "--checkpoint", model, "--steps", "2", "-o", out + "/s.npz"],
+    "cells": ["cells"],
+    "explain": ["explain", "--param", "Wz"],
+    "print-config": ["train", "--print-config"],
+    "train": ["train", "--dataset", data, "--out", out + "/run", "--hidden", "3", "--epochs",
+              "1", "--batch-size", "2", "--eval-batch-size", "4", "--no-progress"],
+}
+got = {}
+for how in ("closed", "full"):
+    for name, argv in cases.items():
+        sys.stdout = None if how == "closed" else open("/dev/full", "w")
+        sys.stderr = io.StringIO()
+        code = main(argv + (["--overwrite"] if name == "train" else []))
+        got[f"{how} {name}"] = [code, sys.stderr.getvalue()]
+sys.stderr = sys.__stderr__
+os.write(2, json.dumps(got).encode())
+"""
+
+
+def test_a_command_whose_output_is_lost_fails_in_one_line(
+    tiny: Path, run: Path, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _STDOUT_CASES, str(run / "model.npz"), str(tiny), str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    got = json.loads(proc.stderr)
+    for case, (code, err) in got.items():
+        how, name = case.split(" ", 1)
+        if name == "train":  # the run is in its folder: it succeeds either way
+            assert code == 0 and "error" not in err, (case, err)
+            continue
+        reason = "it is closed" if how == "closed" else "No space left on device"
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 1, (case, err)
+        assert lines == [f"minigrad: error: cannot write to standard output ({reason})"], case
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_empty_paths_are_refused_naming_the_option(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(run / "model.npz")
+    cases = {
+        "--checkpoint": [["evaluate", "--checkpoint", ""],
+                         ["sample", "--checkpoint", "", "--steps", "1", "-o", "a.mid"]],
+        "--dataset": [["evaluate", "--checkpoint", model, "--dataset", ""]],
+        "-o/--out": [["sample", "--checkpoint", model, "--steps", "1", "-o", ""],
+                     ["graph", "-o", ""]],
+        "--roll": [["sample", "--checkpoint", model, "--steps", "1", "--roll", ""]],
+        "--config": [["train", "--config", ""], ["sweep", "--config", ""]],
+    }  # fmt: skip
+    for option, argvs in cases.items():
+        for argv in argvs:
+            line = _one_line(capsys, argv, 2)
+            assert f"argument {option}: must not be empty" in line, line
+
+
+def test_a_huge_pickled_note_is_named_by_its_place_not_printed(tmp_path: Path) -> None:
+    import pickle
+
+    for note, what in ((10**5000, "note (an integer of 16610 bits) is outside 21..108"),
+                       ([10**5000], "note (a list holding a huge integer) is not a MIDI"),
+                       ("x" * 10**6, "note 'xxxxxxxx")):  # fmt: skip
+        path = tmp_path / "huge.pickle"
+        songs = {"train": [[[60], [60, note]]], "valid": [[[60]]], "test": [[[60]]]}
+        path.write_bytes(pickle.dumps(songs, protocol=2))
+        with pytest.raises(DataError) as info:
+            load_dataset(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: split 'train', sequence 0, step 1: "), message
+        assert what in message and len(message) < 300, message
+
+
+def _midi_bytes(division: int) -> bytes:
+    """A type 0 MIDI file of one note (60), with the header's time ``division``."""
+    events = b"\x00\x90\x3c\x40" + b"\x60\x80\x3c\x00" + b"\x00\xff\x2f\x00"
+    header = b"MThd" + (6).to_bytes(4, "big") + b"\x00\x00\x00\x01" + division.to_bytes(2, "big")
+    return header + b"MTrk" + len(events).to_bytes(4, "big") + events
+
+
+def test_midi_time_division_and_max_steps_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"max_steps must be an int >= 1, got -1"):
+        midi_module.read_midi_notes(tmp_path / "none.mid", max_steps=-1)
+    with pytest.raises(ValueError, match=r"ticks_per_step must be an int >= 1, got 0"):
+        midi_module.read_midi_notes(tmp_path / "none.mid", ticks_per_step=0)
+    pytest.importorskip("mido")
+    cases = {0xE728: "SMPTE time division is not supported", 0: "0 ticks per beat"}
+    for division, what in cases.items():
+        path = tmp_path / f"d{division}.mid"
+        path.write_bytes(_midi_bytes(division))
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: {what}"):
+            midi_module.read_midi_notes(path)
+    good = tmp_path / "good.mid"
+    good.write_bytes(_midi_bytes(0x60))
+    roll = midi_module.read_midi_notes(good)
+    assert roll.shape == (1, N_PITCHES) and roll[0, 60 - PITCH_LO] == 1 and roll.sum() == 1
+
+
+def test_sweep_hidden_sizes_given_twice_or_for_unswept_cells_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sweep = ["sweep", "--dataset", "d.npz", "--out", "s", "--cells", "gru"]
+    line = _one_line(capsys, [*sweep, "--hidden", "gru=4,gru=5"], 2)
+    assert "--hidden 'gru=4,gru=5': the size of gru is given twice" in line, line
+    line = _one_line(capsys, [*sweep, "--hidden", "lstm=4"], 2)
+    assert "--hidden gives a size for lstm, which is not swept (--cells gru)" in line, line

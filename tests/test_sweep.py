@@ -179,7 +179,7 @@ def test_trials_and_paper_sizes(tiny: Path, tmp_path: Path) -> None:
     assert first.config.weight_noise == 0.075 and first.config.optimizer == "rmsprop"
     with pytest.raises(ValueError, match="no default hidden size; give one with --hidden mgu=H"):
         replace(cfg, cells=("mgu",)).trials()
-    assert replace(cfg, cells=("gru",), hidden={"gru": 5, "lstm": 3}).hidden_sizes() == {"gru": 5}
+    assert replace(cfg, cells=("gru",), hidden={"gru": 5}).hidden_sizes() == {"gru": 5}
     with pytest.raises(ValueError, match="set by the sweep"):
         replace(cfg, train_options={"lr": 0.1}).trials()
     with pytest.raises(ValueError, match="epochs"):
@@ -349,14 +349,19 @@ def test_finished_runs_with_other_options_are_not_reused(
     with pytest.raises(ValueError, match=r"holds a sweep with other options \(train_options"):
         run_sweep(cfg)
     assert (out / "results.json").read_bytes() == before
-    # without the record, each trial folder still refuses a run with other options
-    (out / "results.json").unlink()
+    # without the record (and the tables, which would be someone else's files then),
+    # each trial folder still refuses a run with other options
+    def forget() -> None:
+        for name in ("results.json", "results.csv", "trials.csv"):
+            (out / name).unlink()
+
+    forget()
     res = run_sweep(cfg)
     assert len(res.failed) == 4
     assert all(
         "holds a finished run with other options (epochs: 2" in t["error"] for t in res.failed
     )
-    (out / "results.json").unlink()
+    forget()
     same = run_sweep(tiny_sweep(Path(data), out))  # the original options: everything reused
     assert all(t["reused"] for t in same.trials)
     _assert_same_table(local_sweep, same)

@@ -31,6 +31,8 @@ checkpoint and records ``interrupted`` in its ``metrics.json``).
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import signal
 
@@ -46,18 +48,32 @@ import sys
 from collections.abc import Sequence
 
 
+class _ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` when file descriptor 1 is closed: every write fails (EBADF)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``minigrad`` entry point: ``models.cli.main.main``, with the process set up.
 
     A Ctrl-C or SIGTERM while numpy and the models load is held back and then
     ends the command quietly (130, or 143 for SIGTERM); afterwards SIGTERM
     unwinds like Ctrl-C (``models.io.signals``); and
-    a closed stdout or stderr (``>&-``) is replaced by the null device, so that
-    the work is still done and no traceback is shown.
+    a closed stderr (``>&-``) is replaced by the null device, and a closed
+    stdout by a stream that refuses writes: the work is still done, no traceback
+    is shown, and a command whose result is its output (``evaluate``,
+    ``explain``, ...) then fails with one line (``models.cli.common.write_stdout``)
+    while ``train``, whose results are files, succeeds.
     """
-    for name in ("stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w"))
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
     # Until the handlers are installed, a signal is only noted: raised inside
     # numpy's import it would surface as an ImportError with a traceback.
     pending: list[int] = []

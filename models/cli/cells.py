@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from minigrad.serialize import NODE_ENTRY_POINTS, node_types
 from models.cells.registry import CELL_ENTRY_POINTS, cell_origins
-from models.cli.common import Formatter, Subparsers, add_import_option
+from models.cli.common import Formatter, Subparsers, add_import_option, write_stdout
 
 
 def add(sub: Subparsers) -> None:
@@ -36,12 +35,12 @@ def run_cells(args: argparse.Namespace) -> int:
         name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in sorted(node_types().items())
     }
     if args.json:
-        sys.stdout.write(json.dumps({"cells": cells, "node_types": nodes}, indent=2) + "\n")
+        write_stdout(json.dumps({"cells": cells, "node_types": nodes}, indent=2) + "\n")
         return 0
     width = max(map(len, [*cells, *nodes]))
     lines = ["cells (--cell NAME, or --cell module:function):"]
     lines += [f"  {name:<{width}}  {origin}" for name, origin in cells.items()]
     lines += ["node types:"]
     lines += [f"  {name:<{width}}  {where}" for name, where in nodes.items()]
-    sys.stdout.write("\n".join(lines) + "\n")
+    write_stdout("\n".join(lines) + "\n")
     return 0

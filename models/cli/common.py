@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,44 @@ MAX_SAMPLE_STEPS = 1_000_000
 
 class UsageError(ValueError):
     """A bad option value: reported like argparse's own errors, exit code 2."""
+
+
+class OutputLost(Exception):
+    """A command's output could not be written to standard output (exit code 1)."""
+
+
+def write_stdout(text: str, *, essential: bool = True) -> None:
+    """Write ``text`` to standard output and flush it.
+
+    Args:
+        text: the command's output.
+        essential: the text is the command's result (``evaluate``'s metrics,
+            ``explain``'s text): losing it is an error. A command whose
+            results are in files (``train``, ``sweep``) passes False, and goes
+            on quietly when standard output is closed or full.
+
+    Raises:
+        OutputLost: naming standard output and why (``No space left on
+            device``, closed), when ``essential``.
+        BrokenPipeError: the reader went away (``minigrad explain | head``).
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        sys.stdout = open(os.devnull, "w")
+        if essential:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise OutputLost(f"cannot write to standard output ({one_line(reason)})") from None
+
+
+def non_empty(text: str) -> str:
+    """The ``type`` of a path option: an empty path would mean the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def check_range(flag_name: str, value: int, lo: int, hi: int | None = None) -> int:

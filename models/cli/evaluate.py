@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from models.cli.common import Formatter, Subparsers, add_import_option, check_range
+from models.cli.common import (
+    Formatter,
+    Subparsers,
+    add_import_option,
+    check_range,
+    non_empty,
+    write_stdout,
+)
 from models.data.dataset import SPLIT_NAMES
 from models.data.load import load_dataset
 from models.train.checkpoint import CheckpointError
@@ -28,11 +34,16 @@ def add(sub: Subparsers) -> None:
         formatter_class=Formatter,
     )
     p.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="a run's model.npz or checkpoint.npz"
+        "--checkpoint",
+        required=True,
+        type=non_empty,
+        metavar="FILE",
+        help="a run's model.npz or checkpoint.npz",
     )
     p.add_argument(
         "--dataset",
         default=None,
+        type=non_empty,
         metavar="NAME_OR_PATH",
         help="embedded name or .npz / .pickle path (default: the run's dataset)",
     )
@@ -77,5 +88,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "hidden": model.hidden_size,
         "layers": model.layers,
     }
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    write_stdout(json.dumps(out, indent=2) + "\n")
     return 0

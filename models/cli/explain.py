@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from minigrad.errors import GraphError
 from minigrad.explain import DEFAULT_MAX_PATHS, explain, explain_all
@@ -16,6 +15,7 @@ from models.cli.common import (
     add_cell_options,
     check_range,
     model_cell,
+    write_stdout,
 )
 
 
@@ -69,5 +69,5 @@ def run_explain(args: argparse.Namespace) -> int:
             text = explain(cell, args.param, args.steps, max_paths=args.max_paths)
         except GraphError as exc:
             raise GraphError(f"{exc}, or 'all' for every parameter") from None
-    sys.stdout.write(text)
+    write_stdout(text)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from minigrad.dot import cell_to_dot, unrolled_to_dot, write_graph
@@ -16,6 +15,8 @@ from models.cli.common import (
     check_outputs,
     check_range,
     model_cell,
+    non_empty,
+    write_stdout,
 )
 
 GRAPH_SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf")
@@ -46,6 +47,7 @@ def add(sub: Subparsers) -> None:
     p.add_argument(
         "-o",
         "--out",
+        type=non_empty,
         required=True,
         default=argparse.SUPPRESS,
         metavar="FILE",
@@ -69,5 +71,5 @@ def run_graph(args: argparse.Namespace) -> int:
     cell = model_cell(args)
     text = cell_to_dot(cell) if unroll is None else unrolled_to_dot(cell, unroll)
     write_graph(text, args.out)
-    sys.stdout.write(f"wrote {args.out}\n")
+    write_stdout(f"wrote {args.out}\n", essential=False)  # the result is the file
     return 0

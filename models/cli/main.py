@@ -16,7 +16,14 @@ import models.cli.sample as sample
 import models.cli.sweep as sweep
 import models.cli.train as train
 from minigrad.errors import MinigradError
-from models.cli.common import PROG, Formatter, Subparsers, UsageError, import_modules
+from models.cli.common import (
+    PROG,
+    Formatter,
+    OutputLost,
+    Subparsers,
+    UsageError,
+    import_modules,
+)
 from models.data.dataset import DataError, one_line
 from models.io import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 from models.train.checkpoint import CheckpointError
@@ -131,6 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = exc.strerror if exc.filename is not None and exc.strerror else exc
         sys.stderr.write(f"{PROG}: error: {where}{one_line(what)}\n")
         return 1
-    except (DataError, CheckpointError, MinigradError, ValueError) as exc:
+    except (DataError, CheckpointError, MinigradError, ValueError, OutputLost) as exc:
         sys.stderr.write(f"{PROG}: error: {one_line(exc)}\n")
         return 1

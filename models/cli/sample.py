@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -16,10 +15,12 @@ from models.cli.common import (
     add_import_option,
     check_outputs,
     check_range,
+    non_empty,
     refuse_output_over_input,
+    write_stdout,
 )
 from models.data.dataset import PITCH_LO, one_line
-from models.generate.midi import MissingExtraError, write_midi
+from models.generate.midi import MissingExtraError, check_tempo, write_midi
 from models.generate.roll_svg import piano_roll_svg
 from models.generate.sample import MIDI_SUFFIXES, PrimeSpec, sample, write_roll_npz
 from models.train.loop import load_model
@@ -42,7 +43,11 @@ def add(sub: Subparsers) -> None:
         formatter_class=Formatter,
     )
     p.add_argument(
-        "--checkpoint", required=True, metavar="FILE", help="a run's model.npz or checkpoint.npz"
+        "--checkpoint",
+        required=True,
+        type=non_empty,
+        metavar="FILE",
+        help="a run's model.npz or checkpoint.npz",
     )
     p.add_argument(
         "--steps", required=True, type=int, metavar="N", help="frames to generate after the prime"
@@ -57,11 +62,23 @@ def add(sub: Subparsers) -> None:
         "(e.g. bach_chorales:test:0:16; an empty DATASET is the model's own)",
     )
     p.add_argument(
-        "-o", "--out", default=None, metavar="FILE", help="the song: .mid / .midi or .npz"
+        "-o",
+        "--out",
+        default=None,
+        type=non_empty,
+        metavar="FILE",
+        help="the song: .mid / .midi or .npz",
     )
-    p.add_argument("--roll", default=None, metavar="FILE.svg", help="the piano roll as SVG")
     p.add_argument(
-        "--tempo", type=float, default=100.0, metavar="BPM", help="MIDI tempo, steps per minute"
+        "--roll", default=None, type=non_empty, metavar="FILE.svg", help="the piano roll as SVG"
+    )
+    p.add_argument(
+        "--tempo",
+        type=float,
+        default=100.0,
+        metavar="BPM",
+        help="MIDI tempo, steps per minute, from about 3.58 (the slowest a MIDI file holds) "
+        "to 10000",
     )
     add_import_option(p)
     p.set_defaults(func=run_sample)
@@ -71,8 +88,10 @@ def run_sample(args: argparse.Namespace) -> int:
     """``minigrad sample``: generate, write the files, print JSON; returns the exit code."""
     check_range("--steps", args.steps, 0, MAX_SAMPLE_STEPS)
     check_range("--seed", args.seed, 0)
-    if not (math.isfinite(args.tempo) and 0 < args.tempo <= 10_000):
-        raise UsageError(f"--tempo must be in (0, 10000] steps per minute, got {args.tempo}")
+    try:  # checked before any file is written: a MIDI tempo is 60e6/BPM in 24 bits
+        check_tempo("--tempo", args.tempo)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.out is None and args.roll is None:
         raise UsageError("nothing to write: give -o song.mid (or song.npz) and/or --roll song.svg")
     out = Path(args.out) if args.out is not None else None
@@ -130,5 +149,5 @@ def run_sample(args: argparse.Namespace) -> int:
         ),
         "files": written,
     }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    write_stdout(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -7,7 +7,15 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, flag
+from models.cli.common import (
+    METAVARS,
+    Formatter,
+    Subparsers,
+    UsageError,
+    flag,
+    non_empty,
+    write_stdout,
+)
 from models.cli.train import read_toml
 from models.data.dataset import one_line
 from models.generate.midi import MissingExtraError
@@ -107,6 +115,7 @@ def add(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--config",
+        type=non_empty,
         metavar="FILE.toml",
         default=None,
         help="TOML file of sweep and training options (same names, e.g. lr_candidates = 4, "
@@ -229,7 +238,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except MissingExtraError as exc:
         sys.stderr.write(f"minigrad: error: {one_line(exc)}\n")
         return 1
-    sys.stdout.write(format_table(result.cells))
+    write_stdout(format_table(result.cells), essential=False)  # results.csv holds it
     files = ", ".join(str(p) for p in result.files.values())
     sys.stderr.write(f"sweep: results in {files}\n")
     if result.failed:

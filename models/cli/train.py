@@ -9,7 +9,16 @@ import tomllib
 from dataclasses import fields, replace
 from typing import Any
 
-from models.cli.common import METAVARS, Formatter, Subparsers, UsageError, add_import_option, flag
+from models.cli.common import (
+    METAVARS,
+    Formatter,
+    Subparsers,
+    UsageError,
+    add_import_option,
+    flag,
+    non_empty,
+    write_stdout,
+)
 from models.data.dataset import one_line
 from models.io import FileError, read_text_capped
 from models.train.checkpoint import load_checkpoint
@@ -72,6 +81,7 @@ def add(sub: Subparsers) -> None:
         )
     p.add_argument(
         "--config",
+        type=non_empty,
         metavar="FILE.toml",
         default=None,
         help="TOML file of options (same names, e.g. batch_size = 8); flags override it",
@@ -105,11 +115,17 @@ def config_to_toml(config: TrainConfig) -> str:
 
 
 def read_toml(path: str) -> dict[str, Any]:
-    """The top-level keys of a ``--config`` TOML file (a regular file of at most 1 MiB)."""
+    """The top-level keys of a ``--config`` TOML file (a regular file of at most 1 MiB).
+
+    Raises:
+        UsageError: a file that is missing, not a regular file, too large, not
+            UTF-8 or not TOML of plain keys: a bad ``--config`` is a bad option
+            value (exit code 2), whatever is wrong with it.
+    """
     try:
         text = read_text_capped(path, "TOML --config")
-    except FileError as exc:
-        raise FileError(f"--config {exc}") from None
+    except (FileError, OSError) as exc:
+        raise UsageError(f"--config {one_line(exc)}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -185,9 +201,9 @@ def run_train(args: argparse.Namespace) -> int:
         # edited and trained again goes to the folder its own options name
         config = replace(config.resolved(), out=config.out)
         if args.print_config == "json":
-            sys.stdout.write(json.dumps(config.to_dict(), indent=2) + "\n")
+            write_stdout(json.dumps(config.to_dict(), indent=2) + "\n")
         else:
-            sys.stdout.write(config_to_toml(config))
+            write_stdout(config_to_toml(config))
         return 0
     live = config.progress and sys.stderr.isatty()
     result = train(config, reporter=ConsoleReporter(sys.stderr, live=live))
@@ -203,5 +219,6 @@ def run_train(args: argparse.Namespace) -> int:
         "test_frame_accuracy": m["test_frame_accuracy"],
         "wall_seconds": round(m["wall_seconds"], 2),
     }
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    # the run is in its folder (metrics.json); a closed stdout loses only this summary
+    write_stdout(json.dumps(summary, indent=2) + "\n", essential=False)
     return 0

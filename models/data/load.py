@@ -270,6 +270,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
+def _short_repr(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a message about a file's value.
+
+    A pickle may hold an int of any size (or a list of them), whose decimal text
+    Python refuses to make past 4300 digits, and would take long to make anyway.
+    """
+    if isinstance(value, int) and abs(value) >= 10**18:
+        return f"(an integer of {value.bit_length()} bits)"
+    try:
+        text = repr(value)
+    except ValueError:  # a huge int inside a list
+        return f"(a {type(value).__name__} holding a huge integer)"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def _pickle_split(obj: object, path: Path, split: str, budget: list[int]) -> Split:
     """Check one split of an original pickle and build its piano roll.
 
@@ -307,13 +322,13 @@ def _pickle_split(obj: object, path: Path, split: str, budget: list[int]) -> Spl
                     value = int(note)
                 else:
                     raise DataError(
-                        f"{where}, sequence {i}, step {k}: note {note!r} is not a MIDI note "
-                        "number (expected an int or an integral float)"
+                        f"{where}, sequence {i}, step {k}: note {_short_repr(note)} is not a "
+                        "MIDI note number (expected an int or an integral float)"
                     )
                 if not PITCH_LO <= value <= PITCH_HI:
                     raise DataError(
-                        f"{where}, sequence {i}, step {k}: note {value} is outside "
-                        f"{PITCH_LO}..{PITCH_HI}"
+                        f"{where}, sequence {i}, step {k}: note {_short_repr(value)} is "
+                        f"outside {PITCH_LO}..{PITCH_HI}"
                     )
                 notes.append(value)
             step_sizes.append(len(step))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import math
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +48,11 @@ MAX_MIDI_STEPS: Final = 1_000_000
 
 __all__ = [
     "DEFAULT_TEMPO_BPM",
+    "MAX_TEMPO_BPM",
+    "MIN_TEMPO_BPM",
     "TICKS_PER_BEAT",
     "MissingExtraError",
+    "check_tempo",
     "import_extra",
     "read_midi_notes",
     "write_midi",
@@ -60,6 +62,34 @@ TICKS_PER_BEAT: Final = 480
 """Ticks per beat (quarter note) of the files written here."""
 DEFAULT_TEMPO_BPM: Final = 100.0
 """Default tempo of :func:`write_midi`, in beats (steps, by default) per minute."""
+MAX_MIDI_TEMPO: Final = 0xFFFFFF
+"""The largest MIDI tempo, in microseconds per beat (a 24-bit field)."""
+MIN_TEMPO_BPM: Final = 60e6 / MAX_MIDI_TEMPO
+"""The slowest tempo a MIDI file holds, about 3.58 beats per minute."""
+MAX_TEMPO_BPM: Final = 10_000.0
+"""The fastest tempo :func:`write_midi` takes (6 ms per beat)."""
+TEMPO_RANGE: Final = (
+    f"at least 60000000/{MAX_MIDI_TEMPO} (about 3.58) and at most {MAX_TEMPO_BPM:g}"
+)
+"""The range of ``tempo_bpm`` in words, for error messages."""
+
+
+def check_tempo(what: str, tempo_bpm: object) -> float:
+    """``tempo_bpm`` if it is a number in ``MIN_TEMPO_BPM..MAX_TEMPO_BPM``.
+
+    A MIDI tempo is ``60e6 / bpm`` microseconds per beat, stored in 24 bits.
+
+    Raises:
+        ValueError: naming ``what`` and the range.
+    """
+    if (
+        isinstance(tempo_bpm, int | float)
+        and not isinstance(tempo_bpm, bool)
+        and MIN_TEMPO_BPM <= tempo_bpm <= MAX_TEMPO_BPM  # False for NaN
+    ):
+        return float(tempo_bpm)
+    got = "a huge integer" if isinstance(tempo_bpm, int) and tempo_bpm > 1e18 else repr(tempo_bpm)
+    raise ValueError(f"{what} must be {TEMPO_RANGE} beats per minute, got {got}")
 
 
 class MissingExtraError(ImportError):
@@ -144,7 +174,8 @@ def write_midi(
             note ``pitch_lo + j``.
         path: the target ``.mid`` file; its directory must exist.
         pitch_lo: MIDI number of column 0 (21 for an 88-key roll).
-        tempo_bpm: beats per minute, > 0.
+        tempo_bpm: beats per minute, ``MIN_TEMPO_BPM`` (about 3.58, the slowest
+            a MIDI file holds) to ``MAX_TEMPO_BPM`` (10000).
         ticks_per_step: ticks per time step, >= 1 (``TICKS_PER_BEAT``: a
             quarter note per step; 240 for eighth notes, ...).
         velocity: note-on velocity, 1..127.
@@ -164,8 +195,7 @@ def write_midi(
         raise ValueError(
             f"the roll has notes above MIDI 127 (pitch_lo {pitch_lo}, {n_pitches} columns)"
         )
-    if not (isinstance(tempo_bpm, int | float) and math.isfinite(tempo_bpm) and tempo_bpm > 0):
-        raise ValueError(f"tempo_bpm must be a positive number, got {tempo_bpm!r}")
+    tempo_bpm = check_tempo("tempo_bpm", tempo_bpm)
     tps = _positive_int("ticks_per_step", ticks_per_step)
     if not 1 <= velocity <= 127:
         raise ValueError(f"velocity must lie in 1..127, got {velocity!r}")
@@ -317,13 +347,17 @@ def read_midi_notes(
 
     Raises:
         MissingExtraError: ``mido`` is not installed.
-        ValueError: ``pitch_lo`` or ``n_pitches`` out of MIDI's range 0..127
-            (naming it), or the file is missing, not a regular file, larger than
-            :data:`MAX_MIDI_BYTES`, not a readable MIDI file, longer than
-            ``max_steps``, or holds a note outside
-            ``pitch_lo .. pitch_lo + n_pitches - 1``.
+        ValueError: ``pitch_lo`` or ``n_pitches`` out of MIDI's range 0..127,
+            ``ticks_per_step`` or ``max_steps`` below 1 (naming it), or the file is
+            missing, not a regular file, larger than :data:`MAX_MIDI_BYTES`, not a
+            readable MIDI file, SMPTE-timed or of 0 ticks per beat (without
+            ``ticks_per_step``), longer than ``max_steps``, or holds a note
+            outside ``pitch_lo .. pitch_lo + n_pitches - 1``.
     """
     n_pitches = _positive_int("n_pitches", n_pitches)
+    max_steps = _positive_int("max_steps", max_steps)
+    if ticks_per_step is not None:
+        ticks_per_step = _positive_int("ticks_per_step", ticks_per_step)
     check_pitch_range(pitch_lo, pitch_lo, names=("pitch_lo", "pitch_lo"))
     check_pitch_range(
         pitch_lo, pitch_lo + n_pitches - 1, names=("pitch_lo", "pitch_lo + n_pitches - 1")
@@ -345,8 +379,17 @@ def read_midi_notes(
         raise ValueError(
             f"{path}: not a readable MIDI file ({type(exc).__name__}: {exc})"
         ) from None
-    tps = int(song.ticks_per_beat) if ticks_per_step is None else ticks_per_step
-    tps = _positive_int("ticks_per_step", tps)
+    if ticks_per_step is not None:
+        tps = ticks_per_step
+    elif int(song.ticks_per_beat) < 0:  # the division's top bit: frames per second
+        raise ValueError(
+            f"{path}: SMPTE time division is not supported (the file counts time in "
+            "frames per second, not ticks per beat); pass ticks_per_step to read its ticks"
+        )
+    elif int(song.ticks_per_beat) == 0:
+        raise ValueError(f"{path}: 0 ticks per beat in the header, not a usable MIDI file")
+    else:
+        tps = int(song.ticks_per_beat)
     notes: list[tuple[int, int, int]] = []  # (note, start tick, end tick)
     length = 0
     for track in song.tracks:

@@ -21,6 +21,8 @@ BLAS_ENV: Final = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RESULTS_JSON: Final = "results.json"
 RESULTS_CSV: Final = "results.csv"
 TRIALS_CSV: Final = "trials.csv"
+SWEEP_FILES: Final = (RESULTS_JSON, RESULTS_CSV, TRIALS_CSV)
+"""The files a sweep writes into its folder; ``results.json`` records its options."""
 DEFAULT_WORKERS: Final = 2
 
 SWEEP_OWNED: Final = frozenset(
@@ -130,6 +132,8 @@ def parse_hidden(text: str) -> dict[str, int]:
             ) from None
         if h < 1:
             raise ValueError(f"--hidden {text!r}: size of {cell} must be >= 1, got {h}")
+        if cell in out:  # which one was meant?
+            raise ValueError(f"--hidden {text!r}: the size of {cell} is given twice")
         out[cell] = h
     return out
 
@@ -225,11 +229,16 @@ class SweepConfig:
     def hidden_sizes(self) -> dict[str, int]:
         """The hidden size of each swept cell.
 
-        Sizes given for cells that are not swept are ignored.
-
         Raises:
-            ValueError: a cell without a size.
+            ValueError: a cell without a size, or a size for a cell that is not
+                swept (a typo in ``--cells`` or ``--hidden`` would go unnoticed).
         """
+        unswept = [cell for cell in self.hidden if cell not in self.cells]
+        if unswept:
+            raise ValueError(
+                f"--hidden gives a size for {', '.join(unswept)}, which is not swept (--cells "
+                f"{','.join(self.cells)}); add it to --cells or drop its size"
+            )
         sizes: dict[str, int] = {}
         for cell in self.cells:
             size = self.hidden.get(cell, PAPER_HIDDEN.get(cell))
@@ -262,6 +271,8 @@ class SweepConfig:
         """
         if not self.dataset:
             raise ValueError("--dataset must not be empty")
+        if not self.out:  # '' would be the current folder
+            raise ValueError("--out must not be empty")
         positive("--seeds", self.seeds, MAX_SEEDS)
         positive("--lr-candidates", self.lr_candidates, MAX_LR_CANDIDATES)
         if isinstance(self.sweep_seed, bool) or self.sweep_seed < 0:

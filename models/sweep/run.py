@@ -23,6 +23,7 @@ from models.io import RunLock, atomic_write_text, read_text_capped
 from models.sweep.config import (
     RESULTS_CSV,
     RESULTS_JSON,
+    SWEEP_FILES,
     TRIALS_CSV,
     SweepConfig,
     Trial,
@@ -170,11 +171,23 @@ def run_sweep(
 def check_sweep_options(path: Path, settings: Mapping[str, Any], *, overwrite: bool) -> None:
     """Refuse to continue a sweep folder whose ``results.json`` records other options.
 
+    A folder without ``results.json`` holds no sweep: files there that the sweep
+    would replace (``results.csv``, ``trials.csv``) are someone else's, and the
+    sweep refuses the folder unless ``overwrite``.
+
     Raises:
         ValueError: naming the first option that differs (unless ``overwrite``),
-            or the unreadable file.
+            the unreadable file, or the files a sweep would replace.
     """
-    if overwrite or not path.exists():
+    if overwrite:
+        return
+    if not os.path.lexists(path):
+        theirs = [name for name in SWEEP_FILES if os.path.lexists(path.parent / name)]
+        if theirs:
+            raise ValueError(
+                f"--out {path.parent}: holds {', '.join(theirs)} but no sweep (no {path.name}); "
+                "the sweep would replace them: choose another --out, or pass --overwrite"
+            )
         return
     try:
         doc = json.loads(read_text_capped(path, "results.json", 64 << 20))

@@ -26,6 +26,7 @@ and the temporary file is removed on failure.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,28 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _non_finite_key(value: object, where: str = "") -> str | None:
+    """The dotted key (``extra.best_valid_nll``, ``extra.history[3].lr``) of the first
+    NaN or infinity in JSON-able ``value`` (tagged arrays included), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            return where
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_key(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _non_finite_key(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 # -- saving ------------------------------------------------------------------
 
 
@@ -225,6 +248,9 @@ def save_checkpoint(
         "extra": None if extra is None else dict(extra),
         "has_best": best_params is not None,
     }
+    bad = _non_finite_key(meta)
+    if bad is not None:  # it could not be loaded again
+        raise CheckpointError(f"{target}: metadata field {bad!r} is not a finite number")
     try:
         text = json.dumps(meta, default=_json_default, sort_keys=False)
     except (TypeError, ValueError) as exc:
@@ -346,6 +372,9 @@ def _parse_meta(path: Path, members: Mapping[str, AnyArray]) -> dict[str, Any]:
         raise CheckpointError(f"{path}: 'meta' field 'extra' is not an object")
     if not isinstance(meta.get("has_best"), bool):
         raise CheckpointError(f"{path}: 'meta' field 'has_best' is missing or not a boolean")
+    bad = _non_finite_key(meta)
+    if bad is not None:  # a NaN best_valid_nll would never be beaten on resume
+        raise CheckpointError(f"{path}: 'meta' field {bad!r} is not a finite number")
     return meta
 
 

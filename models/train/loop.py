@@ -388,8 +388,10 @@ def _restore(
     fingerprint: Mapping[str, Any],
     sched: LRSchedule,
 ) -> tuple[np.random.Generator, _State]:
-    _check_resume_config(config, ck.config, path)
     extra = ck.extra or {}
+    if extra.get("kind") != "checkpoint" or ck.best_params is None:  # a model.npz, say
+        raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
+    _check_resume_config(config, ck.config, path)
     stored = extra.get("dataset_file")
     if stored != dict(fingerprint) and not config.allow_data_change:
         if isinstance(stored, dict):
@@ -401,8 +403,6 @@ def _restore(
             f"file now has size {fingerprint['size']}, sha256 {fingerprint['sha256'][:12]}); "
             "resume with --allow-data-change to continue on the new data anyway"
         )
-    if extra.get("kind") != "checkpoint" or ck.best_params is None:
-        raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
     model.validate_state_dict(ck.best_params, where=f"{path} (best parameters)")
     model.load_state_dict(ck.params, where=str(path))
     try:
