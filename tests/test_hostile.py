@@ -496,12 +496,14 @@ def test_non_finite_checkpoint_metadata_is_refused_naming_the_key(
 
     with np.load(run / "checkpoint.npz") as z:
         arrays = dict(z)
-    for key in ("extra.best_valid_nll", "extra.history[0].lr"):
+    for key in ("extra.best_valid_nll", "extra.history[0].lr", "extra.history[0].train_nll"):
         meta = json.loads(str(arrays["meta"]))
         if key == "extra.best_valid_nll":
             meta["extra"]["best_valid_nll"] = float("nan")  # json.dumps writes NaN
-        else:
+        elif key == "extra.history[0].lr":
             meta["extra"]["history"][0]["lr"] = float("inf")  # Infinity
+        else:  # an int beyond any float: it overflowed when the run wrote its metrics
+            meta["extra"]["history"][0]["train_nll"] = 10**400
         copy = tmp_path / key
         shutil.copytree(run, copy)
         np.savez(copy / "checkpoint.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
@@ -696,3 +698,20 @@ def test_sweep_hidden_sizes_given_twice_or_for_unswept_cells_are_refused(
     assert "--hidden 'gru=4,gru=5': the size of gru is given twice" in line, line
     line = _one_line(capsys, [*sweep, "--hidden", "lstm=4"], 2)
     assert "--hidden gives a size for lstm, which is not swept (--cells gru)" in line, line
+
+
+def test_sample_refuses_to_replace_a_file_of_a_run(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    sample = ["sample", "--checkpoint", str(run / "model.npz"), "--steps", "4"]
+    for flag, name in (("-o", "model.npz"), ("-o", "checkpoint.npz"), ("--roll", "curves.svg")):
+        line = _one_line(capsys, [*sample, flag, str(other / name)], 2)
+        assert "holds a run or a sweep" in line and name in line, line
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    # a song of its own name in the same folder is fine
+    assert main([*sample, "-o", str(other / "song.npz")]) == 0

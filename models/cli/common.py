@@ -14,8 +14,10 @@ from minigrad.cell import Cell
 from minigrad.serialize import register_node_types
 from models.cells.registry import resolve_cell
 from models.data.dataset import one_line
-from models.io import FileError, check_output_file
+from models.io import LOCK_FILE, FileError, check_output_file
 from models.nets.base import l2_cell
+from models.sweep.config import SWEEP_FILES
+from models.train.config import RUN_FILES
 
 PROG = "minigrad"
 
@@ -119,7 +121,8 @@ def refuse_output_over_input(outputs: Mapping[str, object], inputs: Mapping[str,
 
 def check_outputs(outputs: Mapping[str, object]) -> None:
     """Refuse an output path that exists and is not a regular file (a FIFO, a device, a
-    folder) or whose folder is missing, before any work is done.
+    folder), whose folder is missing, or that would replace a file of a run or a sweep
+    (``model.npz`` in a run's folder), before any work is done.
 
     Args:
         outputs: flag -> path (None for an output not asked for).
@@ -127,6 +130,7 @@ def check_outputs(outputs: Mapping[str, object]) -> None:
     Raises:
         UsageError: naming the flag and the path.
     """
+    kept = {*RUN_FILES, *SWEEP_FILES}
     for flag_name, path in outputs.items():
         if path is None:
             continue
@@ -134,6 +138,13 @@ def check_outputs(outputs: Mapping[str, object]) -> None:
             check_output_file(str(path), flag_name)
         except FileError as exc:
             raise UsageError(str(exc)) from None
+        p = Path(str(path))
+        held = [n for n in (*RUN_FILES, *SWEEP_FILES, LOCK_FILE) if (p.parent / n).exists()]
+        if p.name in kept and held:
+            raise UsageError(
+                f"{flag_name} {p}: {p.parent} holds a run or a sweep ({', '.join(held)}) and "
+                f"{p.name} is one of its files; refusing to replace it (choose another name)"
+            )
 
 
 Subparsers = Any

@@ -100,11 +100,11 @@ def run_sample(args: argparse.Namespace) -> int:
             f"-o {out}: unknown file type {out.suffix or '(none)'!r}; use .mid or .npz"
         )
     spec = PrimeSpec.parse(args.prime) if args.prime is not None else None
-    check_outputs({"-o": args.out, "--roll": args.roll})
     refuse_output_over_input(
         {"-o": args.out, "--roll": args.roll},
         {"--checkpoint": args.checkpoint, "--prime": spec.dataset if spec else None},
     )
+    check_outputs({"-o": args.out, "--roll": args.roll})
     model, info = load_model(args.checkpoint)
     prime = None
     if spec is not None:

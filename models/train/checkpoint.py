@@ -155,11 +155,20 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+_MAX_INT = 2**128
+"""The largest integer a checkpoint's metadata may hold (the 128-bit words of the
+random generator's state fit; a larger one is a crafted file)."""
+
+
 def _non_finite_key(value: object, where: str = "") -> str | None:
     """The dotted key (``extra.best_valid_nll``, ``extra.history[3].lr``) of the first
-    NaN or infinity in JSON-able ``value`` (tagged arrays included), or None."""
+    NaN or infinity in JSON-able ``value`` (tagged arrays included), or of an integer
+    beyond the range of a float (``10**400``: it would overflow when used as one), or
+    None."""
     if isinstance(value, float):
         return None if math.isfinite(value) else where
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if abs(value) <= _MAX_INT else where
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
             return where
