@@ -477,7 +477,11 @@ class SequenceModel:
         plan = self.plan(int(padded.inputs.shape[0]))
         p = self.params if params is None else params
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run = plan.forward(p, inputs, states, mask=padded.mask, backward=backward)
+            # a training step needs no outputs: the logits of a long piece would take
+            # T * B * 88 * 8 bytes for nothing
+            run = plan.forward(
+                p, inputs, states, mask=padded.mask, with_outputs=not backward, backward=backward
+            )
         return plan, run, padded
 
     def _nonfinite(
