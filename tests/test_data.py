@@ -538,6 +538,20 @@ def test_split_keeps_the_roll_packed_and_unpacks_what_is_asked() -> None:
         Split.from_bits(np.zeros((3, 11), dtype=np.uint8), [0, 2])
 
 
+def test_batches_are_filled_in_blocks_of_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    batches_module = importlib.import_module("models.data.batches")
+    split = load_dataset(EMBEDDED).valid
+    whole = list(batches(split, 5))
+    monkeypatch.setattr(batches_module, "_BLOCK", 3)
+    for a, b in zip(whole, batches(split, 5), strict=True):
+        np.testing.assert_array_equal(a.inputs, b.inputs)
+        np.testing.assert_array_equal(a.targets, b.targets)
+        np.testing.assert_array_equal(a.mask, b.mask)
+    assert int(whole[0].targets.sum()) > 0
+
+
 def test_batches_max_padded_steps_closes_batches_early(small_npz: Path) -> None:
     train = load_npz(small_npz).train  # lengths 4, 1, 3
     # 4 * 2 = 8 padded steps fit in 8; adding the third (4 * 3 = 12) would not

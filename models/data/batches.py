@@ -37,6 +37,10 @@ class Batch:
     n_steps: int
 
 
+_BLOCK = 4096
+"""Steps of a batch filled at a time."""
+
+
 def _make_batch(
     split: Split, idx: npt.NDArray[np.int64], dtype: FloatDType | type[np.uint8]
 ) -> Batch:
@@ -48,10 +52,15 @@ def _make_batch(
     real = t < lengths[None, :]  # (T, B)
     rows = starts[None, :] + t  # (T, B), meaningful where real
     targets = np.zeros((n_time, idx.shape[0], N_PITCHES), dtype=dtype)
-    targets[real] = split.rows(rows[real])
     inputs = np.zeros_like(targets)
     shifted = real & (t >= 1)
-    inputs[shifted] = split.rows(rows[shifted] - 1)
+    # in blocks of steps: the unpacked rows of a long piece would otherwise be a
+    # second copy of the batch
+    for t0 in range(0, n_time, _BLOCK):
+        t1 = min(n_time, t0 + _BLOCK)
+        r, sh, rw = real[t0:t1], shifted[t0:t1], rows[t0:t1]
+        targets[t0:t1][r] = split.rows(rw[r])
+        inputs[t0:t1][sh] = split.rows(rw[sh] - 1)
     return Batch(
         inputs=inputs,
         targets=targets,
