@@ -80,10 +80,10 @@ from minigrad.errors import (
     ShapeError,
 )
 from minigrad.nodes import Node
-from minigrad.runtime.execute import check_mask
+from minigrad.runtime.execute import check_mask, dtype_accepted
 from minigrad.runtime.instr import Instr
 from minigrad.runtime.workspace import Gradients, Run, Workspace
-from minigrad.types import EXACT_INPUT_DTYPES, AnyArray
+from minigrad.types import AnyArray
 
 if TYPE_CHECKING:
     from minigrad.cell import Cell
@@ -330,7 +330,8 @@ def _reads(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
 
 
 def _writes(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
-    """The arrays a bound forward call writes (all its array arguments when unsure)."""
+    """The arrays a bound forward or backward call writes (all its array arguments when
+    unsure)."""
     import functools
 
     if isinstance(fn, np.ufunc):
@@ -340,9 +341,19 @@ def _writes(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
     if fn is np.copyto:
         return _arrays(args[:1])
     op = getattr(fn, "__self__", None)
-    if isinstance(op, Node) and getattr(fn, "__name__", "") == "forward_into":
+    if isinstance(op, Node) and getattr(fn, "__name__", "") in ("forward_into", "vjp_into"):
         return _arrays(args[:1])
     return _arrays(args)
+
+
+def _spans(arrays: list[AnyArray]) -> list[tuple[int, int]]:
+    """The byte ranges ``[start, end)`` of non-empty arrays."""
+    return [(_address(a), _address(a) + a.nbytes) for a in arrays if a.size]
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
+    """Whether a byte range of ``a`` overlaps one of ``b``."""
+    return any(lo < hi2 and lo2 < hi for lo, hi in a for lo2, hi2 in b)
 
 
 def _per_chunk_calls(
@@ -361,10 +372,7 @@ def _per_chunk_calls(
     rest run once, after the last chunk, on the summed roots.
     """
 
-    def spans(arrays: list[AnyArray]) -> list[tuple[int, int]]:
-        return [(_address(a), _address(a) + a.nbytes) for a in arrays if a.size]
-
-    kept = spans(roots)
+    kept = _spans(roots)
 
     def scratch(a: tuple[int, int]) -> bool:
         return not any(lo <= a[0] and a[1] <= hi for lo, hi in kept)
@@ -372,49 +380,29 @@ def _per_chunk_calls(
     split = 0
     while True:
         dirty = [
-            sp
-            for fn, args in [*pro, *epi[:split]]
-            for sp in spans(_writes_any(fn, args))
+            sp for fn, args in [*pro, *epi[:split]] for sp in _spans(_writes(fn, args))
             if scratch(sp)
         ]
         later = split
         for j in range(split, len(epi)):
             fn, args = epi[j]
-            read = spans(_reads(fn, args))
-            if per_step(args) or any(r[0] < d[1] and d[0] < r[1] for r in read for d in dirty):
+            if per_step(args) or _overlap(_spans(_reads(fn, args)), dirty):
                 later = j + 1
         if later == split:
             return split
         split = later
 
 
-def _writes_any(fn: Any, args: tuple[Any, ...]) -> list[AnyArray]:
-    """The arrays a bound forward or backward call writes (all its arrays when unsure)."""
-    op = getattr(fn, "__self__", None)
-    if isinstance(op, Node) and getattr(fn, "__name__", "") == "vjp_into":
-        return _arrays(args[:1])
-    return _writes(fn, args)
-
-
 def _halo_point(pro: list[_Call], slots: list[AnyArray]) -> int:
     """Where, among the calls of a backward prologue, the state gradients carried from
     the next chunk go into ``slots``: after the last call that writes a slot before any
     call reads one (a call that reads a slot, an accumulation included, must see them)."""
-    spans = [(_address(a), _address(a) + a.nbytes) for a in slots]
-
-    def touches(arrays: list[AnyArray]) -> bool:
-        return any(
-            _address(a) < hi and lo < _address(a) + a.nbytes
-            for a in arrays
-            if a.size
-            for lo, hi in spans
-        )
-
+    spans = _spans(slots)
     point = 0
     for j, (fn, args) in enumerate(pro):
-        if touches(_reads(fn, args)):
+        if _overlap(_spans(_reads(fn, args)), spans):
             break
-        if touches(_writes_any(fn, args)):
+        if _overlap(_spans(_writes(fn, args)), spans):
             point = j + 1
     return point
 
@@ -786,7 +774,7 @@ class LoopWorkspace(Workspace):
             arr = np.asarray(given)
             if arr.shape != shape:
                 raise ShapeError(f"cell '{cname}': {what} has shape {arr.shape}, expected {shape}")
-            if arr.dtype != dtype and not (exact and arr.dtype in EXACT_INPUT_DTYPES):
+            if not dtype_accepted(arr.dtype, dtype, exact):
                 raise DTypeError(
                     f"cell '{cname}': {what} is {arr.dtype}, expected {dtype} (convert it "
                     "explicitly; minigrad never changes a dtype silently)"
@@ -1182,7 +1170,12 @@ class LoopWorkspace(Workspace):
             # the gradient of the state after the chunk, from the chunk after it: added
             # after the prologue's calls that assign its slot and before the first that
             # reads it (a time-batched product reads every step's state gradient at once)
-            at = _halo_point(pro, [o.new[i][n] for i in halo]) if halo else 0
+            at: int = 0
+            if halo:
+                memo = self._memo.get(("halo", w, n))
+                if memo is None:
+                    memo = self._memo["halo", w, n] = _halo_point(pro, [o.new[i][n] for i in halo])
+                at = memo
             for fn, args in pro[:at]:
                 fn(*args)
             for i, g in halo.items():

@@ -37,16 +37,24 @@ def write_npz_dataset(path: Path, splits: Mapping[str, Sequence[np.ndarray]]) ->
     return path
 
 
-def write_tiny_dataset(path: Path, seed: int) -> Path:
-    """A dataset of 3 sequences of 4 to 7 steps per split, two of MIDI 60..65 per step."""
+def write_tiny_dataset(
+    path: Path,
+    seed: int,
+    n_seqs: int = 3,
+    lengths: tuple[int, int] = (4, 8),
+    notes: tuple[int, int] = (60, 66),
+    per_step: int = 2,
+) -> Path:
+    """A dataset of ``n_seqs`` sequences per split, ``lengths[0]`` to ``lengths[1] - 1``
+    steps each, ``per_step`` draws of MIDI ``notes[0]..notes[1] - 1`` per step."""
     rng = np.random.default_rng(seed)
     splits = {}
     for name in ("train", "valid", "test"):
         seqs = []
-        for _ in range(3):
-            roll = np.zeros((int(rng.integers(4, 8)), N_PITCHES), dtype=np.uint8)
+        for _ in range(n_seqs):
+            roll = np.zeros((int(rng.integers(*lengths)), N_PITCHES), dtype=np.uint8)
             for frame in roll:
-                frame[rng.choice(np.arange(60, 66) - PITCH_LO, 2)] = 1
+                frame[rng.choice(np.arange(*notes) - PITCH_LO, per_step)] = 1
             seqs.append(roll)
         splits[name] = seqs
     return write_npz_dataset(path, splits)

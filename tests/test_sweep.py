@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from npz_layout import write_npz_dataset
+from npz_layout import write_tiny_dataset
 from sweep_faults import FAILED_ON_PURPOSE, faulty_trial
 
 import models.cli.sweep
 import models.sweep.trial
 from models.cli.main import main
-from models.data import N_PITCHES, PITCH_LO
 from models.sweep import (
     BLAS_ENV,
     RESULTS_CSV,
@@ -43,17 +42,10 @@ from models.sweep import (
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset in the shared .npz layout: 4 short sequences per split."""
-    rng = np.random.default_rng(1)
-    splits: dict[str, list[np.ndarray]] = {}
-    for name in ("train", "valid", "test"):
-        seqs = []
-        for _ in range(4):
-            roll = np.zeros((int(rng.integers(8, 15)), N_PITCHES), dtype=np.uint8)
-            for frame in roll:
-                frame[rng.choice(np.arange(55, 70) - PITCH_LO, 3)] = 1
-            seqs.append(roll)
-        splits[name] = seqs
-    return write_npz_dataset(tmp_path_factory.mktemp("data") / "tiny.npz", splits)
+    return write_tiny_dataset(
+        tmp_path_factory.mktemp("data") / "tiny.npz", seed=1, n_seqs=4, lengths=(8, 15),
+        notes=(55, 70), per_step=3,
+    )  # fmt: skip
 
 
 TRAIN_OPTIONS = {"epochs": 2, "batch_size": 2, "patience": 0, "eval_batch_size": 4}

@@ -88,13 +88,19 @@ def run_calls(calls: Sequence[Call]) -> None:
 # -- loading a batch -------------------------------------------------------------
 
 
+def dtype_accepted(got: np.dtype[Any], expected: np.dtype[Any], exact: bool) -> bool:
+    """Whether an argument of dtype ``got`` may fill a buffer of ``expected``: the same
+    dtype, or for an input (``exact``) one of :data:`~minigrad.types.EXACT_INPUT_DTYPES`."""
+    return got == expected or (exact and got in EXACT_INPUT_DTYPES)
+
+
 def put(dst: Array, src: Any, what: str, exact: bool = False) -> None:
     """Copy ``src`` into ``dst`` if it has the same shape and dtype (or, with ``exact``, a
     dtype of :data:`~minigrad.types.EXACT_INPUT_DTYPES`), else name ``what``."""
     arr = np.asarray(src)
     if arr.shape != dst.shape:
         raise ShapeError(f"{what} has shape {arr.shape}, expected {dst.shape}")
-    if arr.dtype != dst.dtype and not (exact and arr.dtype in EXACT_INPUT_DTYPES):
+    if not dtype_accepted(arr.dtype, dst.dtype, exact):
         raise DTypeError(
             f"{what} is {arr.dtype}, expected {dst.dtype} (convert it explicitly; minigrad "
             "never changes a dtype silently)"

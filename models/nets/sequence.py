@@ -626,12 +626,13 @@ class SequenceModel:
             # memory that does not grow with the piece
             for s0 in range(0, T, EVAL_SEGMENT):
                 s1 = min(T, s0 + EVAL_SEGMENT)
+                lengths = np.clip(batch.lengths - s0, 0, s1 - s0)
                 part = Batch(
                     batch.inputs[s0:s1],
                     batch.targets[s0:s1],
                     batch.mask[s0:s1],
-                    batch.lengths,
-                    batch.n_steps,
+                    lengths,
+                    int(lengths.sum()),
                 )
                 plan, run, padded = self._run(part, p, states=states)
                 if not np.isfinite(run.loss):
