@@ -55,6 +55,13 @@ A longer pass runs **chunk by chunk**, C steps at a time, over the same window
   once, after the last chunk. The result equals the one-piece pass up to the
   rounding of those sums.
 
+When the history of a pass would take more than ``HISTORY_BYTES`` (a sequence of
+hundreds of thousands of steps), the forward pass keeps only each chunk's halo slots
+(the states entering it) and the backward pass runs each chunk's forward calls again
+from them before its backward calls (``recompute``): the same calls on the same
+values, so the results are those of the kept-history pass bit for bit, for one more
+forward pass, and the memory no longer grows with T beyond one state per chunk.
+
 With ``truncate=k`` the backward step that does not cross the cut state edge
 (into a step that is a multiple of k) is taken from a second template step of
 the same short unroll (``K >= k + 2``); a chunked pass cuts at the same global
@@ -91,6 +98,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_BYTES",
+    "HISTORY_BYTES",
     "PIECE_BYTES",
     "LoopWorkspace",
     "chunk_steps",
@@ -260,6 +268,12 @@ factors of ``chunk`` steps (``chunk_steps``)."""
 PIECE_BYTES = 128 << 20
 """A sequence whose per-step buffers fit in about this many bytes runs in one piece
 (``piece_steps``); a longer one runs in chunks."""
+
+HISTORY_BYTES = 64 << 20
+"""A chunked forward pass keeps the values its backward pass reads (the history) when
+they take at most this many bytes for the whole sequence; a longer sequence keeps only
+each chunk's incoming states, and its backward pass runs each chunk's forward again
+(``recompute``): memory stops growing with T, for one more forward pass."""
 
 _CHUNK: int | None = None
 """Forces the chunk length and the longest one-piece run (tests only: chunked runs on
@@ -473,6 +487,9 @@ class LoopWorkspace(Workspace):
         pro, _body, epi = self._fwd_parts
         self._fwd_once = [c for c in (*pro, *epi) if not self._per_step(c[1])]
         self._history: dict[int, AnyArray] = {}
+        # with ``recompute``: the halo slots (incoming states) of every chunk
+        self._marks: list[list[AnyArray]] = []
+        self.recompute = False
         self._keep: tuple[list[int], bool, list[int]] | None = None
         self._chunked = False
         # the inputs, initial states and mask of a chunked forward pass, and whether it kept
@@ -610,8 +627,19 @@ class LoopWorkspace(Workspace):
     def nbytes(self) -> int:
         """Bytes of the per-step buffers laid out for the current capacity, and of the
         values kept for the backward pass of a chunked run."""
-        return sum(int(a.nbytes) for a in self._owners.new) + sum(
-            int(a.nbytes) for a in self._history.values()
+        return (
+            sum(int(a.nbytes) for a in self._owners.new)
+            + sum(int(a.nbytes) for a in self._history.values())
+            + sum(int(a.nbytes) for m in self._marks for a in m)
+        )
+
+    def history_bytes(self, T: int) -> int:
+        """The bytes of the values a chunked forward pass over ``T`` steps would keep for
+        its backward pass (compared with ``HISTORY_BYTES``)."""
+        o, K = self._owners, self.plan.steps
+        return sum(
+            (T + a.shape[0] - K) * (a.nbytes // a.shape[0])
+            for a in (o.arrays[i] for i in self._keep_plan()[0])
         )
 
     # -- running ---------------------------------------------------------------
@@ -1001,7 +1029,11 @@ class LoopWorkspace(Workspace):
         self._held = (held_in, held_st, full, False)
         o = self._owners
         kept: list[int] = []
-        if keep:
+        self.recompute = keep and self.history_bytes(T) > HISTORY_BYTES
+        self._marks = []
+        if self.recompute:
+            self._history.clear()
+        elif keep:
             self._reserve(T)
             kept = self._keep_plan()[0]
         halo = [i for i in range(self._values) if o.new[i].shape[0] > o.capacity]
@@ -1022,6 +1054,8 @@ class LoopWorkspace(Workspace):
                 for s, st in held_st.items():
                     np.copyto(self.bufs["state:" + s][0], st)
             self._load_chunk(t0, n, check=True)
+            if self.recompute:
+                self._marks.append([o.new[i][0].copy() for i in halo])
             pro, epi = self._fwd_steps(n)
             with np.errstate(over="ignore"):
                 for fn, args in pro:
@@ -1141,6 +1175,7 @@ class LoopWorkspace(Workspace):
             for i in wanted
         }
         starts = list(range(0, T, C))
+        halo_owners = [i for i in range(self._values) if o.new[i].shape[0] > o.capacity]
         acc: list[AnyArray] = []
         halo: dict[int, AnyArray] = {}
         first = True
@@ -1149,17 +1184,31 @@ class LoopWorkspace(Workspace):
             self._length(n)
             self._use_binding(w)
             self._load_chunk(t0, n, check=False)
-            for i in kept:
-                new = o.new[i]
-                e = new.shape[0] - o.capacity
-                new[: n + e] = self._history[i][t0 : t0 + n + e]
-            with np.errstate(all="ignore"):
-                for t in range(n) if replay else ():
-                    for p in replay:
-                        fn, targs = fbody[p]
-                        fn(*targs[t])
-                for fn, args in self._fwd_steps(n)[1] if again else ():
-                    fn(*args)
+            if self.recompute:
+                # the chunk's forward pass again, from its incoming states
+                for i, v in zip(halo_owners, self._marks[t0 // C], strict=True):
+                    np.copyto(o.new[i][0], v)
+                fpro, fepi = self._fwd_steps(n)
+                with np.errstate(all="ignore"):
+                    for fn, args in fpro:
+                        fn(*args)
+                    for t in range(n):
+                        for fn, targs in fbody:
+                            fn(*targs[t])
+                    for fn, args in fepi:
+                        fn(*args)
+            else:
+                for i in kept:
+                    new = o.new[i]
+                    e = new.shape[0] - o.capacity
+                    new[: n + e] = self._history[i][t0 : t0 + n + e]
+                with np.errstate(all="ignore"):
+                    for t in range(n) if replay else ():
+                        for p in replay:
+                            fn, targs = fbody[p]
+                            fn(*targs[t])
+                    for fn, args in self._fwd_steps(n)[1] if again else ():
+                        fn(*args)
             for arr in self._zero:
                 arr.fill(0)
             self._seed(gos, loss_scale, t0, n)

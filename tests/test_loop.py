@@ -374,3 +374,74 @@ def test_first_nonfinite_finds_the_step_in_a_chunked_run() -> None:
     finally:
         mg_loop._CHUNK = old
     assert found is not None and found[1] == 13, found
+
+
+# -- recomputed chunks ---------------------------------------------------------------
+# A chunked pass whose history would exceed ``HISTORY_BYTES`` keeps only each chunk's
+# incoming states and runs each chunk's forward pass again in the backward pass: the
+# same arithmetic on the same values, so every result equals the kept-history run's bit
+# for bit.
+
+
+def _recomputed(cell: mg.Cell, T: int, mask: str, chunk: int, **kw: object
+                ) -> tuple[dict[str, Array], bool, int]:
+    old = mg_loop.HISTORY_BYTES
+    mg_loop.HISTORY_BYTES = 0
+    try:
+        got = _chunked(cell, T, mask, chunk, **kw)
+        old_c = mg_loop._CHUNK
+        mg_loop._CHUNK = chunk
+        try:
+            prog = mg.Program(cell, **kw)  # type: ignore[arg-type]
+            params = cell.init_params(0)
+            prog.loss_and_grads(params, _inputs(cell, T, 0), mask=_mask(T, mask))
+            (ws,) = prog._runners.values()
+            return got, ws.recompute, sum(h.nbytes for h in ws._history.values())
+        finally:
+            mg_loop._CHUNK = old_c
+    finally:
+        mg_loop.HISTORY_BYTES = old
+
+
+def _assert_recomputed_equal(cell: mg.Cell, T: int, C: int, mask: str, **kw: object) -> None:
+    got, recompute, kept = _recomputed(cell, T, mask, C, **kw)
+    assert recompute and kept == 0
+    ref = _chunked(cell, T, mask, C, **kw)
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k],
+                                      err_msg=f"{cell.name} T={T} C={C} {mask} {kw}: {k}")
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_recomputed_chunks_equal_kept_history(name: str) -> None:
+    cell = l2_cell(name, readout=True)
+    for T, C in ((6, 5), (17, 4)):
+        for mask in ("none", "end", "start"):
+            _assert_recomputed_equal(cell, T, C, mask)
+    _assert_recomputed_equal(cell, 17, 4, "end", passes=())
+    _assert_recomputed_equal(cell, 17, 4, "start", truncate=5)
+    _assert_recomputed_equal(l2_cell(name, np.float32), 17, 4, "end")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_recomputed_chunks_of_random_cells_equal_kept_history(seed: int) -> None:
+    cell = random_cell(seed)
+    _assert_recomputed_equal(cell, 17, 4, "end")
+    _assert_recomputed_equal(cell, 13, 4, "start", truncate=4)
+    for passes in _selections()[:: 3]:
+        _assert_recomputed_equal(cell, 13, 4, "none", passes=passes)
+
+
+def test_history_is_kept_below_the_limit() -> None:
+    cell = l2_cell("gru", readout=True)
+    old_c = mg_loop._CHUNK
+    mg_loop._CHUNK = 4
+    try:
+        prog = mg.Program(cell)
+        prog.loss_and_grads(cell.init_params(0), _inputs(cell, 17, 0))
+        (ws,) = prog._runners.values()
+        assert not ws.recompute
+        assert sum(h.nbytes for h in ws._history.values()) == ws.history_bytes(17) > 0
+    finally:
+        mg_loop._CHUNK = old_c
