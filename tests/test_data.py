@@ -600,3 +600,32 @@ def test_shuffled_epoch_is_deterministic_and_complete() -> None:
     assert [len(b.lengths) for b in batches_seen] == [16] * (len(valid) // 16) + (
         [len(valid) % 16] if len(valid) % 16 else []
     )
+
+
+def test_a_batch_of_one_sequence_shares_one_array_of_frames(
+    small_npz: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from models.data import batch_groups, make_batch
+
+    train = load_npz(small_npz).train  # lengths 4, 1, 3
+    batches_module = importlib.import_module("models.data.batches")
+    monkeypatch.setattr(batches_module, "_BLOCK", 2)
+    for i in range(len(train)):
+        one = make_batch(train, np.asarray([i]), np.float64)
+        roll = train.sequence(i)
+        # the same contents as in a padded batch, without a second copy
+        np.testing.assert_array_equal(one.targets[:, 0], roll)
+        np.testing.assert_array_equal(one.inputs[0, 0], 0.0)
+        np.testing.assert_array_equal(one.inputs[1:, 0], roll[:-1])
+        assert one.inputs.base is one.targets.base is not None
+        assert one.inputs.nbytes + one.targets.nbytes == 2 * len(roll) * N_PITCHES * 8
+        with pytest.raises(ValueError, match="read-only"):
+            one.inputs[0, 0, 0] = 1.0
+    # batch_groups draws the permutation batches draws, and gives the same groups
+    groups = batch_groups(train, 2, rng=np.random.default_rng(3), max_padded_steps=4)
+    made = list(batches(train, 2, rng=np.random.default_rng(3), max_padded_steps=4))
+    assert sorted(int(i) for g in groups for i in g) == [0, 1, 2] and len(groups) == len(made)
+    for g, b in zip(groups, made, strict=True):
+        np.testing.assert_array_equal(train.lengths[g], b.lengths)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from models.data.batches import Batch, batches
+from models.data.batches import Batch, batch_groups, batches, make_batch
 from models.data.dataset import (
     EMBEDDED,
     EMBEDDED_DATASETS,
@@ -31,8 +31,10 @@ __all__ = [
     "DataError",
     "Dataset",
     "Split",
+    "batch_groups",
     "batches",
     "load_dataset",
     "load_npz",
     "load_pickle",
+    "make_batch",
 ]

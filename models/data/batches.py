@@ -41,16 +41,33 @@ _BLOCK = 4096
 """Steps of a batch filled at a time."""
 
 
-def _make_batch(
+def make_batch(
     split: Split, idx: npt.NDArray[np.int64], dtype: FloatDType | type[np.uint8]
 ) -> Batch:
-    """Gather and pad the sequences ``idx`` (``(B,)``) of ``split`` into one batch."""
+    """Gather and pad the sequences ``idx`` (``(B,)``, indices into ``split``) into one
+    batch (see :func:`batches` for ``dtype``). A batch of one sequence has no padding:
+    its ``inputs`` and ``targets`` are read-only views of one array of ``T + 1`` frames."""
     starts = split.offsets[idx]
     lengths = split.offsets[idx + 1] - starts
     n_time = int(lengths.max()) if lengths.size else 0
     t = np.arange(n_time, dtype=np.int64)[:, None]
     real = t < lengths[None, :]  # (T, B)
     rows = starts[None, :] + t  # (T, B), meaningful where real
+    if idx.shape[0] == 1:
+        # one sequence, no padding: the inputs are the targets one step later, so both
+        # are views of one array of T + 1 frames (half the memory of a long piece)
+        frames = np.zeros((n_time + 1, 1, N_PITCHES), dtype=dtype)
+        for t0 in range(0, n_time, _BLOCK):
+            t1 = min(n_time, t0 + _BLOCK)
+            frames[t0 + 1 : t1 + 1, 0] = split.rows(rows[t0:t1, 0])
+        frames.flags.writeable = False
+        return Batch(
+            inputs=frames[:-1],
+            targets=frames[1:],
+            mask=real.astype(dtype),
+            lengths=lengths,
+            n_steps=int(lengths.sum()),
+        )
     targets = np.zeros((n_time, idx.shape[0], N_PITCHES), dtype=dtype)
     inputs = np.zeros_like(targets)
     shifted = real & (t >= 1)
@@ -104,12 +121,29 @@ def batches(
         :class:`Batch` with ``inputs``/``targets`` ``(T, B, 88)`` and ``mask``
         ``(T, B)``.
     """
+    if np.dtype(dtype).kind != "f" and np.dtype(dtype) != np.uint8:
+        raise TypeError(f"dtype must be a float type or numpy.uint8, got {np.dtype(dtype)}")
+    for idx in batch_groups(split, batch_size, rng=rng, max_padded_steps=max_padded_steps):
+        yield make_batch(split, idx, dtype)
+
+
+def batch_groups(
+    split: Split,
+    batch_size: int,
+    *,
+    rng: np.random.Generator | None = None,
+    max_padded_steps: int | None = None,
+) -> list[npt.NDArray[np.int64]]:
+    """The sequence indices of each batch of one epoch, as :func:`batches` makes them
+    (same arguments; it draws the same permutation from ``rng``).
+
+    Returns:
+        One ``(B,)`` int64 array of indices into ``split`` per batch, in order.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if np.dtype(dtype).kind != "f" and np.dtype(dtype) != np.uint8:
-        raise TypeError(f"dtype must be a float type or numpy.uint8, got {np.dtype(dtype)}")
     if max_padded_steps is not None and (
         isinstance(max_padded_steps, bool)
         or not isinstance(max_padded_steps, int | np.integer)
@@ -119,10 +153,9 @@ def batches(
     n = len(split)
     order = np.arange(n, dtype=np.int64) if rng is None else rng.permutation(n).astype(np.int64)
     if max_padded_steps is None:
-        for begin in range(0, n, int(batch_size)):
-            yield _make_batch(split, order[begin : begin + int(batch_size)], dtype)
-        return
+        return [order[b : b + int(batch_size)] for b in range(0, n, int(batch_size))]
     lengths = split.lengths[order]
+    groups = []
     begin = 0
     while begin < n:
         end, longest = begin + 1, int(lengths[begin])
@@ -131,5 +164,6 @@ def batches(
             if longest_next * (end + 1 - begin) > max_padded_steps:
                 break
             end, longest = end + 1, longest_next
-        yield _make_batch(split, order[begin:end], dtype)
+        groups.append(order[begin:end])
         begin = end
+    return groups
