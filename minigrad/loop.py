@@ -625,10 +625,12 @@ class LoopWorkspace(Workspace):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the per-step buffers laid out for the current capacity, and of the
-        values kept for the backward pass of a chunked run."""
+        """Bytes of the buffers bound (parameters, their gradients and the K-step
+        template's), of the per-step buffers laid out for the current capacity, and of
+        the values kept for the backward pass of a chunked run."""
         return (
-            sum(int(a.nbytes) for a in self._owners.new)
+            sum(int(a.nbytes) for a in self.arena.arrays)
+            + sum(int(a.nbytes) for a in self._owners.new)
             + sum(int(a.nbytes) for a in self._history.values())
             + sum(int(a.nbytes) for m in self._marks for a in m)
         )

@@ -31,9 +31,10 @@ RUNNERS = 4
 """At most this many (batch size, masked) bindings are kept, the most recently used."""
 
 KEEP_BYTES = 16 << 20
-"""Bindings other than the one in use are dropped while their buffers (each sized for the
-longest T it has run in one piece, plus the values kept for a chunked backward pass) take
-more than this; binding one again takes milliseconds."""
+"""Bindings other than the one in use are dropped while their buffers (each with its own
+parameter and gradient buffers, sized for the longest T it has run in one piece, plus the
+values kept for a chunked backward pass) take more than this; binding one again takes
+milliseconds. A large model thus keeps one binding at a time, not one per batch size."""
 
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
