@@ -792,7 +792,8 @@ def _train_locked(
                         norms.append(clip_grad_norm(grads, config.clip))
                     else:
                         norms.append(global_norm(grads))
-                    opt.step(model.params, grads)
+                    # loss_and_grads has checked the gradients already
+                    opt.step(model.params, grads, check_finite=False)
                     if config.weight_decay > 0:
                         decay_weights(model.params, 1.0 - lr_t * config.weight_decay)
                 st.updates += 1
