@@ -222,7 +222,7 @@ def test_shapes_beyond_the_element_limit_are_refused_before_allocating(
     b = mg.CellBuilder("c")
     with pytest.raises(mg.errors.ShapeError, match=f"parameter 'W'.*{MAX_ELEMENTS:,}"):
         b.param("W", shape)
-    with pytest.raises(mg.errors.ShapeError, match="input 'x'.*elements"):
+    with pytest.raises(mg.errors.ShapeError, match=r"input 'x'.*elements"):
         b.input("x", shape)
     b.param("ok", (10_000, 10_000))  # exactly the limit: declared, nothing allocated yet
 

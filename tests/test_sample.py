@@ -145,22 +145,27 @@ def test_load_model_from_checkpoint_and_model_file(run_dir: Path, model: Sequenc
 
 
 @pytest.mark.parametrize(
-    ("spec", "fragment"),
+    ("spec", "fragment", "exit_code"),
     [
-        ("bach_chorales", "expected DATASET:SPLIT:INDEX:STEPS"),
-        ("test:0:4", "got 3 part(s)"),
-        ("{tiny}:dev:0:4", "SPLIT 'dev' is not one of train, valid, test"),
-        ("{tiny}:test:first:4", "INDEX 'first' is not an integer"),
-        ("{tiny}:test:0:four", "STEPS 'four' is not an integer"),
-        ("{tiny}:test:0:0", "STEPS must be >= 1"),
-        ("{tiny}:test:4:2", "INDEX 4 is out of range: split 'test' of 'tiny' has 4 sequence(s)"),
-        ("{tiny}:test:0:500", "STEPS 500 exceeds the"),
-        ("{tiny}.missing:test:0:4", "DATASET: "),
+        # a malformed or out-of-range option value is a usage error (2)
+        ("bach_chorales", "expected DATASET:SPLIT:INDEX:STEPS", 2),
+        ("test:0:4", "got 3 part(s)", 2),
+        ("{tiny}:dev:0:4", "SPLIT 'dev' is not one of train, valid, test", 2),
+        ("{tiny}:test:first:4", "INDEX 'first' is not an integer", 2),
+        ("{tiny}:test:0:four", "STEPS 'four' is not an integer", 2),
+        ("{tiny}:test:0:0", "STEPS must be >= 1", 2),
+        ("{tiny}:test:4:2", "INDEX 4 is out of range: split 'test' of 'tiny' has 4 sequence(s) (0..3)", 2),
+        ("{tiny}:test:-1:2", "INDEX -1 is negative; it is the sequence's index in the split, 0..N-1", 2),
+        ("{tiny}:test:-5:2", "INDEX -5 is negative", 2),
+        # what only the data can tell
+        ("{tiny}:test:0:500", "STEPS 500 exceeds the", 1),
+        ("{tiny}.missing:test:0:4", "DATASET: ", 1),
     ],
 )
 def test_bad_prime_specs_name_the_part_at_fault(
     spec: str,
     fragment: str,
+    exit_code: int,
     tiny: Path,
     run_dir: Path,
     tmp_path: Path,
@@ -169,7 +174,7 @@ def test_bad_prime_specs_name_the_part_at_fault(
     spec = spec.format(tiny=tiny)
     argv = ["sample", "--checkpoint", str(run_dir / "model.npz"), "--steps", "4"]
     code, out, err = _run([*argv, "--prime", spec, "--roll", str(tmp_path / "r.svg")], capsys)
-    assert code == 1 and out == ""
+    assert code == exit_code and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minigrad: error: --prime ")
     assert fragment in lines[0]
@@ -177,8 +182,8 @@ def test_bad_prime_specs_name_the_part_at_fault(
 
 
 def test_prime_spec_round_trip_and_default_dataset(tiny: Path) -> None:
-    spec = PrimeSpec.parse(f"{tiny}:valid:-1:3")
-    assert (spec.split, spec.index, spec.steps) == ("valid", -1, 3)
+    spec = PrimeSpec.parse(f"{tiny}:valid:1:3")
+    assert (spec.split, spec.index, spec.steps) == ("valid", 1, 3)
     assert PrimeSpec.parse(str(spec)) == spec
     empty = PrimeSpec.parse(":valid:0:3")
     assert empty.dataset == ""

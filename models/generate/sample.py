@@ -154,7 +154,8 @@ class PrimeSpec:
         dataset: an embedded dataset name or a dataset file; empty for the
             dataset the model was trained on.
         split: ``"train"``, ``"valid"`` or ``"test"``.
-        index: the sequence's index in the split (negative counts from the end).
+        index: the sequence's index in the split, >= 0 (negative indices are
+            refused, not counted from the end).
         steps: the number of leading frames, >= 1.
     """
 
@@ -194,6 +195,11 @@ class PrimeSpec:
             raise ValueError(
                 f"{pre}: STEPS {steps_text!r} is not an integer (the number of primed frames)"
             ) from None
+        if index < 0:
+            raise ValueError(
+                f"{pre}: INDEX {index} is negative; it is the sequence's index in the split, "
+                "0..N-1 for a split of N sequences"
+            )
         if steps < 1:
             raise ValueError(f"{pre}: STEPS must be >= 1, got {steps}")
         return cls(dataset, split, index, steps)
@@ -209,8 +215,9 @@ class PrimeSpec:
                 model's training dataset).
 
         Raises:
-            ValueError: naming the part at fault (an unknown dataset, an index
-                out of range, more steps than the sequence has).
+            IndexError: an index out of range (naming the valid range).
+            ValueError: naming the part at fault (an unknown dataset, more
+                steps than the sequence has).
         """
         pre = f"--prime {str(self)!r}"
         name = self.dataset or default_dataset
@@ -222,8 +229,8 @@ class PrimeSpec:
             raise ValueError(f"{pre}: DATASET: {' '.join(str(exc).split())}") from None
         split = data.split(self.split)
         n = len(split)
-        if not -n <= self.index < n:
-            raise ValueError(
+        if not 0 <= self.index < n:
+            raise IndexError(
                 f"{pre}: INDEX {self.index} is out of range: split {self.split!r} of "
                 f"{data.name!r} has {n} sequence(s) (0..{n - 1})"
             )
