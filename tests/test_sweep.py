@@ -178,6 +178,37 @@ def test_trials_and_paper_sizes(tiny: Path, tmp_path: Path) -> None:
         replace(cfg, train_options={"epochs": 0}).trials()
 
 
+def test_a_too_large_model_is_refused_naming_each_swept_cell(tiny: Path, tmp_path: Path) -> None:
+    from models.cells.stack import param_count
+    from models.nets.limits import lstm_param_count
+
+    cfg = SweepConfig(dataset=str(tiny), out=str(tmp_path / "sw"), cells=("gru",), hidden={"gru": 3000})
+    with pytest.raises(ValueError) as exc:
+        cfg.trials()
+    gru = param_count("gru", 88, 3000, 1, 88)
+    assert f"cell 'gru' with hidden 3000 and 1 layer(s): {gru:,} parameters" in str(exc.value)
+    assert f"({lstm_param_count(88, 3000, 1, 88):,} parameters)" in str(exc.value)
+    assert "'lstm'" not in str(exc.value) and "\n" not in str(exc.value)
+    # every refused cell is named with its own count; an accepted one is not
+    two = replace(cfg, cells=("gru", "tanh", "mgu"), hidden={"gru": 3000, "tanh": 2900, "mgu": 20})
+    with pytest.raises(ValueError) as exc:
+        two.trials()
+    tanh = param_count("tanh", 88, 2900, 1, 88)
+    assert f"cell 'tanh' with hidden 2900 and 1 layer(s): {tanh:,} parameters" in str(exc.value)
+    assert "cell 'gru'" in str(exc.value) and "'mgu'" not in str(exc.value)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_param_count_matches_the_built_models() -> None:
+    from models.cells.stack import param_count
+    from models.nets.sequence import SequenceModel
+
+    for cell in ("gru", "lstm", "tanh", "mgu", "gru_reset_after"):
+        for layers in (1, 3):
+            model = SequenceModel(cell=cell, hidden_size=7, layers=layers)
+            assert param_count(cell, 88, 7, layers, 88) == model.num_params
+
+
 # --------------------------------------------------------------------------- running
 
 
