@@ -252,6 +252,62 @@ def test_sigterm_keeps_a_resumable_checkpoint_and_records_the_status(
     assert not list(out.glob(f"*{TEMP_SUFFIX}"))
 
 
+# A signal sent by the run itself at a chosen point of its start: right after the
+# first checkpoint is renamed into place (the window where a run used to leave a
+# checkpoint and no metrics.json), or inside that write, before the rename.
+_SIGNAL_AT = """
+import os, signal, sys
+import models.train.loop as loop
+real = loop._save_checkpoint
+sig, when = getattr(signal, sys.argv[1]), sys.argv[2]
+def save(*args, **kwargs):
+    if when == "before":
+        os.kill(os.getpid(), sig)
+    real(*args, **kwargs)
+    if when == "after":
+        os.kill(os.getpid(), sig)
+loop._save_checkpoint = save
+from models.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_right_after_the_first_checkpoint_records_interrupted(
+    tiny: Path, tmp_path: Path, sig: str, code: int
+) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, sig, "after", *_args(tiny, out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "--resume" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] == []
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 0
+    assert not list(out.glob(f"*{TEMP_SUFFIX}"))
+    # and the run continues from it
+    assert main([*_args(tiny, out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_a_signal_before_the_first_checkpoint_leaves_no_run(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, "SIGTERM", "before", *_args(tiny, out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "--resume" not in proc.stderr
+    # nothing to resume, nothing half-made: the folders the run created are gone
+    assert not (tmp_path / "new").exists()
+
+
 def test_f30_stale_temporaries_are_removed_and_the_default_folder_gets_a_suffix(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

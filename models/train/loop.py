@@ -742,11 +742,15 @@ def _train_locked(
         model = _make_model(config)
         rng = _run_rng(config.seed)
         st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
-        _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
 
-    reporter.start(config, n_batches, st.epoch + 1)
     saved_epoch = st.epoch
+    # From the first checkpoint on, however the run ends, metrics.json says how: the
+    # first checkpoint is written inside this block, so no signal can land between
+    # it and the handlers below (a checkpoint without a metrics.json status).
     try:
+        if not config.resume:
+            _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
+        reporter.start(config, n_batches, st.epoch + 1)
         st.stop_reason = None
         while True:
             if st.epoch >= config.epochs:
@@ -890,12 +894,17 @@ def _train_locked(
         metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
         _write_outputs(out, metrics)
     except KeyboardInterrupt as exc:
+        if not ckpt.is_file():
+            # stopped inside the first checkpoint's write: no run to resume, no
+            # file of a run left (the caller removes a folder the run created)
+            raise
         _final_status(out, config, model, dataset, st, wall0, "interrupted")
         raise TrainingInterrupted(
             ckpt, saved_epoch, terminated=isinstance(exc, Terminated)
         ) from None
     except BaseException as exc:
-        _final_status(out, config, model, dataset, st, wall0, "failed", exc)
+        if ckpt.is_file():
+            _final_status(out, config, model, dataset, st, wall0, "failed", exc)
         raise
     return TrainResult(
         out=out,
