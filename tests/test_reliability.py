@@ -454,3 +454,37 @@ def test_sweep_folder_records_its_options_and_takes_a_config(
     assert main(["sweep", "--config", str(toml), "--epochs", "2", "--overwrite"]) == 0
     doc = json.loads(results.read_text())
     assert doc["sweep"]["train_options"]["epochs"] == 2 and doc["trials"][0]["epochs_run"] == 2
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_refused_train_or_sweep_leaves_no_lock_file(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.io import LOCK_FILE
+
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.json").write_text('{"status": "finished"}')
+    assert "already holds a run" in _one_line(capsys, _args(tiny, held), 1)
+    assert sorted(p.name for p in held.iterdir()) == ["metrics.json"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "results.csv").write_text("a,b\n")
+    argv = ["sweep", "--dataset", str(tiny), "--out", str(theirs), "--cells", "gru",
+            "--hidden", "gru=3", "--lr-candidates", "1", "--epochs", "1"]  # fmt: skip
+    assert "but no sweep" in _one_line(capsys, argv, 1)
+    assert sorted(p.name for p in theirs.iterdir()) == ["results.csv"]
+    # a --resume refused for other options writes nothing: it leaves no lock file
+    # where there was none, and leaves the run's own lock file where there was one
+    run = tmp_path / "run"
+    assert main(_args(tiny, run)) == 0
+    files = sorted(p.name for p in run.iterdir())
+    assert LOCK_FILE in files
+    refused = [*_args(tiny, run, "--resume"), "--hidden", "4"]
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert sorted(p.name for p in run.iterdir()) == files
+    (run / LOCK_FILE).unlink()
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert LOCK_FILE not in {p.name for p in run.iterdir()}

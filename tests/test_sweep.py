@@ -390,6 +390,52 @@ def test_finished_runs_with_other_options_are_not_reused(
     _assert_same_table(local_sweep, same)
 
 
+def test_a_trial_folder_holding_someone_elses_run_is_refused_not_replaced(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sw"
+    cfg = tiny_sweep(
+        tiny, out, cells=("gru",), hidden={"gru": 4}, lr_candidates=1,
+        train_options={**TRAIN_OPTIONS, "epochs": 1},
+    )
+    (trial,) = cfg.trials()
+    trial.out.mkdir(parents=True)
+    metrics = trial.out / "metrics.json"
+    other = {**trial.config.to_dict(), "hidden": 7}
+    foreign = {
+        # an unfinished run with other options, or with none, or no object at all
+        "other options": json.dumps({"status": "running", "config": other}),
+        "records no run options": json.dumps({"status": "interrupted"}),
+        "unreadable": "{",
+    }
+    for fragment, text in foreign.items():
+        metrics.write_text(text)
+        with pytest.raises(ValueError) as exc:
+            run_sweep(cfg)
+        line = str(exc.value)
+        assert str(metrics) in line and fragment in line and "--overwrite" in line
+        assert "\n" not in line
+        assert metrics.read_text() == text  # nothing replaced
+        assert sorted(p.name for p in out.iterdir()) == [trial.name]  # nothing written
+    # run files without metrics.json or a checkpoint: someone else's too
+    metrics.unlink()
+    (trial.out / "model.npz").write_bytes(b"theirs")
+    with pytest.raises(ValueError, match=r"model\.npz: a run's file without its metrics\.json"):
+        run_sweep(cfg)
+    assert (trial.out / "model.npz").read_bytes() == b"theirs"
+    # --overwrite is the explicit way to replace them
+    (trial.out / "model.npz").unlink()
+    metrics.write_text(foreign["other options"])
+    res = run_sweep(cfg, overwrite=True)
+    assert not res.failed
+    assert json.loads(metrics.read_text())["status"] == "finished"
+    # the sweep's own trial, unfinished (interrupted), is run again as before
+    mine = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**mine, "status": "interrupted"}))
+    again = run_sweep(cfg)
+    assert not again.failed and json.loads(metrics.read_text())["status"] == "finished"
+
+
 def test_blas_environment_is_set_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)

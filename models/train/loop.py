@@ -544,6 +544,17 @@ def _holds_run(folder: Path) -> list[str]:
     return [f for f in RUN_FILES if (folder / f).exists()]
 
 
+def _run_files_state(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """``{name: (inode, size, mtime_ns)}`` of the run's files in ``folder``: whether a
+    run wrote (or removed) any of them shows as a change."""
+    state: dict[str, tuple[int, int, int]] = {}
+    for name in RUN_FILES:
+        with contextlib.suppress(OSError):
+            st = os.stat(folder / name)
+            state[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return state
+
+
 def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return those created, deepest last."""
     missing: list[Path] = []
@@ -625,7 +636,7 @@ def claim_run_folder(
         if resume or overwrite or not held:
             clean_stale_temporaries(folder)
             return folder, lock, created
-        lock.release()
+        lock.release(discard=True)  # refused: no lock file of ours left behind
         if not auto_suffix:
             raise CheckpointError(
                 f"{folder} already holds a run ({', '.join(held)}); continue it with --resume "
@@ -703,17 +714,22 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
     out, lock, created = claim_run_folder(
         wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
     )
+    before = _run_files_state(out)
+    changed = True
     try:
         if out != wanted:
             config = replace(config, out=str(out))
             reporter.message(f"{wanted} already holds a run; this run goes to {out}")
         return _train_locked(config, dataset, fingerprint, opt, reporter, wall0)
     except BaseException:
-        # a run that failed before writing anything leaves no empty folder behind
+        # a run that failed before writing anything leaves no empty folder behind,
+        # and a run refused in a folder (--resume with other options, ...) no lock
+        # file of its own
         remove_unused_folders(created)
+        changed = _run_files_state(out) != before
         raise
     finally:
-        lock.release()
+        lock.release(discard=not changed)
 
 
 def _train_locked(
