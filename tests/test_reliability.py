@@ -352,6 +352,27 @@ def test_f20_f21_early_interrupt_and_closed_stdout_give_no_traceback(tiny: Path)
     assert proc2.stderr == "minigrad: error: cannot write to standard output (it is closed)\n"
 
 
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_the_console_script_holds_signals_from_its_first_import(sig: str, code: int) -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["minigrad"] == "models.console:main"
+    # a signal right after the console script's import, while nothing heavy has
+    # loaded yet (what would be a KeyboardInterrupt traceback from inside an import)
+    program = (
+        "import os, signal, sys\n"
+        "import models.console\n"
+        "assert 'numpy' not in sys.modules and 'models.cli' not in sys.modules\n"
+        f"os.kill(os.getpid(), signal.{sig})\n"
+        "sys.argv = ['minigrad', 'explain', '--param', 'Wz']\n"
+        "sys.exit(models.console.main())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip() == "minigrad: interrupted" and proc.stdout == ""
+
+
 def test_f10_memory_error_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
