@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -116,21 +116,23 @@ def sample(
     if steps == 0:
         return roll
     rng = np.random.default_rng(int(seed))
-    # One bound plan of one step, run ``total`` times with the same input arrays: the
-    # cost per step is constant, so a song's cost is linear in its length.
-    plan = plan_of(model.cell, 1, wrt=())
-    x = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
-    inputs = {"x": x, "t": np.zeros_like(x), **model.noise(1, 1)}
-    states: dict[str, Any] | None = None
+    # One plan of one step, bound once and run ``total`` times, each step starting
+    # from the states the previous one left (``minigrad.plan.Stepper``): the cost per
+    # step is constant, so a song's cost is linear in its length, and nothing is
+    # checked, copied or allocated per step but the frame itself.
+    x0 = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
+    stepper = plan_of(model.cell, 1, wrt=()).stepper(
+        model.params, {"x": x0, "t": np.zeros_like(x0), **model.noise(1, 1)}
+    )
+    x = stepper.input("x")[0, 0]
+    logits = stepper.output("logits")[0, 0]
     block = np.empty((0, width))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for t in range(total):
             # step t reads frame t - 1 and predicts frame t; on primed steps only the
             # state it leaves matters (teacher forcing: frame t is the given one)
-            run = plan.forward(model.params, inputs, states)
-            states = run.states
+            stepper.step()
             if t >= n_primed:
-                logits = run.outputs["logits"][0, 0]
                 if greedy:
                     roll[t] = logits > 0.0  # p > 0.5 exactly, without rounding the sigmoid
                 else:
@@ -138,7 +140,7 @@ def sample(
                     if i == 0:  # the same stream as one draw per step, drawn in blocks
                         block = rng.random((min(_DRAW_BLOCK, total - t), width))
                     roll[t] = block[i] < _sigmoid(logits)
-            x[0, 0] = roll[t]
+            x[:] = roll[t]
     return roll
 
 
