@@ -156,8 +156,8 @@ class PrimeSpec:
         dataset: an embedded dataset name or a dataset file; empty for the
             dataset the model was trained on.
         split: ``"train"``, ``"valid"`` or ``"test"``.
-        index: the sequence's index in the split, >= 0 (negative indices are
-            refused, not counted from the end).
+        index: the sequence's index in the split, from 0 (a negative one is
+            refused by :meth:`load`, not counted from the end).
         steps: the number of leading frames, >= 1.
     """
 
@@ -197,11 +197,6 @@ class PrimeSpec:
             raise ValueError(
                 f"{pre}: STEPS {steps_text!r} is not an integer (the number of primed frames)"
             ) from None
-        if index < 0:
-            raise ValueError(
-                f"{pre}: INDEX {index} is negative; it is the sequence's index in the split, "
-                "0..N-1 for a split of N sequences"
-            )
         if steps < 1:
             raise ValueError(f"{pre}: STEPS must be >= 1, got {steps}")
         return cls(dataset, split, index, steps)
@@ -235,6 +230,7 @@ class PrimeSpec:
             raise IndexError(
                 f"{pre}: INDEX {self.index} is out of range: split {self.split!r} of "
                 f"{data.name!r} has {n} sequence(s) (0..{n - 1})"
+                + ("; a negative INDEX does not count from the end" if self.index < 0 else "")
             )
         seq = split.sequence(self.index)
         if self.steps > seq.shape[0]:
