@@ -441,6 +441,7 @@ class CellBuilder:
     def output(self, name: str, value: Ref | str | None = None) -> None:
         """Return the per-step values of a node as output ``name`` (the node ``name`` itself
         when ``value`` is omitted). They come back with shape (T, B, *features)."""
+        _check_name(name, f"cell '{self.name}': output")
         v = name if value is None else (value.name if isinstance(value, Ref) else value)
         if name in self._outputs:
             raise GraphError(f"cell '{self.name}': output '{name}' is declared twice")

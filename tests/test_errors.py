@@ -205,6 +205,8 @@ def test_unusable_names_are_refused_saying_what_is_allowed(name: str) -> None:
         b.state(name, 2)
     with pytest.raises(mg.errors.GraphError, match="printable"):
         mg.CellBuilder(name)
+    with pytest.raises(mg.errors.GraphError, match="printable"):
+        b.output(name, b.param("ok", 2))
 
 
 def test_names_the_dot_writer_escapes_are_still_accepted() -> None:
