@@ -1,9 +1,10 @@
 """Generating piano rolls from a trained ``SequenceModel``, and ``minigrad sample``.
 
-:func:`sample` runs the model forward one time step at a time (as
-``SequenceModel.step`` does: the plan of one step, compiled and bound once and
-run again for every frame, so the cost is linear in the song's length),
-passing the states each step leaves to the next.
+:func:`sample` runs the model forward one time step at a time, with the
+numbers of ``SequenceModel.step`` but through a ``minigrad.plan.Stepper``: the
+plan of one step, compiled, bound and loaded once and run again for every
+frame, the states each step leaves carried to the next in place (so the cost
+is linear in the song's length, and small per step).
 At each step the read-out gives ``p = sigmoid(logits)``, one probability per
 piano key; every key of the next frame is drawn independently
 from its Bernoulli(``p``) (or set where ``p > 0.5`` with ``greedy``), and the
