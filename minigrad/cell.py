@@ -37,6 +37,7 @@ the node, its class and the inputs at fault.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +52,8 @@ from minigrad.types import BATCH, Array, FloatDType, Shape, SymShape
 from minigrad.types import format_shape as _fmt
 
 __all__ = [
+    "MAX_ELEMENTS",
+    "MAX_NAME_LENGTH",
     "Cell",
     "CellBuilder",
     "InputSpec",
@@ -81,6 +84,39 @@ __all__ = [
 ]
 
 Kind = Literal["input", "param", "state", "op"]
+
+#: The largest number of elements a declared shape may have (a parameter's
+#: shape, or the per-step features of an input or a state): 10**8, 800 MB in
+#: float64. Ten times ``models.nets.limits.MAX_PARAMS``, the largest whole model
+#: the ``minigrad`` command builds, so no model it accepts reaches this; a shape
+#: beyond it is a mistake, not a model, and is refused before anything is
+#: allocated.
+MAX_ELEMENTS = 100_000_000
+
+#: The longest name of a cell or of anything declared in it.
+MAX_NAME_LENGTH = 200
+
+_NAME_RULE = (
+    f"names are 1 to {MAX_NAME_LENGTH} printable characters other than '/' "
+    "(no newline, tab or other control character)"
+)
+
+
+def _check_name(name: object, what: str) -> str:
+    """``name`` if it is a usable name, else a ``GraphError`` saying why.
+
+    Names show up in one-line error messages, in DOT pictures, and in the keys
+    of saved state (``"<slot>/<name>"``, ``"params/<name>"``): a newline would
+    break the first, a ``/`` the last. Quotes, backslashes, spaces and ``@``
+    are fine (the DOT writer escapes them).
+    """
+    if not isinstance(name, str) or not name:
+        raise GraphError(f"{what}: names must be non-empty strings, got {name!r}; {_NAME_RULE}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise GraphError(f"{what}: name {name[:40]!r}... is {len(name)} characters; {_NAME_RULE}")
+    if "/" in name or not name.isprintable():
+        raise GraphError(f"{what}: name {name!r} is refused; {_NAME_RULE}")
+    return name
 _KIND_WORDS = {"input": "an input", "param": "a parameter", "state": "a state", "op": "a node"}
 
 
@@ -105,6 +141,12 @@ def _as_shape(shape: int | Iterable[int], what: str) -> Shape:
     for d in dims:
         if d < 1:
             raise ShapeError(f"{what}: every dimension must be >= 1, got {dims}")
+    size = math.prod(dims)
+    if size > MAX_ELEMENTS:
+        raise ShapeError(
+            f"{what}: shape {dims} has {size:,} elements, more than the limit of "
+            f"{MAX_ELEMENTS:,} (minigrad.cell.MAX_ELEMENTS)"
+        )
     return dims
 
 
@@ -232,7 +274,7 @@ class CellBuilder:
     """
 
     def __init__(self, name: str, dtype: FloatDType | np.dtype[np.floating] = np.float64) -> None:
-        self.name = name
+        self.name = _check_name(name, "CellBuilder")
         if dtype is None:
             raise DTypeError(f"cell '{name}': dtype must be float32 or float64, got None")
         self.dtype: np.dtype[np.floating] = np.dtype(dtype)
@@ -252,8 +294,7 @@ class CellBuilder:
     # -- declarations -----------------------------------------------------
 
     def _claim(self, name: str, kind: Kind) -> Ref:
-        if not name or not isinstance(name, str):
-            raise GraphError(f"cell '{self.name}': names must be non-empty strings, got {name!r}")
+        _check_name(name, f"cell '{self.name}'")
         if name in self._kinds:
             raise GraphError(
                 f"cell '{self.name}': the name '{name}' is already used by "
@@ -400,6 +441,7 @@ class CellBuilder:
     def output(self, name: str, value: Ref | str | None = None) -> None:
         """Return the per-step values of a node as output ``name`` (the node ``name`` itself
         when ``value`` is omitted). They come back with shape (T, B, *features)."""
+        _check_name(name, f"cell '{self.name}': output")
         v = name if value is None else (value.name if isinstance(value, Ref) else value)
         if name in self._outputs:
             raise GraphError(f"cell '{self.name}': output '{name}' is declared twice")

@@ -54,7 +54,7 @@ import networkx as nx
 import numpy as np
 
 from minigrad.cell import Cell
-from minigrad.errors import GraphError, ShapeError, check_names
+from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.passes import (
     classify,
     defer_shared_grads,
@@ -64,6 +64,7 @@ from minigrad.passes import (
     time_batch,
     view_slices,
 )
+from minigrad.runtime import execute
 from minigrad.runtime.instr import ALL_STEPS, PREFIX, BufRef, Instr
 from minigrad.runtime.workspace import Gradients, Run, Workspace
 from minigrad.types import Array, BoolArray
@@ -75,6 +76,7 @@ __all__ = [
     "Instr",
     "Plan",
     "Run",
+    "Stepper",
     "compile_plan",
 ]
 
@@ -223,6 +225,25 @@ class Plan:
         with np.errstate(all="ignore"):
             again = plain.forward(params, inputs, states, ws.mask if ws.masked else None)
         return plain.first_nonfinite(again)
+
+    def stepper(
+        self,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+    ) -> Stepper:
+        """A :class:`Stepper` that runs this one-step plan again and again, each step
+        starting from the states the previous one left (generation, one step at a time).
+
+        Args: as for :meth:`forward`; ``inputs`` are ``{name: (1, B, *features)}``,
+        checked and loaded once (the stepper's :meth:`Stepper.input` buffers are
+        then changed in place between steps).
+
+        Raises:
+            ArgumentError: the plan is not of one step.
+            ShapeError, DTypeError, GraphError, NonFiniteError: as :meth:`forward`.
+        """
+        return Stepper(self, params, inputs, states)
 
     def _batch_size(self, inputs: Mapping[str, Array], states: Mapping[str, Array] | None) -> int:
         cname = self.cell.name
@@ -455,3 +476,121 @@ def compile_plan(
         passes=names,
         shared_grads=shared_grads,
     )
+
+
+class Stepper:
+    """A one-step plan bound once and run step after step, the final states of each
+    step becoming the initial states of the next.
+
+    ``Plan.forward`` checks and copies the parameters, the inputs and the states
+    into its buffers, and copies the outputs and the final states out, at every
+    call: for a plan of one step run a million times (sampling a song) that
+    bookkeeping costs several times the step itself. A stepper does it once: the
+    parameters and inputs given are checked and loaded when it is made; between
+    steps the caller writes the next inputs into the live buffers of
+    :meth:`input`, and reads a step's outputs from the live buffers of
+    :meth:`output`. The numbers are those of ``Plan.forward`` given the same
+    parameters, inputs and the previous run's final states, bit for bit.
+
+    The stepper has its own workspace: the plan's own forward passes do not
+    disturb it. Parameters are copied when it is made; changing the caller's
+    arrays afterwards does not reach it.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        params: Mapping[str, Array],
+        inputs: Mapping[str, Array],
+        states: Mapping[str, Array] | None = None,
+    ) -> None:
+        cell = plan.cell
+        if plan.steps != 1:
+            raise ArgumentError(
+                f"cell '{cell.name}': a stepper runs a plan of one step, this one has "
+                f"{plan.steps}"
+            )
+        self.plan = plan
+        self._ws = Workspace(plan, plan._batch_size(inputs, states), False)
+        execute.load(
+            cell,
+            self._ws.bufs,
+            1,
+            self._ws.batch,
+            (self._ws.mask, self._ws.mask_col, self._ws.mask_bool),
+            params,
+            inputs,
+            states or {},
+            None,
+        )
+        bufs = self._ws.bufs
+        # (row 0: the step's initial state, row 1: the state it leaves)
+        self._carry = [(bufs["state:" + s][0], bufs["state:" + s][1]) for s in cell.states]
+        # The first step runs every call. The later ones skip the static nodes (they
+        # read parameters only, which do not change) and the nodes neither an output
+        # nor a state update depends on (the loss terms): their buffers keep the
+        # first step's values, and nothing that is read changes.
+        leaving = [*cell.outputs.values(), *(spec.update for spec in cell.states.values())]
+        needed = _needed_for(cell, leaving)
+        self._first = self._ws.fwd
+        self._calls = [
+            call
+            for ins, lo, hi in self._ws.fwd_spans
+            if ins.kind == "carry" or (ins.name in needed and not cell.ops[ins.name].static)
+            for call in self._ws.fwd[lo:hi]
+        ]
+        self.steps = 0
+
+    def input(self, name: str) -> Array:
+        """The live ``(1, B, *features)`` buffer of input ``name``: write the next
+        step's input into it (``buf[0] = ...``) before :meth:`step`."""
+        if name not in self.plan.cell.inputs:
+            raise GraphError(
+                f"cell '{self.plan.cell.name}': no input '{name}'; inputs are "
+                f"{list(self.plan.cell.inputs)}"
+            )
+        return self._ws.bufs["in:" + name]
+
+    def output(self, name: str) -> Array:
+        """The live ``(1, B, *features)`` buffer of output ``name``, holding the last
+        step's value until the next :meth:`step` (copy it to keep it)."""
+        cell = self.plan.cell
+        if name not in cell.outputs:
+            raise GraphError(
+                f"cell '{cell.name}': no output '{name}'; outputs are {list(cell.outputs)}"
+            )
+        node = cell.outputs[name]
+        arr = self._ws.bufs[PREFIX[cell.kind(node)] + node]
+        return arr[1:] if cell.kind(node) == "state" else arr
+
+    def step(self) -> None:
+        """Run one step: from the states the previous step left (or the initial ones)
+        and the inputs in the :meth:`input` buffers."""
+        if self.steps:
+            for initial, final in self._carry:
+                np.copyto(initial, final)
+        calls = self._calls if self.steps else self._first
+        # exp() overflowing to inf inside a sigmoid is exact (1 / inf = 0): not worth a warning
+        with np.errstate(over="ignore"):
+            for fn, args in calls:
+                fn(*args)
+        self.steps += 1
+
+    def states(self) -> dict[str, Array]:
+        """Copies of the states the last step left, ``{name: (B, *features)}``."""
+        names = self.plan.cell.states
+        return {s: final.copy() for s, (_, final) in zip(names, self._carry, strict=True)}
+
+
+def _needed_for(cell: Cell, roots: Iterable[str]) -> set[str]:
+    """The operations whose values the nodes ``roots`` depend on within one step
+    (``roots`` included, when they are operations)."""
+    needed: set[str] = set()
+    todo = [r for r in roots if r in cell.ops]
+    while todo:
+        n = todo.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        todo.extend(r for r in cell.ops[n].inputs if r in cell.ops)
+    return needed

@@ -21,9 +21,14 @@ BPTT over the nodes' local derivatives.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# ``typing`` is not imported: the console script loads this package before it
+# holds Ctrl-C back (models.console), so it stays as small as it can be. Type
+# checkers read the block below (mypy treats a name TYPE_CHECKING as typing's).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from models.cells.fragment import INITS, Fragment
     from models.cells.registry import CELLS
     from models.cells.stack import layer_prefix, stack, state_names

@@ -209,7 +209,9 @@ def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None
     # sizes are checked before anything is allocated
     line = _fails(["train", "--hidden", "10000000000"], capsys, 2)
     assert "option 'hidden': must be <= 8192" in line
-    assert "parameters for an LSTM" in _fails(["train", "--hidden", "4000"], capsys, 2)
+    line = _fails(["train", "--hidden", "4000"], capsys, 2)
+    assert "cell 'gru' with hidden 4000 and 1 layer(s): 49," in line
+    assert "counted for an LSTM of the same size (65,788,088 parameters)" in line
     # the out template substitutes named fields only; nothing is evaluated
     for template in ("runs/{dataset.__class__}", "runs/{hidden:>99999999}", "runs/{0}", "r/{"):
         assert "option 'out'" in _fails(["train", "--out", template], capsys, 2)

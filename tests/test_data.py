@@ -446,9 +446,16 @@ def test_garbage_pickle(tmp_path: Path) -> None:
 def test_split_sequence_and_subset(small_npz: Path) -> None:
     train = load_npz(small_npz).train
     data = small_data()["train"]
-    np.testing.assert_array_equal(train.sequence(-1), roll_of(data[2]))
+    np.testing.assert_array_equal(train.sequence(2), roll_of(data[2]))
     with pytest.raises(IndexError):
         train.sequence(3)
+    # a negative index is refused, not counted from the end
+    for bad in (-1, -3, 3, 1.0, True):
+        with pytest.raises(IndexError, match=r"valid indices are 0\.\.2|integer in 0\.\.2"):
+            train.sequence(bad)  # type: ignore[arg-type]
+    for bad_list in ([-1], [0, -3], [0, 3], [0.5]):
+        with pytest.raises(IndexError, match=r"0\.\.2"):
+            train.subset(bad_list)  # type: ignore[arg-type]
     sub = train.subset([2, 0, 2])
     assert len(sub) == 3 and sub.n_steps == 3 + 4 + 3
     for i, j in enumerate([2, 0, 2]):

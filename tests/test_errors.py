@@ -191,3 +191,46 @@ def test_errors_page_lists_every_error_class() -> None:
     assert len(names) >= 9
     missing = [n for n in names if not re.search(rf"\*\*`{n}`\*\*", text)]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "name", ["a/b", "W\n", "line\nbreak", "tab\there", "", "x" * 201, "bell\x07"]
+)
+def test_unusable_names_are_refused_saying_what_is_allowed(name: str) -> None:
+    b = mg.CellBuilder("c")
+    with pytest.raises(mg.errors.GraphError, match="printable characters other than '/'") as exc:
+        b.param(name, (2, 2))
+    assert "\n" not in str(exc.value)
+    with pytest.raises(mg.errors.GraphError, match="printable"):
+        b.state(name, 2)
+    with pytest.raises(mg.errors.GraphError, match="printable"):
+        mg.CellBuilder(name)
+    with pytest.raises(mg.errors.GraphError, match="printable"):
+        b.output(name, b.param("ok", 2))
+
+
+def test_names_the_dot_writer_escapes_are_still_accepted() -> None:
+    b = mg.CellBuilder('odd "cell"')
+    for name in ['W"quoted"', "back\\slash", "h_next@2", "loss {with} [brackets]; -> arrow", "l1.h"]:
+        b.param(name, 2)
+
+
+@pytest.mark.parametrize("shape", [(10**12, 10**12), (10**8 + 1,), (20_000, 20_000)])
+def test_shapes_beyond_the_element_limit_are_refused_before_allocating(
+    shape: tuple[int, ...],
+) -> None:
+    from minigrad.cell import MAX_ELEMENTS
+
+    b = mg.CellBuilder("c")
+    with pytest.raises(mg.errors.ShapeError, match=f"parameter 'W'.*{MAX_ELEMENTS:,}"):
+        b.param("W", shape)
+    with pytest.raises(mg.errors.ShapeError, match=r"input 'x'.*elements"):
+        b.input("x", shape)
+    b.param("ok", (10_000, 10_000))  # exactly the limit: declared, nothing allocated yet
+
+
+def test_the_element_limit_admits_every_model_the_command_builds() -> None:
+    from minigrad.cell import MAX_ELEMENTS
+    from models.nets.limits import MAX_PARAMS
+
+    assert MAX_PARAMS <= MAX_ELEMENTS

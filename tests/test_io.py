@@ -171,3 +171,42 @@ def test_content_hash(tmp_path: Path) -> None:
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         3,
     )
+
+
+def test_a_discarded_lock_file_is_removed_only_by_its_creator(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    RunLock(fresh).acquire().release(discard=True)
+    assert not (fresh / LOCK_FILE).exists()
+    # a lock file that was there before (an earlier run's) stays
+    RunLock(fresh).acquire().release()
+    assert (fresh / LOCK_FILE).exists()
+    RunLock(fresh).acquire().release(discard=True)
+    assert (fresh / LOCK_FILE).exists()
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_not_a_second_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # B opens the lock file; A, its creator, removes it and releases; C creates a
+    # new one and locks it. B's flock on the old file then succeeds, but B must see
+    # that the path names another file now, and find C holding that one.
+    a = RunLock(tmp_path).acquire()
+    stale = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+    a.release(discard=True)
+    c = RunLock(tmp_path).acquire()
+    b = RunLock(tmp_path)
+    real_open = RunLock._open
+    calls: list[int] = []
+
+    def open_stale_first(self: RunLock) -> tuple[int, bool]:
+        calls.append(1)
+        return (stale, False) if len(calls) == 1 else real_open(self)
+
+    monkeypatch.setattr(RunLock, "_open", open_stale_first)
+    with pytest.raises(FolderBusyError):
+        b.acquire()
+    assert len(calls) == 2 and not b.held
+    c.release()
+    assert b.acquire().held
+    b.release()

@@ -10,6 +10,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
+from minigrad.errors import NonFiniteError
 from minigrad.types import Array
 from models.train.optim import (
     SGD,
@@ -314,9 +315,13 @@ def test_clip_grad_norm_leaves_small_gradients() -> None:
 
 
 def test_clip_grad_norm_non_finite_and_invalid() -> None:
-    grads = {"a": np.array([np.inf, 1.0])}
-    assert math.isinf(clip_grad_norm(grads, 1.0))
+    grads = {"ok": np.ones(2), "a": np.array([np.inf, 1.0])}
+    with pytest.raises(NonFiniteError, match="'a'"):
+        clip_grad_norm(grads, 1.0)
     np.testing.assert_array_equal(grads["a"], [np.inf, 1.0])
+    np.testing.assert_array_equal(grads["ok"], [1.0, 1.0])
+    with pytest.raises(NonFiniteError, match="'b'"):
+        clip_grad_norm({"b": np.array([np.nan])}, 1.0)
     assert clip_grad_norm({}, 1.0) == 0.0
     with pytest.raises(ValueError, match="max_norm"):
         clip_grad_norm({"a": np.ones(2)}, 0.0)
@@ -351,3 +356,28 @@ def test_weight_noise_statistics_and_zero_std() -> None:
     np.testing.assert_array_equal(same["W"], params["W"])
     with pytest.raises(ValueError, match="std"):
         add_weight_noise(params, -0.1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam", "sgd"])
+def test_step_refuses_non_finite_gradients_naming_the_parameter(kind: str) -> None:
+    opt = make_optimizer(kind, 0.1)
+    params: dict[str, Array] = {"W": np.ones((2, 2)), "b": np.zeros(2)}
+    before = {k: v.copy() for k, v in params.items()}
+    for bad in (np.nan, np.inf, -np.inf):
+        grads: dict[str, Array] = {"W": np.ones((2, 2)), "b": np.array([0.0, bad])}
+        with pytest.raises(NonFiniteError, match="'b'"):
+            opt.step(params, grads)
+        for k in params:
+            np.testing.assert_array_equal(params[k], before[k])
+        assert opt.t == 0
+    # a caller that has checked the gradients already may skip the pass
+    opt.step(params, {"W": np.ones((2, 2)), "b": np.ones(2)}, check_finite=False)
+    assert opt.t == 1
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam", "sgd"])
+@pytest.mark.parametrize("state", [None, 3, "t", [("t", 0)]])
+def test_load_state_dict_refuses_what_is_not_a_dict(kind: str, state: object) -> None:
+    opt = make_optimizer(kind, 0.1)
+    with pytest.raises(TypeError, match=r"expects a dict of arrays .*state_dict\(\)"):
+        opt.load_state_dict(state)  # type: ignore[arg-type]

@@ -252,6 +252,62 @@ def test_sigterm_keeps_a_resumable_checkpoint_and_records_the_status(
     assert not list(out.glob(f"*{TEMP_SUFFIX}"))
 
 
+# A signal sent by the run itself at a chosen point of its start: right after the
+# first checkpoint is renamed into place (the window where a run used to leave a
+# checkpoint and no metrics.json), or inside that write, before the rename.
+_SIGNAL_AT = """
+import os, signal, sys
+import models.train.loop as loop
+real = loop._save_checkpoint
+sig, when = getattr(signal, sys.argv[1]), sys.argv[2]
+def save(*args, **kwargs):
+    if when == "before":
+        os.kill(os.getpid(), sig)
+    real(*args, **kwargs)
+    if when == "after":
+        os.kill(os.getpid(), sig)
+loop._save_checkpoint = save
+from models.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_right_after_the_first_checkpoint_records_interrupted(
+    tiny: Path, tmp_path: Path, sig: str, code: int
+) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, sig, "after", *_args(tiny, out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "--resume" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs"] == []
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 0
+    assert not list(out.glob(f"*{TEMP_SUFFIX}"))
+    # and the run continues from it
+    assert main([*_args(tiny, out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_a_signal_before_the_first_checkpoint_leaves_no_run(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, "SIGTERM", "before", *_args(tiny, out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "--resume" not in proc.stderr
+    # nothing to resume, nothing half-made: the folders the run created are gone
+    assert not (tmp_path / "new").exists()
+
+
 def test_f30_stale_temporaries_are_removed_and_the_default_folder_gets_a_suffix(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +350,27 @@ def test_f20_f21_early_interrupt_and_closed_stdout_give_no_traceback(tiny: Path)
     # are files, succeeds with a closed stdout: test_hostile.py)
     assert proc2.returncode == 1 and "Traceback" not in proc2.stderr
     assert proc2.stderr == "minigrad: error: cannot write to standard output (it is closed)\n"
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_the_console_script_holds_signals_from_its_first_import(sig: str, code: int) -> None:
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["minigrad"] == "models.console:main"
+    # a signal right after the console script's import, while nothing heavy has
+    # loaded yet (what would be a KeyboardInterrupt traceback from inside an import)
+    program = (
+        "import os, signal, sys\n"
+        "import models.console\n"
+        "assert 'numpy' not in sys.modules and 'models.cli' not in sys.modules\n"
+        f"os.kill(os.getpid(), signal.{sig})\n"
+        "sys.argv = ['minigrad', 'explain', '--param', 'Wz']\n"
+        "sys.exit(models.console.main())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip() == "minigrad: interrupted" and proc.stdout == ""
 
 
 def test_f10_memory_error_is_one_line(
@@ -398,3 +475,37 @@ def test_sweep_folder_records_its_options_and_takes_a_config(
     assert main(["sweep", "--config", str(toml), "--epochs", "2", "--overwrite"]) == 0
     doc = json.loads(results.read_text())
     assert doc["sweep"]["train_options"]["epochs"] == 2 and doc["trials"][0]["epochs_run"] == 2
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_a_refused_train_or_sweep_leaves_no_lock_file(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.io import LOCK_FILE
+
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "metrics.json").write_text('{"status": "finished"}')
+    assert "already holds a run" in _one_line(capsys, _args(tiny, held), 1)
+    assert sorted(p.name for p in held.iterdir()) == ["metrics.json"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "results.csv").write_text("a,b\n")
+    argv = ["sweep", "--dataset", str(tiny), "--out", str(theirs), "--cells", "gru",
+            "--hidden", "gru=3", "--lr-candidates", "1", "--epochs", "1"]  # fmt: skip
+    assert "but no sweep" in _one_line(capsys, argv, 1)
+    assert sorted(p.name for p in theirs.iterdir()) == ["results.csv"]
+    # a --resume refused for other options writes nothing: it leaves no lock file
+    # where there was none, and leaves the run's own lock file where there was one
+    run = tmp_path / "run"
+    assert main(_args(tiny, run)) == 0
+    files = sorted(p.name for p in run.iterdir())
+    assert LOCK_FILE in files
+    refused = [*_args(tiny, run, "--resume"), "--hidden", "4"]
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert sorted(p.name for p in run.iterdir()) == files
+    (run / LOCK_FILE).unlink()
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert LOCK_FILE not in {p.name for p in run.iterdir()}

@@ -99,6 +99,82 @@ def test_greedy_is_deterministic_and_matches_the_full_forward_pass(model: Sequen
     np.testing.assert_array_equal(g, (_logits_of(model, g) > 0).astype(np.uint8))
 
 
+def _sample_step_by_forward(
+    model: SequenceModel, steps: int, seed: int, greedy: bool, prime: np.ndarray | None
+) -> np.ndarray:
+    """The sampler as it was written first: ``Plan.forward`` once per step, each
+    step given the previous run's final states (every check and copy made)."""
+    from minigrad import plan_of
+
+    width = model.input_size
+    primed = np.zeros((0, width), np.uint8) if prime is None else prime.astype(np.uint8)
+    n_primed, total = primed.shape[0], primed.shape[0] + steps
+    roll = np.zeros((total, width), np.uint8)
+    roll[:n_primed] = primed
+    rng = np.random.default_rng(seed)
+    plan = plan_of(model.cell, 1, wrt=())
+    x = np.zeros((1, 1, width), dtype=model.dtype)
+    inputs = {"x": x, "t": np.zeros_like(x), **model.noise(1, 1)}
+    states = None
+    block = np.empty((0, width))
+    with np.errstate(over="ignore"):
+        for t in range(total):
+            run = plan.forward(model.params, inputs, states)
+            states = run.states
+            if t >= n_primed:
+                logits = run.outputs["logits"][0, 0]
+                if greedy:
+                    roll[t] = logits > 0.0
+                else:
+                    i = (t - n_primed) % 4096
+                    if i == 0:
+                        block = rng.random((min(4096, total - t), width))
+                    roll[t] = block[i] < 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))
+            x[0, 0] = roll[t]
+    return roll
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_sample_is_bit_identical_to_a_forward_pass_per_step(
+    model: SequenceModel, tiny: Path, cell: str
+) -> None:
+    if cell != "gru":  # a stacked LSTM with dropout: several states and noise inputs
+        model = SequenceModel(cell=cell, hidden_size=5, layers=2, seed=3, dropout=0.2)
+    prime = PrimeSpec.parse(f"{tiny}:test:1:7").load()
+    for greedy in (False, True):
+        for p in (None, prime):
+            got = sample(model, 300, seed=11, greedy=greedy, prime=p)
+            want = _sample_step_by_forward(model, 300, 11, greedy, p)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_stepper_carries_the_states_like_forward_and_checks_its_use() -> None:
+    from minigrad import plan_of
+    from minigrad.errors import ArgumentError, GraphError
+
+    model = SequenceModel(cell="lstm", hidden_size=4, layers=2, seed=1)
+    plan = plan_of(model.cell, 1, wrt=())
+    rng = np.random.default_rng(0)
+    frames = (rng.random((20, 1, 1, N_PITCHES)) < 0.2).astype(np.float64)
+    x0 = frames[0]
+    stepper = plan.stepper(model.params, {"x": x0, "t": np.zeros_like(x0)})
+    states = None
+    for t in range(20):
+        stepper.input("x")[...] = frames[t]
+        stepper.step()
+        run = plan.forward(model.params, {"x": frames[t], "t": np.zeros_like(x0)}, states)
+        states = run.states
+        np.testing.assert_array_equal(stepper.output("logits"), run.outputs["logits"])
+        for name, value in stepper.states().items():
+            np.testing.assert_array_equal(value, run.states[name])
+    with pytest.raises(ArgumentError, match="a stepper runs a plan of one step, this one has 2"):
+        plan_of(model.cell, 2, wrt=()).stepper(model.params, {"x": x0, "t": x0})
+    with pytest.raises(GraphError, match="no input 'y'"):
+        stepper.input("y")
+    with pytest.raises(GraphError, match="no output 'h'"):
+        stepper.output("h")
+
+
 def test_prime_is_respected(model: SequenceModel, tiny: Path) -> None:
     prime = PrimeSpec.parse(f"{tiny}:test:1:7").load()
     roll = sample(model, 20, greedy=True, prime=prime)
@@ -145,22 +221,27 @@ def test_load_model_from_checkpoint_and_model_file(run_dir: Path, model: Sequenc
 
 
 @pytest.mark.parametrize(
-    ("spec", "fragment"),
+    ("spec", "fragment", "exit_code"),
     [
-        ("bach_chorales", "expected DATASET:SPLIT:INDEX:STEPS"),
-        ("test:0:4", "got 3 part(s)"),
-        ("{tiny}:dev:0:4", "SPLIT 'dev' is not one of train, valid, test"),
-        ("{tiny}:test:first:4", "INDEX 'first' is not an integer"),
-        ("{tiny}:test:0:four", "STEPS 'four' is not an integer"),
-        ("{tiny}:test:0:0", "STEPS must be >= 1"),
-        ("{tiny}:test:4:2", "INDEX 4 is out of range: split 'test' of 'tiny' has 4 sequence(s)"),
-        ("{tiny}:test:0:500", "STEPS 500 exceeds the"),
-        ("{tiny}.missing:test:0:4", "DATASET: "),
+        # a malformed or out-of-range option value is a usage error (2)
+        ("bach_chorales", "expected DATASET:SPLIT:INDEX:STEPS", 2),
+        ("test:0:4", "got 3 part(s)", 2),
+        ("{tiny}:dev:0:4", "SPLIT 'dev' is not one of train, valid, test", 2),
+        ("{tiny}:test:first:4", "INDEX 'first' is not an integer", 2),
+        ("{tiny}:test:0:four", "STEPS 'four' is not an integer", 2),
+        ("{tiny}:test:0:0", "STEPS must be >= 1", 2),
+        ("{tiny}:test:4:2", "INDEX 4 is out of range: split 'test' of 'tiny' has 4 sequence(s) (0..3)", 2),
+        ("{tiny}:test:-1:2", "INDEX -1 is out of range: split 'test' of 'tiny' has 4 sequence(s) (0..3); a negative INDEX does not count from the end", 2),
+        ("{tiny}:test:-5:2", "INDEX -5 is out of range", 2),
+        # what only the data can tell
+        ("{tiny}:test:0:500", "STEPS 500 exceeds the", 1),
+        ("{tiny}.missing:test:0:4", "DATASET: ", 1),
     ],
 )
 def test_bad_prime_specs_name_the_part_at_fault(
     spec: str,
     fragment: str,
+    exit_code: int,
     tiny: Path,
     run_dir: Path,
     tmp_path: Path,
@@ -169,7 +250,7 @@ def test_bad_prime_specs_name_the_part_at_fault(
     spec = spec.format(tiny=tiny)
     argv = ["sample", "--checkpoint", str(run_dir / "model.npz"), "--steps", "4"]
     code, out, err = _run([*argv, "--prime", spec, "--roll", str(tmp_path / "r.svg")], capsys)
-    assert code == 1 and out == ""
+    assert code == exit_code and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("minigrad: error: --prime ")
     assert fragment in lines[0]
@@ -177,8 +258,8 @@ def test_bad_prime_specs_name_the_part_at_fault(
 
 
 def test_prime_spec_round_trip_and_default_dataset(tiny: Path) -> None:
-    spec = PrimeSpec.parse(f"{tiny}:valid:-1:3")
-    assert (spec.split, spec.index, spec.steps) == ("valid", -1, 3)
+    spec = PrimeSpec.parse(f"{tiny}:valid:1:3")
+    assert (spec.split, spec.index, spec.steps) == ("valid", 1, 3)
     assert PrimeSpec.parse(str(spec)) == spec
     empty = PrimeSpec.parse(":valid:0:3")
     assert empty.dataset == ""

@@ -178,6 +178,37 @@ def test_trials_and_paper_sizes(tiny: Path, tmp_path: Path) -> None:
         replace(cfg, train_options={"epochs": 0}).trials()
 
 
+def test_a_too_large_model_is_refused_naming_each_swept_cell(tiny: Path, tmp_path: Path) -> None:
+    from models.cells.stack import param_count
+    from models.nets.limits import lstm_param_count
+
+    cfg = SweepConfig(dataset=str(tiny), out=str(tmp_path / "sw"), cells=("gru",), hidden={"gru": 3000})
+    with pytest.raises(ValueError) as exc:
+        cfg.trials()
+    gru = param_count("gru", 88, 3000, 1, 88)
+    assert f"cell 'gru' with hidden 3000 and 1 layer(s): {gru:,} parameters" in str(exc.value)
+    assert f"({lstm_param_count(88, 3000, 1, 88):,} parameters)" in str(exc.value)
+    assert "'lstm'" not in str(exc.value) and "\n" not in str(exc.value)
+    # every refused cell is named with its own count; an accepted one is not
+    two = replace(cfg, cells=("gru", "tanh", "mgu"), hidden={"gru": 3000, "tanh": 2900, "mgu": 20})
+    with pytest.raises(ValueError) as exc:
+        two.trials()
+    tanh = param_count("tanh", 88, 2900, 1, 88)
+    assert f"cell 'tanh' with hidden 2900 and 1 layer(s): {tanh:,} parameters" in str(exc.value)
+    assert "cell 'gru'" in str(exc.value) and "'mgu'" not in str(exc.value)
+    assert not (tmp_path / "sw").exists()
+
+
+def test_param_count_matches_the_built_models() -> None:
+    from models.cells.stack import param_count
+    from models.nets.sequence import SequenceModel
+
+    for cell in ("gru", "lstm", "tanh", "mgu", "gru_reset_after"):
+        for layers in (1, 3):
+            model = SequenceModel(cell=cell, hidden_size=7, layers=layers)
+            assert param_count(cell, 88, 7, layers, 88) == model.num_params
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -357,6 +388,52 @@ def test_finished_runs_with_other_options_are_not_reused(
     same = run_sweep(tiny_sweep(Path(data), out))  # the original options: everything reused
     assert all(t["reused"] for t in same.trials)
     _assert_same_table(local_sweep, same)
+
+
+def test_a_trial_folder_holding_someone_elses_run_is_refused_not_replaced(
+    tiny: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "sw"
+    cfg = tiny_sweep(
+        tiny, out, cells=("gru",), hidden={"gru": 4}, lr_candidates=1,
+        train_options={**TRAIN_OPTIONS, "epochs": 1},
+    )
+    (trial,) = cfg.trials()
+    trial.out.mkdir(parents=True)
+    metrics = trial.out / "metrics.json"
+    other = {**trial.config.to_dict(), "hidden": 7}
+    foreign = {
+        # an unfinished run with other options, or with none, or no object at all
+        "other options": json.dumps({"status": "running", "config": other}),
+        "records no run options": json.dumps({"status": "interrupted"}),
+        "unreadable": "{",
+    }
+    for fragment, text in foreign.items():
+        metrics.write_text(text)
+        with pytest.raises(ValueError) as exc:
+            run_sweep(cfg)
+        line = str(exc.value)
+        assert str(metrics) in line and fragment in line and "--overwrite" in line
+        assert "\n" not in line
+        assert metrics.read_text() == text  # nothing replaced
+        assert sorted(p.name for p in out.iterdir()) == [trial.name]  # nothing written
+    # run files without metrics.json or a checkpoint: someone else's too
+    metrics.unlink()
+    (trial.out / "model.npz").write_bytes(b"theirs")
+    with pytest.raises(ValueError, match=r"model\.npz: a run's file without its metrics\.json"):
+        run_sweep(cfg)
+    assert (trial.out / "model.npz").read_bytes() == b"theirs"
+    # --overwrite is the explicit way to replace them
+    (trial.out / "model.npz").unlink()
+    metrics.write_text(foreign["other options"])
+    res = run_sweep(cfg, overwrite=True)
+    assert not res.failed
+    assert json.loads(metrics.read_text())["status"] == "finished"
+    # the sweep's own trial, unfinished (interrupted), is run again as before
+    mine = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**mine, "status": "interrupted"}))
+    again = run_sweep(cfg)
+    assert not again.failed and json.loads(metrics.read_text())["status"] == "finished"
 
 
 def test_blas_environment_is_set_and_restored(monkeypatch: pytest.MonkeyPatch) -> None:

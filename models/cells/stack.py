@@ -10,6 +10,8 @@ exactly the one without them.
 
 from __future__ import annotations
 
+import math
+
 from minigrad.cell import (
     CellBuilder,
     Ref,
@@ -125,6 +127,37 @@ def layer_states(
     x = b.input("x", input_size)
     frag(b, x, input_size, hidden_size, prefix="", init="default")
     return tuple(b.state_names())
+
+
+def param_count(
+    cell: str | Fragment, input_size: int, hidden_size: int, layers: int, readout: int = 0
+) -> int:
+    """The number of scalar parameters of ``layers`` stacked layers of ``cell`` and a
+    read-out of ``readout`` units (0: none), counted without allocating any.
+
+    One layer reading ``input_size`` and one reading ``hidden_size`` are declared
+    into scratch builders (declarations allocate nothing); every layer above the
+    first reads the one below, so the stack has one of the first and
+    ``layers - 1`` of the second.
+
+    Raises:
+        ValueError: an unknown cell, or L < 1.
+        minigrad.errors.ShapeError: a single parameter above
+            ``minigrad.cell.MAX_ELEMENTS``.
+    """
+    frag = fragment(cell)
+    check_layers(layers)
+
+    def one_layer(width: int) -> int:
+        b = CellBuilder("count")
+        x = b.input("x", width)
+        b.output("h", _run_fragment(frag, b, x, width, hidden_size, "", "default"))
+        return sum(math.prod(spec.shape) for spec in b.build().params.values())
+
+    total = one_layer(input_size)
+    if layers > 1:
+        total += (layers - 1) * one_layer(hidden_size)
+    return total + (hidden_size * readout + readout if readout else 0)
 
 
 def state_names(cell: str | Fragment, layers: int) -> list[str]:

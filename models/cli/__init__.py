@@ -58,11 +58,13 @@ class _ClosedStdout(io.TextIOBase):
         raise OSError(errno.EBADF, "it is closed")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, held: list[int] | None = None) -> int:
     """The ``minigrad`` entry point: ``models.cli.main.main``, with the process set up.
 
     A Ctrl-C or SIGTERM while numpy and the models load is held back and then
-    ends the command quietly (130, or 143 for SIGTERM); afterwards SIGTERM
+    ends the command quietly (130, or 143 for SIGTERM); ``held`` lists the
+    signals noted before this call (``models.console``, the console script,
+    notes them from its first line); afterwards SIGTERM
     unwinds like Ctrl-C (``models.io.signals``); and
     a closed stderr (``>&-``) is replaced by the null device, and a closed
     stdout by a stream that refuses writes: the work is still done, no traceback
@@ -75,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
     # Until the handlers are installed, a signal is only noted: raised inside
-    # numpy's import it would surface as an ImportError with a traceback.
-    pending: list[int] = []
+    # numpy's import it would surface as an ImportError with a traceback. The
+    # console script notes them from its first line on (models.console: ``held``).
+    pending: list[int] = [] if held is None else held
 
     def note(signum: int, frame: object) -> None:
         pending.append(signum)

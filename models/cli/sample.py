@@ -99,7 +99,10 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UsageError(
             f"-o {out}: unknown file type {out.suffix or '(none)'!r}; use .mid or .npz"
         )
-    spec = PrimeSpec.parse(args.prime) if args.prime is not None else None
+    try:
+        spec = PrimeSpec.parse(args.prime) if args.prime is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     refuse_output_over_input(
         {"-o": args.out, "--roll": args.roll},
         {"--checkpoint": args.checkpoint, "--prime": spec.dataset if spec else None},
@@ -109,7 +112,10 @@ def run_sample(args: argparse.Namespace) -> int:
     prime = None
     if spec is not None:
         dataset = info["config"].get("dataset")
-        prime = spec.load(dataset if isinstance(dataset, str) else None)
+        try:
+            prime = spec.load(dataset if isinstance(dataset, str) else None)
+        except IndexError as exc:  # INDEX beyond the split: a bad option value
+            raise UsageError(str(exc)) from None
     primed = 0 if prime is None else int(prime.shape[0])
     roll = sample(model, args.steps, seed=args.seed, greedy=args.greedy, prime=prime)
     written: list[str] = []

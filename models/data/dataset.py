@@ -212,35 +212,54 @@ class Split:
         return np.diff(self.offsets)
 
     def sequence(self, i: int) -> npt.NDArray[np.uint8]:
-        """Return sequence ``i`` (negative counts from the end) as a read-only view.
+        """Return sequence ``i`` as a read-only view.
 
         Args:
-            i: sequence index in ``[-len(self), len(self))``.
+            i: sequence index in ``[0, len(self))``; a negative index is
+                refused (it would silently pick a sequence from the end).
 
         Returns:
             ``(T_i, 88)`` uint8 piano roll.
+
+        Raises:
+            IndexError: naming the index and the valid range.
         """
         n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"sequence index {i} out of range for a split of {n} sequences")
-        i %= n
+        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+            raise IndexError(f"sequence index must be an integer in 0..{n - 1}, got {i!r}")
+        if not 0 <= i < n:
+            raise IndexError(
+                f"sequence index {i} is out of range: the split has {n} sequence(s), "
+                f"valid indices are 0..{n - 1}"
+            )
         return self.rows(slice(int(self.offsets[i]), int(self.offsets[i + 1])))
 
     def subset(self, indices: Sequence[int] | IntArray) -> Split:
         """Return a new split holding the given sequences, in the given order.
 
         Args:
-            indices: ``(k,)`` sequence indices (negative count from the end;
-                repeats allowed).
+            indices: ``(k,)`` sequence indices, each in ``[0, len(self))``
+                (repeats allowed, negative indices refused).
 
         Returns:
             A split of ``k`` sequences with its own compact roll.
+
+        Raises:
+            IndexError: naming the first index out of range and the valid range.
         """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        raw = np.asarray(indices)
         n = len(self)
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"subset indices out of range for a split of {n} sequences")
-        idx = idx % max(n, 1)
+        if raw.size and not np.issubdtype(raw.dtype, np.integer):
+            raise IndexError(
+                f"subset indices must be integers in 0..{n - 1}, got dtype {raw.dtype}"
+            )
+        idx = raw.astype(np.int64).reshape(-1)
+        bad = idx[(idx < 0) | (idx >= n)]
+        if bad.size:
+            raise IndexError(
+                f"subset index {int(bad[0])} is out of range: the split has {n} sequence(s), "
+                f"valid indices are 0..{n - 1}"
+            )
         starts = self.offsets[idx]
         lengths = self.offsets[idx + 1] - starts
         new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

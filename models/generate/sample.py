@@ -1,9 +1,10 @@
 """Generating piano rolls from a trained ``SequenceModel``, and ``minigrad sample``.
 
-:func:`sample` runs the model forward one time step at a time (as
-``SequenceModel.step`` does: the plan of one step, compiled and bound once and
-run again for every frame, so the cost is linear in the song's length),
-passing the states each step leaves to the next.
+:func:`sample` runs the model forward one time step at a time, with the
+numbers of ``SequenceModel.step`` but through a ``minigrad.plan.Stepper``: the
+plan of one step, compiled, bound and loaded once and run again for every
+frame, the states each step leaves carried to the next in place (so the cost
+is linear in the song's length, and small per step).
 At each step the read-out gives ``p = sigmoid(logits)``, one probability per
 piano key; every key of the next frame is drawn independently
 from its Bernoulli(``p``) (or set where ``p > 0.5`` with ``greedy``), and the
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
@@ -116,21 +117,23 @@ def sample(
     if steps == 0:
         return roll
     rng = np.random.default_rng(int(seed))
-    # One bound plan of one step, run ``total`` times with the same input arrays: the
-    # cost per step is constant, so a song's cost is linear in its length.
-    plan = plan_of(model.cell, 1, wrt=())
-    x = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
-    inputs = {"x": x, "t": np.zeros_like(x), **model.noise(1, 1)}
-    states: dict[str, Any] | None = None
+    # One plan of one step, bound once and run ``total`` times, each step starting
+    # from the states the previous one left (``minigrad.plan.Stepper``): the cost per
+    # step is constant, so a song's cost is linear in its length, and nothing is
+    # checked, copied or allocated per step but the frame itself.
+    x0 = np.zeros((1, 1, width), dtype=model.dtype)  # the input of step 0: zeros
+    stepper = plan_of(model.cell, 1, wrt=()).stepper(
+        model.params, {"x": x0, "t": np.zeros_like(x0), **model.noise(1, 1)}
+    )
+    x = stepper.input("x")[0, 0]
+    logits = stepper.output("logits")[0, 0]
     block = np.empty((0, width))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for t in range(total):
             # step t reads frame t - 1 and predicts frame t; on primed steps only the
             # state it leaves matters (teacher forcing: frame t is the given one)
-            run = plan.forward(model.params, inputs, states)
-            states = run.states
+            stepper.step()
             if t >= n_primed:
-                logits = run.outputs["logits"][0, 0]
                 if greedy:
                     roll[t] = logits > 0.0  # p > 0.5 exactly, without rounding the sigmoid
                 else:
@@ -138,7 +141,7 @@ def sample(
                     if i == 0:  # the same stream as one draw per step, drawn in blocks
                         block = rng.random((min(_DRAW_BLOCK, total - t), width))
                     roll[t] = block[i] < _sigmoid(logits)
-            x[0, 0] = roll[t]
+            x[:] = roll[t]
     return roll
 
 
@@ -154,7 +157,8 @@ class PrimeSpec:
         dataset: an embedded dataset name or a dataset file; empty for the
             dataset the model was trained on.
         split: ``"train"``, ``"valid"`` or ``"test"``.
-        index: the sequence's index in the split (negative counts from the end).
+        index: the sequence's index in the split, from 0 (a negative one is
+            refused by :meth:`load`, not counted from the end).
         steps: the number of leading frames, >= 1.
     """
 
@@ -209,8 +213,9 @@ class PrimeSpec:
                 model's training dataset).
 
         Raises:
-            ValueError: naming the part at fault (an unknown dataset, an index
-                out of range, more steps than the sequence has).
+            IndexError: an index out of range (naming the valid range).
+            ValueError: naming the part at fault (an unknown dataset, more
+                steps than the sequence has).
         """
         pre = f"--prime {str(self)!r}"
         name = self.dataset or default_dataset
@@ -222,10 +227,11 @@ class PrimeSpec:
             raise ValueError(f"{pre}: DATASET: {' '.join(str(exc).split())}") from None
         split = data.split(self.split)
         n = len(split)
-        if not -n <= self.index < n:
-            raise ValueError(
+        if not 0 <= self.index < n:
+            raise IndexError(
                 f"{pre}: INDEX {self.index} is out of range: split {self.split!r} of "
                 f"{data.name!r} has {n} sequence(s) (0..{n - 1})"
+                + ("; a negative INDEX does not count from the end" if self.index < 0 else "")
             )
         seq = split.sequence(self.index)
         if self.steps > seq.shape[0]:

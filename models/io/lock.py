@@ -4,6 +4,14 @@ The lock is ``flock(LOCK_EX | LOCK_NB)`` on the file :data:`LOCK_FILE` inside th
 folder. The kernel releases it when the process exits, however it exits
 (kill -9 included), so a stale lock never blocks a later run; the lock file
 itself stays and is harmless.
+
+A command that takes the lock and then refuses the folder (it holds someone
+else's run, a sweep with other options, ...) removes the lock file again if it
+created it (``release(discard=True)``), so that a refused command leaves the
+folder as it found it. The file is removed while still locked, and ``acquire``
+checks after locking that the path still names the file it locked (retrying
+otherwise), so a process that opened the old file just before it was removed
+never takes a lock that another process, on a new file, also holds.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class RunLock:
         self.folder = Path(folder)
         self.what = what
         self._fd: int | None = None
+        self._created = False
 
     @property
     def path(self) -> Path:
@@ -59,45 +68,85 @@ class RunLock:
         """Whether this object holds the lock."""
         return self._fd is not None
 
+    def _cannot(self, exc: OSError) -> FileError:
+        return FileError(f"{self.folder}: cannot lock the {self.what} ({exc.strerror or exc})")
+
+    def _open(self) -> tuple[int, bool]:
+        """Open the lock file, creating it if needed: ``(fd, created)``."""
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        while True:
+            try:
+                return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                pass
+            try:
+                return os.open(self.path, flags), False
+            except FileNotFoundError:  # removed in between: create it
+                continue
+
     def acquire(self) -> RunLock:
         """Take the lock (idempotent); see the class for the errors."""
         if self._fd is not None:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as exc:
-            raise FileError(
-                f"{self.folder}: cannot lock the {self.what} ({exc.strerror or exc})"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            with contextlib.suppress(OSError, ValueError):
-                text = os.pread(fd, 32, 0).decode("ascii").strip()
-                if text:
-                    holder = f" (process {int(text)})"
+        for _ in range(100):
+            try:
+                fd, created = self._open()
+            except OSError as exc:
+                raise self._cannot(exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = ""
+                with contextlib.suppress(OSError, ValueError):
+                    text = os.pread(fd, 32, 0).decode("ascii").strip()
+                    if text:
+                        holder = f" (process {int(text)})"
+                os.close(fd)
+                raise FolderBusyError(
+                    f"{self.folder}: another minigrad process{holder} is writing this "
+                    f"{self.what}; wait for it to finish or choose another --out"
+                ) from None
+            except OSError as exc:
+                os.close(fd)
+                raise self._cannot(exc) from None
+            if self._same_file(fd):
+                break
+            # the holder removed the file between our open and our flock: the lock
+            # we hold is on a file no one else will open; take the current one
             os.close(fd)
+        else:
             raise FolderBusyError(
-                f"{self.folder}: another minigrad process{holder} is writing this {self.what}; "
-                "wait for it to finish or choose another --out"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise FileError(
-                f"{self.folder}: cannot lock the {self.what} ({exc.strerror or exc})"
-            ) from None
+                f"{self.folder}: the lock file of this {self.what} keeps being replaced; "
+                "wait for the other minigrad process to finish or choose another --out"
+            )
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         self._fd = fd
+        self._created = created
         return self
 
-    def release(self) -> None:
-        """Release the lock (idempotent)."""
+    def _same_file(self, fd: int) -> bool:
+        try:
+            mine, now = os.fstat(fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)
+
+    def release(self, *, discard: bool = False) -> None:
+        """Release the lock (idempotent).
+
+        Args:
+            discard: also remove the lock file, if this lock created it (a
+                command that refused the folder leaves it as it found it). A
+                lock file that was there before is left.
+        """
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if discard and self._created:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # still locked: see the module docstring
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

@@ -286,6 +286,18 @@ class SweepConfig:
                 f"--out {folder}: exists and is not a folder; a sweep writes into a folder"
             )
         root = folder.resolve()
+        # every swept cell's size is checked before any trial, and all the refusals
+        # are told at once, each naming its cell (a model too large for one cell is
+        # often too large for the others too)
+        refused: list[str] = []
+        for cell in self.cells:
+            try:
+                replace(base, cell=cell, hidden=sizes[cell], lr=lrs[0], out=str(root)).validate()
+            except ValueError as exc:
+                if str(exc) not in refused:
+                    refused.append(str(exc))
+        if refused:
+            raise ValueError("; ".join(refused))
         out: list[Trial] = []
         for cell in self.cells:
             for lr in lrs:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,41 +17,84 @@ from models.data.dataset import one_line
 from models.io import read_text_capped
 from models.sweep.config import NOT_COMPARED, Trial
 from models.sweep.trial import is_finished, trial_record
-from models.train.config import METRICS_FILE
+from models.train.config import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SVG_FILE
+
+
+def _other_option(trial: Trial, theirs: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first compared option on which a run's recorded ``config`` and the trial
+    differ, as ``(key, theirs, the trial's)``; ``None`` when they agree."""
+    for key, value in trial.config.to_dict().items():
+        if key not in NOT_COMPARED and theirs.get(key) != value:
+            return key, theirs.get(key), value
+    return None
 
 
 def read_finished(trial: Trial) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)`` for a finished run with the trial's options, ``(None, error)``
-    for a finished run with other options, ``(None, None)`` otherwise."""
+    """What a trial folder holds: ``(record, None)`` for a finished run with the
+    trial's options, ``(None, error)`` for a finished run with other options (kept,
+    the trial fails), ``(None, None)`` for nothing or an unfinished run of this
+    trial (it runs, resuming its checkpoint).
+
+    A trial's files are the sweep's own only when its ``metrics.json`` records the
+    trial's options. An unfinished run with other options (or none), and run files
+    without a ``metrics.json`` or a checkpoint, are someone else's:
+    :class:`ForeignTrial`, so that the sweep does not replace them.
+
+    Raises:
+        CorruptTrial: ``metrics.json`` cannot be read (naming it).
+        ForeignTrial: the folder holds files of a run that is not this trial.
+    """
     path = trial.out / METRICS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
+        others = [
+            name for name in (MODEL_FILE, SVG_FILE) if os.path.lexists(trial.out / name)
+        ]
+        if others and not (trial.out / CHECKPOINT_FILE).is_file():
+            raise ForeignTrial(
+                f"{trial.out / others[0]}: a run's file without its metrics.json or "
+                "checkpoint.npz, not a trial of this sweep"
+            )
         return None, None
     try:
         metrics = json.loads(read_text_capped(path, "metrics.json", 64 << 20))
-        if not isinstance(metrics, dict) or not is_finished(metrics):
-            return None, None
-        theirs = metrics["config"]
-        if not isinstance(theirs, dict):
+        if not isinstance(metrics, dict):
+            raise TypeError(f"a JSON {type(metrics).__name__}, not an object")
+        theirs = metrics.get("config")
+        finished = is_finished(metrics)
+        if finished and not isinstance(theirs, dict):
             raise TypeError("'config' is not an object")
-        record = trial_record(metrics)
+        record = trial_record(metrics) if finished else None
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         # a corrupt or hand-edited file: the trial runs again (see models.sweep.trial)
         raise CorruptTrial(f"{path}: unreadable ({type(exc).__name__}: {one_line(exc)})") from None
-    mine = trial.config.to_dict()
-    for key, value in mine.items():
-        if key in NOT_COMPARED:
-            continue
-        if theirs.get(key) != value:
-            return None, (
-                f"{trial.out} holds a finished run with other options ({key}: "
-                f"{theirs.get(key)!r}, the sweep wants {value!r}); remove it or choose "
-                "another --out"
+    differ = _other_option(trial, theirs) if isinstance(theirs, dict) else None
+    if record is None:
+        if not isinstance(theirs, dict):
+            raise ForeignTrial(f"{path}: records no run options, not a trial of this sweep")
+        if differ is not None:
+            key, was, want = differ
+            raise ForeignTrial(
+                f"{path}: an unfinished run with other options ({key}: {was!r}, the sweep "
+                f"wants {want!r}), not a trial of this sweep"
             )
+        return None, None
+    if differ is not None:
+        key, was, want = differ
+        return None, (
+            f"{trial.out} holds a finished run with other options ({key}: "
+            f"{was!r}, the sweep wants {want!r}); remove it or choose "
+            "another --out"
+        )
     return record, None
 
 
 class CorruptTrial(ValueError):
     """A trial's ``metrics.json`` cannot be read; the message names the file."""
+
+
+class ForeignTrial(ValueError):
+    """A trial folder holds files of a run that is not that trial; the message names
+    the file."""
 
 
 def summarise(

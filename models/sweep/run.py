@@ -34,6 +34,7 @@ from models.sweep.report import (
     CELL_COLUMNS,
     TRIAL_COLUMNS,
     CorruptTrial,
+    ForeignTrial,
     SweepResult,
     csv_text,
     json_safe,
@@ -159,28 +160,49 @@ def run_sweep(
     root = Path(config.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
     settings = config.to_dict()
-    with RunLock(root, "sweep folder"):
-        check_sweep_options(root / RESULTS_JSON, settings, overwrite=overwrite)
+    lock = RunLock(root, "sweep folder").acquire()
+    accepted: list[bool] = []  # set once the folder is checked and the sweep may write
+    try:
+        listed = check_sweep_options(root / RESULTS_JSON, settings, overwrite=overwrite)
         if overwrite:
             trials = [replace(t, config=replace(t.config, overwrite=True)) for t in trials]
         return _run_locked(
-            config, trials, executors, root, settings, executor, log, trial_runner, t_start
+            config,
+            trials,
+            executors,
+            root,
+            settings,
+            executor,
+            log,
+            trial_runner,
+            t_start,
+            listed,
+            lambda: accepted.append(True),
         )
+    finally:
+        # a refused sweep leaves the folder as it found it: no lock file of its own
+        lock.release(discard=not accepted)
 
 
-def check_sweep_options(path: Path, settings: Mapping[str, Any], *, overwrite: bool) -> None:
+def check_sweep_options(
+    path: Path, settings: Mapping[str, Any], *, overwrite: bool
+) -> frozenset[str]:
     """Refuse to continue a sweep folder whose ``results.json`` records other options.
 
     A folder without ``results.json`` holds no sweep: files there that the sweep
     would replace (``results.csv``, ``trials.csv``) are someone else's, and the
     sweep refuses the folder unless ``overwrite``.
 
+    Returns:
+        The names of the trials the folder's ``results.json`` records (this
+        sweep's own trial folders); empty without one, or with ``overwrite``.
+
     Raises:
         ValueError: naming the first option that differs (unless ``overwrite``),
             the unreadable file, or the files a sweep would replace.
     """
     if overwrite:
-        return
+        return frozenset()
     if not os.path.lexists(path):
         theirs = [name for name in SWEEP_FILES if os.path.lexists(path.parent / name)]
         if theirs:
@@ -188,7 +210,7 @@ def check_sweep_options(path: Path, settings: Mapping[str, Any], *, overwrite: b
                 f"--out {path.parent}: holds {', '.join(theirs)} but no sweep (no {path.name}); "
                 "the sweep would replace them: choose another --out, or pass --overwrite"
             )
-        return
+        return frozenset()
     try:
         doc = json.loads(read_text_capped(path, "results.json", 64 << 20))
         recorded = doc["sweep"]
@@ -207,6 +229,12 @@ def check_sweep_options(path: Path, settings: Mapping[str, Any], *, overwrite: b
                 f"{recorded.get(key)!r}, now {mine.get(key)!r}); run it with the same options, "
                 "choose another --out, or pass --overwrite"
             )
+    rows = doc.get("trials")
+    return frozenset(
+        r["name"]
+        for r in (rows if isinstance(rows, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("name"), str)
+    )
 
 
 def _run_locked(
@@ -219,8 +247,15 @@ def _run_locked(
     log: TextIO | None,
     trial_runner: TrialRunner,
     t_start: float,
+    listed: frozenset[str],
+    accept: Callable[[], None],
 ) -> SweepResult:
-    """The body of :func:`run_sweep`, with the sweep folder locked."""
+    """The body of :func:`run_sweep`, with the sweep folder locked.
+
+    ``listed`` names the trials the folder's ``results.json`` records (a corrupt
+    ``metrics.json`` of one of them is run again; anywhere else it is someone
+    else's file, and refused). ``accept`` is called once the trial folders are
+    checked, before the sweep writes anything."""
     stream = sys.stderr if log is None else log
 
     def say(text: str) -> None:
@@ -273,10 +308,17 @@ def _run_locked(
         return doc
 
     todo: deque[Trial] = deque()
+    foreign: list[str] = []
     for t in trials:
         try:
             record, error = read_finished(t) if not t.config.overwrite else (None, None)
+        except ForeignTrial as exc:
+            foreign.append(str(exc))
+            continue
         except CorruptTrial as exc:
+            if t.name not in listed:  # not known to be this sweep's: someone else's file
+                foreign.append(f"{exc}, and this sweep has no record of trial {t.name}")
+                continue
             say(f"{exc}; running {t.name} again")
             record, error = None, None
         if record is not None:
@@ -285,6 +327,13 @@ def _run_locked(
             finish(t, "failed", error=error)
         else:
             todo.append(t)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more trial folder(s))" if len(foreign) > 1 else ""
+        raise ValueError(
+            f"{foreign[0]}{more}; the sweep would replace it: move it away, choose another "
+            "--out, or pass --overwrite"
+        )
+    accept()
     n_lrs = len(config.learning_rates())
     n_resume = sum(1 for t in todo if (t.out / CHECKPOINT_FILE).is_file())
     resuming = f" ({n_resume} resuming from a checkpoint)" if n_resume else ""

@@ -10,9 +10,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from minigrad.cell import MAX_ELEMENTS
+from minigrad.errors import ShapeError
 from minigrad.threads import DEFAULT_BLAS_THREADS
 from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
+from models.cells.stack import param_count
 from models.data.dataset import EMBEDDED_DATASETS, N_PITCHES
 from models.nets.limits import MAX_HIDDEN, MAX_LAYERS, MAX_PARAMS, lstm_param_count
 from models.train.schedule import SCHEDULES
@@ -190,11 +193,7 @@ class TrainConfig:
                 raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
         n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)
         if n_params > MAX_PARAMS:
-            raise ValueError(
-                f"options 'hidden' {self.hidden} and 'layers' {self.layers}: {n_params:,} "
-                f"parameters for an LSTM (the largest built-in cell), more than the "
-                f"{MAX_PARAMS:,} a run may have"
-            )
+            raise ValueError(self._too_large(n_params))
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -249,6 +248,23 @@ class TrainConfig:
         if not text:
             raise ValueError("option 'out': must not be empty")
         return Path(text)
+
+    def _too_large(self, lstm_params: int) -> str:
+        """The message refusing a model above ``MAX_PARAMS``: it names the cell of
+        this run and its own count, and says that the limit is counted for an LSTM
+        of the same size (``models.nets.limits``), so that a size is accepted or
+        refused alike for every cell."""
+        label = self.cell_label()
+        try:
+            own = f"{param_count(self.cell, N_PITCHES, self.hidden, self.layers, N_PITCHES):,}"
+        except ShapeError:  # one parameter alone is beyond minigrad.cell.MAX_ELEMENTS
+            own = f"more than {MAX_ELEMENTS:,}"
+        return (
+            f"cell {label!r} with hidden {self.hidden} and {self.layers} layer(s): {own} "
+            f"parameters; the limit of {MAX_PARAMS:,} is counted for an LSTM of the same "
+            f"size ({lstm_params:,} parameters), the largest built-in cell; choose a smaller "
+            "--hidden or --layers"
+        )
 
     def cell_name(self) -> str:
         """The cell's name: as given, or a function's registered name or ``module:qualname``."""

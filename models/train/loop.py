@@ -549,6 +549,17 @@ def _holds_run(folder: Path) -> list[str]:
     return [f for f in RUN_FILES if (folder / f).exists()]
 
 
+def _run_files_state(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """``{name: (inode, size, mtime_ns)}`` of the run's files in ``folder``: whether a
+    run wrote (or removed) any of them shows as a change."""
+    state: dict[str, tuple[int, int, int]] = {}
+    for name in RUN_FILES:
+        with contextlib.suppress(OSError):
+            st = os.stat(folder / name)
+            state[name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return state
+
+
 def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return those created, deepest last."""
     missing: list[Path] = []
@@ -630,7 +641,7 @@ def claim_run_folder(
         if resume or overwrite or not held:
             clean_stale_temporaries(folder)
             return folder, lock, created
-        lock.release()
+        lock.release(discard=True)  # refused: no lock file of ours left behind
         if not auto_suffix:
             raise CheckpointError(
                 f"{folder} already holds a run ({', '.join(held)}); continue it with --resume "
@@ -708,17 +719,22 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
     out, lock, created = claim_run_folder(
         wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
     )
+    before = _run_files_state(out)
+    changed = True
     try:
         if out != wanted:
             config = replace(config, out=str(out))
             reporter.message(f"{wanted} already holds a run; this run goes to {out}")
         return _train_locked(config, dataset, fingerprint, opt, reporter, wall0)
     except BaseException:
-        # a run that failed before writing anything leaves no empty folder behind
+        # a run that failed before writing anything leaves no empty folder behind,
+        # and a run refused in a folder (--resume with other options, ...) no lock
+        # file of its own
         remove_unused_folders(created)
+        changed = _run_files_state(out) != before
         raise
     finally:
-        lock.release()
+        lock.release(discard=not changed)
 
 
 def _train_locked(
@@ -747,11 +763,15 @@ def _train_locked(
         model = _make_model(config)
         rng = _run_rng(config.seed)
         st = _State(0, 0, math.inf, model.state_dict(), [], 0.0)
-        _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
 
-    reporter.start(config, n_batches, st.epoch + 1)
     saved_epoch = st.epoch
+    # From the first checkpoint on, however the run ends, metrics.json says how: the
+    # first checkpoint is written inside this block, so no signal can land between
+    # it and the handlers below (a checkpoint without a metrics.json status).
     try:
+        if not config.resume:
+            _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
+        reporter.start(config, n_batches, st.epoch + 1)
         st.stop_reason = None
         while True:
             if st.epoch >= config.epochs:
@@ -800,7 +820,8 @@ def _train_locked(
                         norms.append(clip_grad_norm(grads, config.clip))
                     else:
                         norms.append(global_norm(grads))
-                    opt.step(model.params, grads)
+                    # loss_and_grads has checked the gradients already
+                    opt.step(model.params, grads, check_finite=False)
                     if config.weight_decay > 0:
                         decay_weights(model.params, 1.0 - lr_t * config.weight_decay)
                 st.updates += 1
@@ -897,12 +918,17 @@ def _train_locked(
         metrics = _metrics(config, model, dataset, st, time.perf_counter() - wall0, final)
         _write_outputs(out, metrics)
     except KeyboardInterrupt as exc:
+        if not ckpt.is_file():
+            # stopped inside the first checkpoint's write: no run to resume, no
+            # file of a run left (the caller removes a folder the run created)
+            raise
         _final_status(out, config, model, dataset, st, wall0, "interrupted")
         raise TrainingInterrupted(
             ckpt, saved_epoch, terminated=isinstance(exc, Terminated)
         ) from None
     except BaseException as exc:
-        _final_status(out, config, model, dataset, st, wall0, "failed", exc)
+        if ckpt.is_file():
+            _final_status(out, config, model, dataset, st, wall0, "failed", exc)
         raise
     return TrainResult(
         out=out,

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from minigrad.errors import NonFiniteError
 from minigrad.types import AnyArray, Array
 
 __all__ = [
@@ -103,7 +104,13 @@ class Optimizer(ABC):
 
     # -- stepping ---------------------------------------------------------
 
-    def step(self, params: dict[str, Array], grads: Mapping[str, Array]) -> None:
+    def step(
+        self,
+        params: dict[str, Array],
+        grads: Mapping[str, Array],
+        *,
+        check_finite: bool = True,
+    ) -> None:
         """Apply one update to every parameter, in place.
 
         All checks are made before any array is modified, so a failing call
@@ -114,11 +121,17 @@ class Optimizer(ABC):
                 updated in place, dtype preserved.
             grads: gradient arrays by the same names, each of shape ``S_k``.
                 Must hold exactly the keys of ``params``.
+            check_finite: refuse a gradient holding a NaN or an infinity (one
+                pass over each gradient). A caller that has already checked
+                them (the training loop: ``loss_and_grads`` checks its
+                gradients) passes ``False``.
 
         Raises:
             ValueError: naming the key, if a parameter has no gradient, a
                 gradient has no parameter, shapes differ, or the optimiser
                 state was built for a different set of parameters.
+            NonFiniteError: naming the parameter whose gradient holds a NaN or
+                an infinity (with ``check_finite``).
         """
         for name, param in params.items():
             if name not in grads:
@@ -132,6 +145,8 @@ class Optimizer(ABC):
         for name in grads:
             if name not in params:
                 raise ValueError(f"gradient given for unknown parameter {name!r}")
+        if check_finite:
+            _check_finite_grads(grads, type(self).__name__ + ".step")
         self._prepare_slots(params)
         self.t += 1
         for name, param in params.items():
@@ -202,11 +217,17 @@ class Optimizer(ABC):
                 shape, with the same names in every slot.
 
         Raises:
+            TypeError: if ``state`` is not a mapping (a dict of arrays).
             ValueError: naming the key, if ``"t"`` is missing or malformed, a
                 key is not a slot of this optimiser, an array is not floating
                 or holds a NaN or an infinity, or the slots disagree on names or shapes.
         """
         kind = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"{kind}.load_state_dict expects a dict of arrays (as returned by "
+                f"state_dict()), got {type(state).__name__}"
+            )
         if "t" not in state:
             raise ValueError(f"{kind} state is missing key 't'")
         t_arr = np.asarray(state["t"])
@@ -222,6 +243,8 @@ class Optimizer(ABC):
         for key, value in state.items():
             if key == "t":
                 continue
+            if not isinstance(key, str):
+                raise ValueError(f"{kind} state keys must be strings, got {key!r}")
             slot, sep, name = key.partition("/")
             if not sep or slot not in slots or not name:
                 expected = ", ".join(f"'{s}/<name>'" for s in self.slot_names()) or "none"
@@ -453,6 +476,17 @@ def global_norm(grads: Mapping[str, Array]) -> float:
     return math.sqrt(total)
 
 
+def _check_finite_grads(grads: Mapping[str, Array], where: str) -> None:
+    """A ``NonFiniteError`` naming the first gradient (in key order) holding a NaN
+    or an infinity."""
+    for name, grad in grads.items():
+        if not np.all(np.isfinite(grad)):
+            raise NonFiniteError(
+                f"{where}: the gradient of parameter {name!r} holds NaN or infinite values",
+                node=name,
+            )
+
+
 def decay_weights(params: dict[str, Array], factor: float) -> None:
     """Decoupled weight decay: multiply every parameter with two or more dimensions
     (weight matrices) by ``factor`` in place; vectors (biases, peepholes) are kept.
@@ -472,8 +506,9 @@ def clip_grad_norm(grads: dict[str, Array], max_norm: float) -> float:
     The norm is taken over all arrays together, ``sqrt(sum_k sum(g_k**2))``,
     accumulated in float64. If it exceeds ``max_norm`` every array is
     multiplied by ``max_norm / norm`` (dtype preserved). A non-finite norm
-    leaves the gradients untouched, so the caller can detect it and skip
-    the step.
+    (a NaN or an infinity in some gradient) is refused, naming the first such
+    gradient, and leaves the gradients untouched; the check costs nothing
+    beyond the norm itself.
 
     Args:
         grads: gradient arrays by name, any shapes; scaled in place.
@@ -481,10 +516,19 @@ def clip_grad_norm(grads: dict[str, Array], max_norm: float) -> float:
 
     Returns:
         The global norm before clipping.
+
+    Raises:
+        NonFiniteError: naming the parameter whose gradient is not finite.
     """
     max_norm = _check_positive("max_norm", max_norm)
     norm = global_norm(grads)
-    if math.isfinite(norm) and norm > max_norm:
+    if not math.isfinite(norm):
+        _check_finite_grads(grads, "clip_grad_norm")
+        # every gradient is finite, only their squares overflowed float64
+        raise NonFiniteError(
+            f"clip_grad_norm: the global gradient norm overflows float64 ({norm})"
+        )
+    if norm > max_norm:
         scale = max_norm / norm
         for grad in grads.values():
             grad *= scale
