@@ -715,3 +715,16 @@ def test_sample_refuses_to_replace_a_file_of_a_run(
     assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
     # a song of its own name in the same folder is fine
     assert main([*sample, "-o", str(other / "song.npz")]) == 0
+
+
+def test_the_l2_models_refuse_an_overflowing_loss_naming_the_node() -> None:
+    from models.nets import GRU, LSTM
+
+    for model in (GRU(3, 4, seed=0), LSTM(3, 4, seed=0)):
+        x = np.ones((5, 2, 3))
+        with pytest.raises(mg.NonFiniteError, match="loss is inf; first non-finite value at "
+                                                    "node 'loss', step 0") as err:
+            model.loss_and_grads(x, np.full((5, 2, 4), 1e300))
+        assert err.value.node == "loss" and err.value.step == 0
+        loss, grads = model.loss_and_grads(x, np.zeros((5, 2, 4)))  # finite: unchanged
+        assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from minigrad.cell import Cell, CellBuilder, l2_loss
-from minigrad.errors import ShapeError
+from minigrad.errors import NonFiniteError, ShapeError
 from minigrad.program import Program, compile
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells.fragment import INITS, Fragment
@@ -382,12 +382,43 @@ class RecurrentModel:
         st = self._initial_states(states, xa.shape[1])
         if self._reverse:
             xa, ya = xa[::-1], ya[::-1]
-        loss, g = self._plan(xa.shape[0]).loss_and_grads(self.params, {"x": xa, "y": ya}, st)
+        plan = self._plan(xa.shape[0])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss, g = plan.loss_and_grads(self.params, {"x": xa, "y": ya}, st)
         grads: dict[str, Array] = {k: g.params[k] for k in self.params}
         gx = g.inputs["x"]
         grads["x"] = np.ascontiguousarray(gx[::-1]) if self._reverse else gx
         grads.update(self._state_grads(g.states))
+        bad = [k for k, v in grads.items() if not np.all(np.isfinite(v))]
+        if not np.isfinite(loss) or bad:
+            raise self._nonfinite(plan, xa, ya, st, loss, bad)
         return loss, grads
+
+    def _nonfinite(
+        self,
+        plan: Program,
+        x: Array,
+        y: Array,
+        states: Mapping[str, Array | None],
+        loss: float,
+        bad: list[str],
+    ) -> NonFiniteError:
+        """The error of a pass with a NaN or an infinity: which node and step first held
+        one (a forward pass again, only on this path)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run = plan.forward(self.params, {"x": x, "y": y}, states, backward=False)
+            found = plan.first_nonfinite(run)
+        what = f"the loss is {loss}" if not np.isfinite(loss) else f"the gradient of {bad} is not finite"
+        if found is None:
+            return NonFiniteError(
+                f"{what}; every node's value is finite: a sum of the loss terms or of a "
+                "gradient overflowed (inputs or targets too large?)"
+            )
+        node, step = found
+        where = f"step {step}" if step >= 0 else "a parameter-only node"
+        return NonFiniteError(
+            f"{what}; first non-finite value at node '{node}', {where}", node=node, step=step
+        )
 
     def forward(self, x: Array, h0: Array | None = None) -> Array:
         """Run the model over a batch of sequences.
@@ -415,5 +446,10 @@ class RecurrentModel:
             ``(loss, grads)``: ``grads`` has one entry per ``state_dict`` key
             (the parameter's shape), ``"x"`` (T, B, D) and ``"h0"`` (the shape
             of h0), all of the model's dtype.
+
+        Raises:
+            NonFiniteError: the loss or a gradient is a NaN or an infinity (e.g. targets
+                of 1e300 overflow the squares); the message names the first node and
+                step holding one.
         """
         return self._loss_and_grads(x, y, {"h": h0})
