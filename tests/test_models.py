@@ -726,7 +726,7 @@ def test_model_sizes_are_checked_before_anything_is_allocated() -> None:
     # the largest accepted size, and the next one refused (MAX_PARAMS: under 500 MB a run)
     assert lstm_param_count(88, 559, 1, 88) <= 1_500_000 < lstm_param_count(88, 560, 1, 88)
     assert SequenceModel(cell="lstm", hidden_size=559).num_params <= 1_500_000
-    with pytest.raises(ValueError, match="1,5.*more than the 1,500,000"):
+    with pytest.raises(ValueError, match=r"1,5.*more than the 1,500,000"):
         SequenceModel(cell="gru", hidden_size=560)
     with pytest.raises(ValueError, match="layers must be <= 64"):
         SequenceModel(hidden_size=4, layers=65)

@@ -399,7 +399,7 @@ class RecurrentModel:
         plan: Program,
         x: Array,
         y: Array,
-        states: Mapping[str, Array | None],
+        states: Mapping[str, Array],
         loss: float,
         bad: list[str],
     ) -> NonFiniteError:
@@ -408,7 +408,11 @@ class RecurrentModel:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = plan.forward(self.params, {"x": x, "y": y}, states, backward=False)
             found = plan.first_nonfinite(run)
-        what = f"the loss is {loss}" if not np.isfinite(loss) else f"the gradient of {bad} is not finite"
+        what = (
+            f"the loss is {loss}"
+            if not np.isfinite(loss)
+            else f"the gradient of {bad} is not finite"
+        )
         if found is None:
             return NonFiniteError(
                 f"{what}; every node's value is finite: a sum of the loss terms or of a "
