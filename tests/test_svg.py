@@ -272,6 +272,7 @@ def test_first_epochs_do_not_flatten_the_curves() -> None:
     assert max(y_ticks) < 12  # the scale follows the later epochs, not epoch 1's 27
     notes = " ".join("".join(e.itertext()) for e in _by_class(root, "text", "note"))
     assert "epochs 1 to 3 lie above it (up to 27)" in notes
+    assert "axis cut at" in notes and "after the first" not in notes
     frame = _frames(root)[0]
     top = float(frame.get("y") or 0)
     bottom = top + float(frame.get("height") or 0)
@@ -312,3 +313,20 @@ def test_panels_only_when_they_vary() -> None:
     assert names == ["train", "valid", "lr", "mean", "max"]
     with pytest.raises(ValueError, match="'max'"):
         learning_curves_svg([1, 2], {"a": [1.0, 2.0]}, panels={"g": {"max": [1.0]}})
+
+
+def test_a_panel_legend_moves_left_of_a_best_epoch_line_at_its_right() -> None:
+    epochs, series = _long_run()
+    panels = {"gradient norm": {"mean, before clipping at 1": [1.0 + 1 / e for e in epochs],
+                                "max": [2.0 + 1 / e for e in epochs]}}
+    for marker, anchor in ((60, "start"), (20, "end")):
+        root = _parse(learning_curves_svg(epochs, series, panels=panels, marker_epoch=marker))
+        (line, *_rest) = _by_class(root, "line", "marker")
+        mx = float(line.get("x1") or 0)
+        legend = _by_class(root, "text", "panel-legend")
+        assert {e.get("text-anchor") for e in legend} == {anchor}
+        for e in legend:  # the line passes clear of every name
+            x = float(e.get("x") or 0)
+            w = 6.2 * len(e.text or "")
+            left, right = (x, x + w) if anchor == "start" else (x - w, x)
+            assert not left - 2 <= mx <= right + 2, (marker, e.text)

@@ -10,7 +10,9 @@ The picture is made to be read at a glance:
   then cut where they leave the plot, and a note under it says which epochs
   are off the scale and how high they go;
 * the legend (and the best-epoch marker's label) sit in a row between the
-  title and the plot, so they never cover a curve or each other;
+  title and the plot, so they never cover a curve or each other; a panel's
+  own legend sits at its top right, or at its top left when the best-epoch
+  line would cross it there;
 * extra panels (learning rate, gradient norm) are drawn under the main one,
   sharing its epoch axis, only when their values vary; a constant one is
   named in the note instead.
@@ -327,7 +329,7 @@ def learning_curves_svg(
             else f"{len(ep)} epochs from {ep[0]} to {ep[-1]} lie"
         )
         notes.append(
-            f"{what} axis fitted to the epochs after the first {first}; {span} above it "
+            f"{what} axis cut at {_fmt(top)} to show the later epochs; {span} above it "
             f"(up to {_fmt(max(v for _, v in above))})."
         )
 
@@ -389,16 +391,24 @@ def learning_curves_svg(
         for j, (name, values) in enumerate(ps.items()):
             colour = PALETTE[(j + 2) % len(PALETTE)]
             _curve(parts, name, colour, xs, values, sx, box)
-        if len(ps) > 1:  # name the curves of a panel, in their colours, at its top right
-            x = px1 - 6
-            for j, name in reversed(list(enumerate(ps))):
+        if len(ps) > 1:
+            # name the curves of a panel, in their colours, at its top right, or at its
+            # top left when the best-epoch line would cross them there
+            names = list(enumerate(ps))
+            span = sum(6.2 * len(name) + 14 for _j, name in names)
+            right = marker_epoch is None or not (
+                px1 - 6 - span - 4 <= sx(float(marker_epoch)) <= px1
+            )
+            x = px1 - 6 if right else px0 + 6
+            for j, name in reversed(names) if right else names:
                 parts.append(
                     f'<text class="panel-legend" x="{svg_num(x)}" y="{svg_num(box.top + 14)}" '
-                    f'text-anchor="end" font-size="11" fill="{PALETTE[(j + 2) % len(PALETTE)]}" '
+                    f'text-anchor="{"end" if right else "start"}" font-size="11" '
+                    f'fill="{PALETTE[(j + 2) % len(PALETTE)]}" '
                     'stroke="white" stroke-width="3" paint-order="stroke">'
                     f"{svg_text(name)}</text>"
                 )
-                x -= 6.2 * len(name) + 14
+                x += -(6.2 * len(name) + 14) if right else 6.2 * len(name) + 14
     for i, note in enumerate(notes):
         parts.append(
             f'<text class="note" x="{svg_num(px0)}" y="{svg_num(axis_y + 56 + 16 * i)}" '
