@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -330,3 +332,29 @@ def test_a_panel_legend_moves_left_of_a_best_epoch_line_at_its_right() -> None:
             w = 6.2 * len(e.text or "")
             left, right = (x, x + w) if anchor == "start" else (x - w, x)
             assert not left - 2 <= mx <= right + 2, (marker, e.text)
+
+
+def test_a_panel_spanning_many_decades_gets_a_log_axis() -> None:
+    epochs, series = _long_run()
+    spiky = [1.0 + 0.1 * (e % 3) for e in epochs]
+    spiky[40], spiky[55] = 3e9, 2e11
+    panels = {"gradient norm": {"mean": spiky, "max": [2 * v for v in spiky]}}
+    root = _parse(learning_curves_svg(epochs, series, panels=panels, marker_epoch=50))
+    assert any(t == "gradient norm (log)" for t in _texts(root))
+    box = _frames(root)[1]
+    top = float(box.get("y") or 0)
+    bottom = top + float(box.get("height") or 0)
+    labels = [e for e in _by_class(root, "text", "tick-label")
+              if top - 1 <= float(e.get("y") or 0) <= bottom + 1 and e.get("text-anchor") == "end"]
+    values = [float(e.text or "nan") for e in labels]
+    assert values[0] == 1 and values[-1] == 1e12  # whole decades, from 1 to past the spike
+    assert all(math.log10(v) == round(math.log10(v)) for v in values)
+    # the usual values (about 1) sit in the lower part of the panel, not on its floor
+    # for every point, and the spike reaches near the top
+    (mean,) = [pl for pl in _by_class(root, "polyline", "series") if pl.get("data-series") == "mean"]
+    ys = [y for _x, y in _points(mean)]
+    assert min(ys) < top + 15 and max(ys) <= bottom
+    # a panel within three decades keeps its linear axis
+    root = _parse(learning_curves_svg(epochs, series, panels={"g": {"a": [1.0 + e for e in epochs],
+                                                                   "b": [2.0] * 60}}))
+    assert not any("(log)" in t for t in _texts(root))

@@ -13,6 +13,9 @@ The picture is made to be read at a glance:
   title and the plot, so they never cover a curve or each other; a panel's
   own legend sits at its top right, or at its top left when the best-epoch
   line would cross it there;
+* an extra panel whose values are positive and span more than three orders
+  of magnitude (gradient-norm spikes of a tanh-RNN) gets a log axis over
+  whole decades, so the usual values are not a flat line at zero;
 * extra panels (learning rate, gradient norm) are drawn under the main one,
   sharing its epoch axis, only when their values vary; a constant one is
   named in the note instead.
@@ -80,14 +83,29 @@ def robust_range(
 class _Panel:
     """One plot area: its pixel box and data range."""
 
-    def __init__(self, top: float, height: float, y_lo: float, y_hi: float) -> None:
+    def __init__(
+        self, top: float, height: float, y_lo: float, y_hi: float, log: bool = False
+    ) -> None:
         self.top, self.bottom = top, top + height
         self.y_lo, self.y_hi = y_lo, y_hi
+        self.log = log  # a log10 axis: y_lo and y_hi are powers of ten
 
     def sy(self, y: float) -> float:
         """Pixel y of a value, clamped to the panel's box."""
-        frac = (y - self.y_lo) / (self.y_hi - self.y_lo)
+        if self.log:
+            lo, hi = math.log10(self.y_lo), math.log10(self.y_hi)
+            frac = (math.log10(y) - lo) / (hi - lo) if y > 0 else 0.0
+        else:
+            frac = (y - self.y_lo) / (self.y_hi - self.y_lo)
         return self.bottom - min(max(frac, 0.0), 1.0) * (self.bottom - self.top)
+
+    def ticks(self, step: float) -> list[float]:
+        """The values of the ticks: multiples of ``step``, or on a log axis every
+        ``step``-th power of ten."""
+        if not self.log:
+            return list(axis_ticks(self.y_lo, self.y_hi, step))
+        lo, hi = round(math.log10(self.y_lo)), round(math.log10(self.y_hi))
+        return [10.0**k for k in range(lo, hi + 1, max(1, int(step)))]
 
 
 def _widen(lo: float, hi: float, margin: float = 0.06) -> tuple[float, float]:
@@ -138,7 +156,7 @@ def _legend_row(
 def _y_axis(
     parts: list[str], panel: _Panel, step: float, px0: float, px1: float, label: str
 ) -> None:
-    for y in axis_ticks(panel.y_lo, panel.y_hi, step):
+    for y in panel.ticks(step):
         yy = svg_num(panel.sy(y))
         parts.append(
             f'<line class="grid" x1="{svg_num(px0)}" y1="{yy}" x2="{svg_num(px1)}" y2="{yy}" '
@@ -146,7 +164,8 @@ def _y_axis(
         )
         parts.append(
             f'<text class="tick-label" x="{svg_num(px0 - 6)}" y="{yy}" text-anchor="end" '
-            f'dominant-baseline="middle">{svg_text(tick_label(y, step))}</text>'
+            f'dominant-baseline="middle">'
+            f"{svg_text(f'{y:g}' if panel.log else tick_label(y, step))}</text>"
         )
     parts.append(
         f'<rect class="frame" x="{svg_num(px0)}" y="{svg_num(panel.top)}" '
@@ -227,6 +246,10 @@ def _varies(values: Sequence[float]) -> bool:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
+
+
+LOG_RATIO = 1000.0
+"""An extra panel whose positive values span more than this ratio gets a log axis."""
 
 
 def learning_curves_svg(
@@ -342,12 +365,22 @@ def learning_curves_svg(
     panel_boxes: list[tuple[str, Mapping[str, Sequence[float]], _Panel, float]] = []
     y = main.bottom
     for label, ps in shown.items():
+        y += 22.0
+        vals = [float(v) for s in ps.values() for v in s if math.isfinite(float(v))]
+        if vals and min(vals) > 0 and max(vals) / min(vals) > LOG_RATIO:
+            # spikes of many orders of magnitude (a gradient norm before clipping): a
+            # log axis over whole decades, so the usual values are not a flat line
+            e_lo = math.floor(math.log10(min(vals)))
+            e_hi = max(math.ceil(math.log10(max(vals))), e_lo + 1)
+            box = _Panel(y, 110.0, 10.0**e_lo, 10.0**e_hi, log=True)
+            panel_boxes.append((f"{label} (log)", ps, box, float(-(-(e_hi - e_lo) // 5))))
+            y += 110.0
+            continue
         p_lo, p_hi, p_first = fit(list(ps.values()), 1.0)
         p_lo, p_hi, p_step = _nice_range(*_widen(p_lo, p_hi), 3)
         if p_lo < 0 and all(float(v) >= 0 for s in ps.values() for v in s if math.isfinite(v)):
             p_lo = 0.0  # rates and norms: never a negative tick
         off_scale(label, list(ps.values()), p_hi, p_first)
-        y += 22.0
         panel_boxes.append((label, ps, _Panel(y, 110.0, p_lo, p_hi), p_step))
         y += 110.0
     axis_y = y
