@@ -111,13 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     ws = prog._runner(B, True)
     window = sum(n.nbytes for n in ws._owners.new)
     kept = sum(h.nbytes for h in ws._history.values())
+    mode = "recomputed chunks" if ws.recompute else "kept history"
     print(f"\none training step at T = {T:,}, B = {B}: {seconds:.2f} s, loss {out['loss']:.4f}, "
-          f"chunks of {ws.chunk} steps")
+          f"chunks of {ws.chunk} steps, {mode}")
     print("| bytes BPTT must keep (4TBH8) | values kept for the backward | window of the "
           "program | peak allocated | peak / 4TBH8 | peak / kept |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {keep / 2**20:.1f} MiB | {kept / 2**20:.1f} MiB | {window / 2**20:.1f} MiB "
-          f"| {peak / 2**20:.1f} MiB | {peak / keep:.2f} | {peak / kept:.2f} |")
+          f"| {peak / 2**20:.1f} MiB | {peak / keep:.2f} | "
+          f"{f'{peak / kept:.2f}' if kept else '- (nothing kept)'} |")
 
     fresh = mg.Program(model.cell, wrt=model.params)
     seconds, peak = _peak(

@@ -55,10 +55,10 @@ A longer pass runs **chunk by chunk**, C steps at a time, over the same window
   once, after the last chunk. The result equals the one-piece pass up to the
   rounding of those sums.
 
-When the history of a pass would take more than ``HISTORY_BYTES`` (a sequence of
-hundreds of thousands of steps), the forward pass keeps only each chunk's halo slots
-(the states entering it) and the backward pass runs each chunk's forward calls again
-from them before its backward calls (``recompute``): the same calls on the same
+When the history of a pass would take more than ``HISTORY_BYTES`` (128 MiB: a
+GRU-46 sequence model past 11,400 steps at B = 8, or 91,000 at B = 1), the forward
+pass keeps only each chunk's halo slots (the states entering it) and the backward pass
+runs each chunk's forward calls again from them before its backward calls (``recompute``): the same calls on the same
 values, so the results are those of the kept-history pass bit for bit, for one more
 forward pass, and the memory no longer grows with T beyond one state per chunk.
 
@@ -269,11 +269,12 @@ PIECE_BYTES = 128 << 20
 """A sequence whose per-step buffers fit in about this many bytes runs in one piece
 (``piece_steps``); a longer one runs in chunks."""
 
-HISTORY_BYTES = 64 << 20
+HISTORY_BYTES = 128 << 20
 """A chunked forward pass keeps the values its backward pass reads (the history) when
-they take at most this many bytes for the whole sequence; a longer sequence keeps only
-each chunk's incoming states, and its backward pass runs each chunk's forward again
-(``recompute``): memory stops growing with T, for one more forward pass."""
+they take at most this many bytes for the whole sequence (as much as a one-piece run's
+``PIECE_BYTES``); a longer sequence keeps only each chunk's incoming states, and its
+backward pass runs each chunk's forward again (``recompute``): memory stops growing with
+T, for one more forward pass. A GRU-46 at B = 8 keeps 11.8 KB a step: 11,400 steps."""
 
 _CHUNK: int | None = None
 """Forces the chunk length and the longest one-piece run (tests only: chunked runs on
