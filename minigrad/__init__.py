@@ -19,7 +19,7 @@ Public API (re-exported from the private-by-convention modules below):
 * initialisers (``minigrad.init``) and errors (``minigrad.errors``).
 """
 
-from minigrad import init, noise
+from minigrad import init, noise, serialize
 from minigrad.cell import (
     Cell,
     CellBuilder,
@@ -183,6 +183,7 @@ __all__ = [
     "plan_of",
     "relu",
     "scale",
+    "serialize",
     "sigmoid",
     "sigmoid_bce",
     "slice_",

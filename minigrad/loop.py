@@ -57,10 +57,11 @@ A longer pass runs **chunk by chunk**, C steps at a time, over the same window
 
 When the history of a pass would take more than ``HISTORY_BYTES`` (128 MiB: a
 GRU-46 sequence model past 11,400 steps at B = 8, or 91,000 at B = 1), the forward
-pass keeps only each chunk's halo slots (the states entering it) and the backward pass
-runs each chunk's forward calls again from them before its backward calls (``recompute``): the same calls on the same
-values, so the results are those of the kept-history pass bit for bit, for one more
-forward pass, and the memory no longer grows with T beyond one state per chunk.
+pass keeps only each chunk's halo slots (the states entering it) and the backward
+pass runs each chunk's forward calls again from them before its backward calls
+(``recompute``): the same calls on the same values, so the results are those of the
+kept-history pass bit for bit, for one more forward pass, and the memory no longer
+grows with T beyond one state per chunk.
 
 With ``truncate=k`` the backward step that does not cross the cut state edge
 (into a step that is a multiple of k) is taken from a second template step of

@@ -472,3 +472,11 @@ def test_dataset_path_is_stored_absolute(
         == 0
     )
     assert json.loads(capsys.readouterr().out)["dataset"] == str(tiny.resolve())
+
+
+def test_a_bad_option_value_says_where_to_read_more(capsys: pytest.CaptureFixture[str]) -> None:
+    # values checked by the command, not by argparse, end like argparse's own errors
+    line = _fails(["explain", "--steps", "201"], capsys, 2)
+    assert line.endswith("; see 'minigrad explain --help'"), line
+    line = _fails(["train", "--hidden", "0"], capsys, 2)
+    assert line.endswith("; see 'minigrad train --help'"), line

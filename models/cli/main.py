@@ -76,8 +76,11 @@ def _version() -> str:
 
 
 def _usage_error(parser: argparse.ArgumentParser, args: argparse.Namespace, exc: Exception) -> int:
-    """Report a bad option value as argparse reports its own errors: exit code 2."""
-    sys.stderr.write(f"{PROG}: error: {one_line(exc)}\n")
+    """Report a bad option value as argparse reports its own errors, with where to read
+    more: exit code 2."""
+    command = getattr(args, "command", None)
+    where = f"{PROG} {command}" if isinstance(command, str) else PROG
+    sys.stderr.write(f"{PROG}: error: {one_line(exc)}; see '{where} --help'\n")
     return 2
 
 

@@ -114,7 +114,7 @@ def run_sample(args: argparse.Namespace) -> int:
         dataset = info["config"].get("dataset")
         try:
             prime = spec.load(dataset if isinstance(dataset, str) else None)
-        except IndexError as exc:  # INDEX beyond the split: a bad option value
+        except IndexError as exc:  # INDEX or STEPS beyond the piece: a bad option value
             raise UsageError(str(exc)) from None
     primed = 0 if prime is None else int(prime.shape[0])
     roll = sample(model, args.steps, seed=args.seed, greedy=args.greedy, prime=prime)

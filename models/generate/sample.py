@@ -213,9 +213,9 @@ class PrimeSpec:
                 model's training dataset).
 
         Raises:
-            IndexError: an index out of range (naming the valid range).
-            ValueError: naming the part at fault (an unknown dataset, more
-                steps than the sequence has).
+            IndexError: an INDEX out of range (naming the valid range), or more
+                STEPS than the sequence has.
+            ValueError: an unknown or unreadable dataset, naming it.
         """
         pre = f"--prime {str(self)!r}"
         name = self.dataset or default_dataset
@@ -235,7 +235,7 @@ class PrimeSpec:
             )
         seq = split.sequence(self.index)
         if self.steps > seq.shape[0]:
-            raise ValueError(
+            raise IndexError(
                 f"{pre}: STEPS {self.steps} exceeds the {seq.shape[0]} steps of sequence "
                 f"{self.index} of split {self.split!r}"
             )
