@@ -337,10 +337,15 @@ def _run_locked(
     n_lrs = len(config.learning_rates())
     n_resume = sum(1 for t in todo if (t.out / CHECKPOINT_FILE).is_file())
     resuming = f" ({n_resume} resuming from a checkpoint)" if n_resume else ""
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+    kind, where = parse_executor(executor)
+    runs_on = f"{where} local processes" if kind == "local" else f"the Dask cluster at {where}"
     say(
-        f"{len(trials)} trials ({len(config.cells)} cells x {n_lrs} learning rates x "
-        f"{config.seeds} seeds) in {root}; {len(trials) - len(todo)} already done, "
-        f"{len(todo)} to run{resuming} on {executor}"
+        f"{count(len(trials), 'trial')} ({count(len(config.cells), 'cell')} x "
+        f"{count(n_lrs, 'learning rate')} x {count(config.seeds, 'seed')}) in {root}; "
+        f"{len(trials) - len(todo)} already done, {len(todo)} to run{resuming} on {runs_on}"
     )
     done_count = len(trials) - len(todo)
 
