@@ -394,6 +394,10 @@ def write_graph(dot_text: str, path: str | os.PathLike[str], *, timeout: float =
     """
     target = Path(path)
     ext = target.suffix.lower()
+    if target.is_symlink():
+        # write the file the link points to and keep the link, as every writer of
+        # the project does (renaming onto the link would make it a plain file)
+        target = Path(os.path.realpath(target))
     if ext in _TEXT_FORMATS:
         _atomic_write(target, dot_text.encode("utf-8"))
         return

@@ -19,7 +19,7 @@ factors, the mask) is laid out again as a **window** of ``capacity`` steps,
 plus one halo slot for buffers with a step after the last (the states): the
 longest T run in one piece so far (at most ``piece_steps``, the steps whose
 values, gradients and factors fit in ``PIECE_BYTES``), or the chunk length C
-(``chunk_steps``: the steps that fit in ``CHUNK_BYTES``, 16 to 512). Every view
+(``chunk_steps``: the steps that fit in ``CHUNK_BYTES``, 4 to 512). Every view
 that the body's calls take of such a buffer at step ``m + d`` becomes, for
 each step ``t`` of the window, the same view at step ``t + d``: the per-step
 views come from ``list(buffer)`` and the per-step argument tuples from
@@ -285,10 +285,11 @@ short sequences)."""
 def chunk_steps(step_bytes: int) -> int:
     """The chunk length C of a workspace whose per-step buffers (values, gradients,
     Jacobian factors) take ``step_bytes`` per step: the steps that fit in
-    ``CHUNK_BYTES``, between 16 and 512."""
+    ``CHUNK_BYTES``, between 4 and 512 (the lower bound is reached only by steps of
+    megabytes, a wide model on a large batch, whose window must stay small)."""
     if _CHUNK is not None:
         return _CHUNK
-    return max(16, min(512, CHUNK_BYTES // max(step_bytes, 1)))
+    return max(4, min(512, CHUNK_BYTES // max(step_bytes, 1)))
 
 
 def piece_steps(step_bytes: int) -> int:

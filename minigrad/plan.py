@@ -71,6 +71,7 @@ from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
 
 __all__ = [
+    "MAX_PLAN_STEPS",
     "BufRef",
     "Gradients",
     "Instr",
@@ -287,6 +288,12 @@ def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
     }
 
 
+MAX_PLAN_STEPS = 10_000
+"""The most steps of one plan (``compile_plan``, ``plan_of``): the full unroll takes tens
+of kilobytes per step to compile and bind. A loop program (``minigrad.compile``) runs
+any T."""
+
+
 def compile_plan(
     cell: Cell,
     steps: int,
@@ -320,6 +327,12 @@ def compile_plan(
             with states that feed one another in turn it may need something else.
     """
     where = f"cell '{cell.name}': "
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_PLAN_STEPS:
+        raise ArgumentError(
+            f"{where}a plan of {steps:,} steps: a plan unrolls a copy of the cell per step "
+            f"(tens of kilobytes each) and is compiled for at most {MAX_PLAN_STEPS:,}; "
+            "minigrad.compile(cell) runs any number of steps with one compiled step"
+        )
     names = resolve(passes, where)
     source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)

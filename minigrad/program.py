@@ -36,6 +36,9 @@ parameter and gradient buffers, sized for the longest T it has run in one piece,
 values kept for a chunked backward pass) take more than this; binding one again takes
 milliseconds. A large model thus keeps one binding at a time, not one per batch size."""
 
+DIAGNOSIS_STEPS = 256
+"""``Program.first_nonfinite`` runs the plain plan over windows of this many steps."""
+
 MODES = ("loop", "unrolled")
 """The ways a program runs: one compiled step in a loop, or the full unroll."""
 
@@ -251,10 +254,26 @@ class Program:
         assert isinstance(last, LoopWorkspace)
         params, inputs, states, mask = last.arguments()
         T = last.total
-        plain = compile_plan(cell, T, passes=())
-        with np.errstate(all="ignore"):
-            again = plain.forward(params, inputs, states, mask)
-        return plain.first_nonfinite(again)
+        # window by window, carrying the states: a plain plan of the whole unroll of a
+        # long sequence would take tens of kilobytes per step
+        plans: dict[int, Plan] = {}
+        t0 = 0
+        while t0 < T:
+            n = min(DIAGNOSIS_STEPS, T - t0)
+            plain = plans.get(n)
+            if plain is None:
+                plain = plans[n] = compile_plan(cell, n, passes=())
+            window = {k: v[t0 : t0 + n] for k, v in inputs.items()}
+            m = None if mask is None else mask[t0 : t0 + n]
+            with np.errstate(all="ignore"):
+                again = plain.forward(params, window, states, m)
+            found = plain.first_nonfinite(again)
+            if found is not None:
+                node, step = found
+                return node, step + t0 if step >= 0 else step
+            states = again.states
+            t0 += n
+        return None
 
 
 def compile(

@@ -159,7 +159,7 @@ def test_explain_unknown_parameter(capsys: pytest.CaptureFixture[str]) -> None:
         (["explain", "--param", "all", "--steps", "200", "--max-paths", "1000"], 2,
          "more than the 2000 paths"),
         (["explain", "--param", "Wz", "--max-paths", "-1"], 2, "--max-paths must be >= 0"),
-        (["explain", "--param", "Wz", "--hidden", "0"], 2, "--hidden must be in 1..16384"),
+        (["explain", "--param", "Wz", "--hidden", "0"], 2, "--hidden must be in 1..10000"),
         (["explain", "--param", "Wz", "--hidden", "100000000"], 2, "--hidden must be in"),
         (["explain", "--param", "Wz", "--steps", "two"], 2, "invalid int value"),
         (["explain", "--cell", "gru"], 2, "--param"),

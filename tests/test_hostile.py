@@ -728,3 +728,62 @@ def test_the_l2_models_refuse_an_overflowing_loss_naming_the_node() -> None:
         assert err.value.node == "loss" and err.value.step == 0
         loss, grads = model.loss_and_grads(x, np.zeros((5, 2, 4)))  # finite: unchanged
         assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+def test_an_output_through_a_link_into_a_run_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_tiny_dataset(tmp_path / "d.npz", 0)
+    assert main(["train", "--dataset", "d.npz", "--hidden", "3", "--epochs", "1",
+                 "--out", "run", "--no-progress"]) == 0
+    saved = {n: (tmp_path / "run" / n).read_bytes() for n in ("model.npz", "curves.svg")}
+    (tmp_path / "song.npz").symlink_to(tmp_path / "run" / "model.npz")
+    (tmp_path / "roll.svg").symlink_to(tmp_path / "run" / "curves.svg")
+    capsys.readouterr()
+    for argv in (["-o", "song.npz"], ["--roll", "roll.svg"]):
+        assert main(["sample", "--checkpoint", "run/checkpoint.npz", "--steps", "3", *argv]) == 2
+        err = capsys.readouterr().err
+        assert "through the link" in err and "refusing to replace it" in err, err
+    for name, data in saved.items():
+        assert (tmp_path / "run" / name).read_bytes() == data
+    # graph writes through a link and keeps it a link
+    (tmp_path / "pic.dot").write_text("old")
+    (tmp_path / "link.dot").symlink_to(tmp_path / "pic.dot")
+    assert main(["graph", "--cell", "gru", "-o", "link.dot"]) == 0
+    assert (tmp_path / "link.dot").is_symlink()
+    assert (tmp_path / "pic.dot").read_text().startswith("digraph")
+
+
+def test_a_highly_compressible_data_set_is_not_taken_for_a_zip_bomb(tmp_path: Path) -> None:
+    # a C major chord held for 200,000 steps per split: 1.2 million notes that deflate
+    # compresses several hundred times, within every size limit of a data set
+    n = 200_000
+    arrays: dict[str, np.ndarray] = {"format_version": np.array(1)}
+    for split in ("train", "valid", "test"):
+        arrays[f"{split}_notes"] = np.tile(np.asarray([60, 64, 67], dtype=np.int16), n)
+        arrays[f"{split}_step_offsets"] = np.arange(0, 3 * n + 1, 3, dtype=np.int32)
+        arrays[f"{split}_seq_offsets"] = np.asarray([0, n], dtype=np.int32)
+    path = tmp_path / "chord.npz"
+    np.savez_compressed(path, **arrays)
+    assert path.stat().st_size < 2 << 20
+    data = load_dataset(str(path))
+    assert data.train.n_steps == n and int(data.train.rows(slice(0, 1)).sum()) == 3
+
+
+def test_a_float_in_a_checkpoints_rng_state_is_refused(tmp_path: Path) -> None:
+    state = np.random.default_rng(0).bit_generator.state
+    state["state"]["inc"] = 1.5  # numpy would truncate it into another random stream
+    save_checkpoint(tmp_path / "c.npz", params={}, optimizer={}, epoch=0, rng_state=state,
+                    config={})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"rng state\.state\.inc: expected an integer"):
+        load_checkpoint(tmp_path / "c.npz")
+
+
+def test_absurd_weight_noise_is_refused_and_huge_losses_print_short() -> None:
+    from models.train.report import _nll
+
+    TrainConfig(weight_noise=10.0).validate()
+    with pytest.raises(ValueError, match="weight_noise': must be at most 10"):
+        TrainConfig(weight_noise=1e300).validate()
+    assert _nll(8.123456) == "8.1235" and _nll(1e300) == "1e+300"

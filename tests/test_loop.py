@@ -445,3 +445,42 @@ def test_history_is_kept_below_the_limit() -> None:
         assert sum(h.nbytes for h in ws._history.values()) == ws.history_bytes(17) > 0
     finally:
         mg_loop._CHUNK = old_c
+
+
+def test_first_nonfinite_runs_the_plain_plan_window_by_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import minigrad.program as mg_program
+
+    cell = l2_cell("tanh")
+    params = cell.init_params(0)
+    params["W"] = params["W"] * 1e308
+    x = _inputs(cell, 17, 0)
+    x["x"][:] = 0
+    x["x"][13, 1, 0] = 10.0
+    built: list[int] = []
+    real = mg_program.compile_plan
+
+    def counting(c: mg.Cell, steps: int, **kw: object) -> object:
+        built.append(steps)
+        return real(c, steps, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mg_program, "DIAGNOSIS_STEPS", 4)
+    monkeypatch.setattr(mg_program, "compile_plan", counting)
+    for mask in (None, _mask(17, "start")):
+        prog = mg.Program(cell)
+        run = prog.forward(params, x, mask=mask)
+        built.clear()
+        found = prog.first_nonfinite(run)
+        assert found is not None and found[1] == 13, found
+        assert built and max(built) <= 4  # windows, never the whole unroll
+
+
+def test_a_plan_of_more_steps_than_the_limit_is_refused() -> None:
+    from minigrad.plan import MAX_PLAN_STEPS
+
+    cell = l2_cell("tanh")
+    with pytest.raises(mg.ArgumentError, match=r"minigrad\.compile"):
+        mg.plan_of(cell, MAX_PLAN_STEPS + 1)
+    with pytest.raises(mg.ArgumentError, match="at most 10,000"):
+        mg.compile_plan(cell, 10**12)

@@ -730,3 +730,37 @@ def test_model_sizes_are_checked_before_anything_is_allocated() -> None:
         SequenceModel(cell="gru", hidden_size=560)
     with pytest.raises(ValueError, match="layers must be <= 64"):
         SequenceModel(hidden_size=4, layers=65)
+
+
+def test_a_training_batch_wider_than_the_limit_is_refused() -> None:
+    from models.nets.limits import MAX_BATCH_UNITS
+    from models.train import TrainConfig
+
+    TrainConfig(cell="lstm", hidden=559, batch_size=58).validate()
+    with pytest.raises(ValueError, match="at most 58") as err:
+        TrainConfig(cell="lstm", hidden=559, batch_size=59).validate()
+    assert f"{MAX_BATCH_UNITS:,}" in str(err.value)
+    with pytest.raises(ValueError, match="2 layer"):
+        TrainConfig(hidden=46, layers=2, batch_size=400).validate()
+
+
+def test_a_wide_model_scores_smaller_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from models.data import load_dataset
+    from models.nets.sequence import EVAL_PADDED_STEPS, EVAL_UNITS, SequenceModel
+
+    seq = importlib.import_module("models.nets.sequence")
+    seen: list[int | None] = []
+    real = seq.batches
+
+    def spy(*a: object, **kw: object) -> object:
+        seen.append(kw.get("max_padded_steps"))  # type: ignore[arg-type]
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(seq, "batches", spy)
+    valid = load_dataset("bach_chorales").valid.subset([0, 1])
+    for hidden, layers in ((46, 1), (256, 1), (128, 2)):
+        SequenceModel(cell="gru", hidden_size=hidden, layers=layers).evaluate(valid, 1000)
+    assert seen == [EVAL_PADDED_STEPS, EVAL_PADDED_STEPS * EVAL_UNITS // 256,
+                    EVAL_PADDED_STEPS * EVAL_UNITS // 256]

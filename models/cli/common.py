@@ -21,9 +21,10 @@ from models.train.config import RUN_FILES
 
 PROG = "minigrad"
 
-MAX_HIDDEN = 16384
-"""The largest ``--hidden`` of ``explain`` and ``graph``."""
-MAX_INPUT_SIZE = 16384
+MAX_HIDDEN = 10_000
+"""The largest ``--hidden`` of ``explain`` and ``graph``: a cell's recurrent weights then
+have 10**8 elements, ``minigrad.cell.MAX_ELEMENTS`` (declared, never allocated)."""
+MAX_INPUT_SIZE = 10_000
 """The largest ``--input-size`` of ``explain`` and ``graph``."""
 MAX_STEPS = 1000
 """The most time steps ``graph --unroll`` unrolls: the picture grows with every step,
@@ -138,13 +139,17 @@ def check_outputs(outputs: Mapping[str, object]) -> None:
             check_output_file(str(path), flag_name)
         except FileError as exc:
             raise UsageError(str(exc)) from None
-        p = Path(str(path))
-        held = [n for n in (*RUN_FILES, *SWEEP_FILES, LOCK_FILE) if (p.parent / n).exists()]
-        if p.name in kept and held:
-            raise UsageError(
-                f"{flag_name} {p}: {p.parent} holds a run or a sweep ({', '.join(held)}) and "
-                f"{p.name} is one of its files; refusing to replace it (choose another name)"
-            )
+        given = Path(str(path))
+        # the writers follow a symbolic link: the file it points at is the one replaced
+        for p in dict.fromkeys((given, Path(os.path.realpath(given)))):
+            held = [n for n in (*RUN_FILES, *SWEEP_FILES, LOCK_FILE) if (p.parent / n).exists()]
+            if p.name in kept and held:
+                via = f" (through the link {given})" if p != given else ""
+                raise UsageError(
+                    f"{flag_name} {p}{via}: {p.parent} holds a run or a sweep "
+                    f"({', '.join(held)}) and {p.name} is one of its files; refusing to "
+                    "replace it (choose another name)"
+                )
 
 
 Subparsers = Any

@@ -61,6 +61,7 @@ from models.nets.limits import check_model_size
 __all__ = [
     "EVAL_PADDED_STEPS",
     "EVAL_SEGMENT",
+    "EVAL_UNITS",
     "PAD_MULTIPLE",
     "READOUT",
     "SequenceModel",
@@ -75,6 +76,11 @@ EVAL_PADDED_STEPS = 32_768
 """The most padded steps ``T * B`` in one batch of :meth:`SequenceModel.evaluate`:
 16 sequences of 2,048 steps (the inputs, targets and logits of such a batch take
 23 MB each in float64). Longer pieces are scored in smaller batches."""
+
+EVAL_UNITS = 128
+"""A model wider than this many units in all (``hidden_size * layers``) scores batches of
+fewer padded steps: at most ``EVAL_PADDED_STEPS * EVAL_UNITS / (hidden_size * layers)``,
+so that a batch's states take no more memory than a 128-unit model's."""
 
 EVAL_SEGMENT = 8_192
 """The most steps :meth:`SequenceModel.evaluate` runs at once: a longer piece is scored
@@ -617,7 +623,9 @@ class SequenceModel:
         n = 0
         # uint8 batches: the program casts them window by window (8 times less
         # memory than float64 inputs and targets for a long piece)
-        for batch in batches(split, bs, dtype=np.uint8, max_padded_steps=EVAL_PADDED_STEPS):
+        width = self.hidden_size * self.layers
+        most = max(1, EVAL_PADDED_STEPS * EVAL_UNITS // max(width, EVAL_UNITS))
+        for batch in batches(split, bs, dtype=np.uint8, max_padded_steps=most):
             n += batch.n_steps
             T = int(batch.inputs.shape[0])
             states: dict[str, Array] | None = None

@@ -110,12 +110,25 @@ class Checkpoint:
         return _generator_from_state(self.rng_state)
 
 
+def _integers_only(value: Any, where: str) -> None:
+    """Refuse a float (or a float array) anywhere in a bit generator's state: numpy
+    would truncate it into another random stream without a word."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _integers_only(v, f"{where}.{k}")
+    elif isinstance(value, float) or (
+        isinstance(value, np.ndarray) and value.dtype.kind not in "iub"
+    ):
+        raise CheckpointError(f"{where}: expected an integer, got {value!r}")
+
+
 def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     name = state.get("bit_generator")
     if name not in _BIT_GENERATORS:
         raise CheckpointError(
             f"unknown bit generator {name!r} in rng state; known: {', '.join(_BIT_GENERATORS)}"
         )
+    _integers_only(state, "rng state")
     bit_generator = getattr(np.random, name)()
     try:
         bit_generator.state = dict(state)

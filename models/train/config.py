@@ -17,7 +17,13 @@ from models.cells.fragment import INITS, Fragment
 from models.cells.registry import CELLS, is_known_cell, resolve_cell
 from models.cells.stack import param_count
 from models.data.dataset import EMBEDDED_DATASETS, N_PITCHES
-from models.nets.limits import MAX_HIDDEN, MAX_LAYERS, MAX_PARAMS, lstm_param_count
+from models.nets.limits import (
+    MAX_HIDDEN,
+    MAX_LAYERS,
+    MAX_PARAMS,
+    check_batch_units,
+    lstm_param_count,
+)
 from models.train.schedule import SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -50,6 +56,10 @@ RESUMABLE_CHANGES = frozenset(
     }
 )
 """Options that may differ between a checkpoint's run and the run resuming it."""
+
+
+MAX_WEIGHT_NOISE = 10.0
+"""The largest ``weight_noise``: a standard deviation far above any weight's size."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,10 @@ class TrainConfig:
         n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)
         if n_params > MAX_PARAMS:
             raise ValueError(self._too_large(n_params))
+        try:
+            check_batch_units(self.batch_size, self.hidden, self.layers)
+        except ValueError as exc:
+            raise ValueError(f"options 'batch_size', 'hidden' and 'layers': {exc}") from None
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
@@ -209,6 +223,12 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"option {name!r}: must be a number >= 0, got {v!r}")
+        if self.weight_noise > MAX_WEIGHT_NOISE:
+            raise ValueError(
+                f"option 'weight_noise': must be at most {MAX_WEIGHT_NOISE:g} (a standard "
+                f"deviation added to every weight; the recipe uses 0.075), got "
+                f"{self.weight_noise!r}"
+            )
         for name in ("dropout", "recurrent_dropout", "zoneout"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 <= v < 1):
