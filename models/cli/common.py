@@ -63,8 +63,13 @@ def write_stdout(text: str, *, essential: bool = True) -> None:
         BrokenPipeError: the reader went away (``minigrad explain | head``).
     """
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        # in pieces: a reader that went away is noticed at the next piece, where one
+        # write of megabytes may end without an error on some systems
+        for i in range(0, len(text), 1 << 16):
+            sys.stdout.write(text[i : i + (1 << 16)])
+            sys.stdout.flush()
+        if not text:
+            sys.stdout.flush()
     except BrokenPipeError:
         raise
     except (OSError, ValueError) as exc:
