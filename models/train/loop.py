@@ -749,7 +749,11 @@ def _train_locked(
     out = Path(config.out)
     ckpt = out / CHECKPOINT_FILE
     train_split = dataset.train
-    n_batches = -(-len(train_split) // config.batch_size)
+    # in the split's order; an epoch's own order may close a batch or two more early
+    # where a piece is very long (TRAIN_PADDED_STEPS)
+    n_batches = len(
+        batch_groups(train_split, config.batch_size, max_padded_steps=TRAIN_PADDED_STEPS)
+    )
     sched = _schedule(config, n_batches)
     if config.resume:
         # the model comes from the checkpoint's cell description: nothing is imported
