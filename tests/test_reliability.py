@@ -240,7 +240,14 @@ def test_sigterm_keeps_a_resumable_checkpoint_and_records_the_status(
         [sys.executable, "-m", "models", *argv], stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.time() + 60
-    while time.time() < deadline and not (out / "metrics.json").exists():
+
+    def epochs_done() -> int:
+        # metrics.json says "running" from the first checkpoint on; wait for an epoch
+        if not (out / "metrics.json").exists():
+            return 0
+        return len(json.loads((out / "metrics.json").read_text())["epochs"])
+
+    while time.time() < deadline and epochs_done() < 1:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -267,6 +274,12 @@ def save(*args, **kwargs):
     if when == "after":
         os.kill(os.getpid(), sig)
 loop._save_checkpoint = save
+real_write = loop._write_outputs
+def write(*args, **kwargs):
+    real_write(*args, **kwargs)
+    if when == "written":
+        os.kill(os.getpid(), sig)
+loop._write_outputs = write
 from models.cli import main
 sys.exit(main(sys.argv[3:]))
 """
@@ -290,6 +303,25 @@ def test_a_signal_right_after_the_first_checkpoint_records_interrupted(
     assert load_checkpoint(out / "checkpoint.npz").epoch == 0
     assert not list(out.glob(f"*{TEMP_SUFFIX}"))
     # and the run continues from it
+    assert main([*_args(tiny, out), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_a_kill_9_after_the_first_checkpoint_leaves_metrics_running(
+    tiny: Path, tmp_path: Path
+) -> None:
+    # metrics.json is written with the first checkpoint, before the first epoch
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AT, "SIGKILL", "written", *_args(tiny, out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "running" and metrics["epochs"] == []
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 0
     assert main([*_args(tiny, out), "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
 

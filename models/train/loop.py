@@ -775,6 +775,11 @@ def _train_locked(
     try:
         if not config.resume:
             _save_checkpoint(ckpt, config, model, opt, rng, st, fingerprint, sched)
+            # status "running" at once: even a kill -9 before the first epoch ends
+            # leaves a checkpoint with its metrics.json
+            _write_outputs(
+                out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
+            )
         reporter.start(config, n_batches, st.epoch + 1)
         st.stop_reason = None
         while True:
