@@ -1047,7 +1047,6 @@ class LoopWorkspace(Workspace):
         for name, ref in cell.outputs.items() if with_outputs else ():
             kb = self._k_bufs[_key(cell, ref)]
             outputs[name] = np.empty((T, *kb.shape[1:]), kb.dtype)
-        body = self._bodies["fwd"]
         with np.errstate(over="ignore"):
             for fn, args in self._fwd_once:
                 fn(*args)
@@ -1061,15 +1060,8 @@ class LoopWorkspace(Workspace):
             self._load_chunk(t0, n, check=True)
             if self.recompute:
                 self._marks.append([o.new[i][0].copy() for i in halo])
-            pro, epi = self._fwd_steps(n)
             with np.errstate(over="ignore"):
-                for fn, args in pro:
-                    fn(*args)
-                for t in range(n):
-                    for fn, targs in body:
-                        fn(*targs[t])
-                for fn, args in epi:
-                    fn(*args)
+                self._chunk_forward(n)
             for name in cell.losses:
                 vals = self.bufs["op:" + name]
                 losses[name] += float(np.sum(vals * self.mask) if self.masked else np.sum(vals))
@@ -1101,6 +1093,19 @@ class LoopWorkspace(Workspace):
         for v in losses.values():
             loss += v
         return Run(loss, outputs, final, self.batch, self.masked, self.generation)
+
+    def _chunk_forward(self, n: int) -> None:
+        """The forward calls of a chunk of ``n`` steps laid out in the window: the
+        per-step prologue, the body at every step, the per-step epilogue."""
+        pro, epi = self._fwd_steps(n)
+        body = self._bodies["fwd"]
+        for fn, args in pro:
+            fn(*args)
+        for t in range(n):
+            for fn, targs in body:
+                fn(*targs[t])
+        for fn, args in epi:
+            fn(*args)
 
     def _bwd_plan(
         self, with_outputs: bool
@@ -1193,15 +1198,8 @@ class LoopWorkspace(Workspace):
                 # the chunk's forward pass again, from its incoming states
                 for i, v in zip(halo_owners, self._marks[t0 // C], strict=True):
                     np.copyto(o.new[i][0], v)
-                fpro, fepi = self._fwd_steps(n)
                 with np.errstate(all="ignore"):
-                    for fn, args in fpro:
-                        fn(*args)
-                    for t in range(n):
-                        for fn, targs in fbody:
-                            fn(*targs[t])
-                    for fn, args in fepi:
-                        fn(*args)
+                    self._chunk_forward(n)
             else:
                 for i in kept:
                     new = o.new[i]
