@@ -787,3 +787,19 @@ def test_absurd_weight_noise_is_refused_and_huge_losses_print_short() -> None:
     with pytest.raises(ValueError, match="weight_noise': must be at most 10"):
         TrainConfig(weight_noise=1e300).validate()
     assert _nll(8.123456) == "8.1235" and _nll(1e300) == "1e+300"
+
+
+def test_a_closed_or_full_stderr_ends_the_messages_not_the_run(tmp_path: Path) -> None:
+    from models.train import train
+    from models.train.report import ConsoleReporter
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    write_tiny_dataset(tmp_path / "d.npz", 0)
+    config = TrainConfig(dataset=str(tmp_path / "d.npz"), hidden=3, epochs=2,
+                         out=str(tmp_path / "run"), progress=False)
+    result = train(config, reporter=ConsoleReporter(stream=Broken()))
+    assert result.metrics["status"] == "finished"
+    assert (tmp_path / "run" / "model.npz").is_file()

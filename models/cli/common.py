@@ -60,7 +60,8 @@ def write_stdout(text: str, *, essential: bool = True) -> None:
     Raises:
         OutputLost: naming standard output and why (``No space left on
             device``, closed), when ``essential``.
-        BrokenPipeError: the reader went away (``minigrad explain | head``).
+        BrokenPipeError: the reader went away (``minigrad explain | head``), when
+            ``essential``.
     """
     try:
         # in pieces: a reader that went away is noticed at the next piece, where one
@@ -71,7 +72,9 @@ def write_stdout(text: str, *, essential: bool = True) -> None:
         if not text:
             sys.stdout.flush()
     except BrokenPipeError:
-        raise
+        sys.stdout = open(os.devnull, "w")
+        if essential:
+            raise
     except (OSError, ValueError) as exc:
         sys.stdout = open(os.devnull, "w")
         if essential:

@@ -181,7 +181,7 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         base = config_from_mapping(saved, where=f"{out / CHECKPOINT_FILE}: stored configuration")
         explicit["out"] = str(out)
         config = _usage(config_from_mapping, explicit, where=where, base=base)
-    return config
+    return _usage(config.check_training_batch)
 
 
 def _usage(build: Any, *a: Any, **kw: Any) -> TrainConfig:

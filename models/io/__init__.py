@@ -31,6 +31,7 @@ from models.io.atomic import (
 )
 from models.io.files import (
     FileError,
+    ProgressStream,
     check_output_file,
     content_hash,
     open_regular,
@@ -50,6 +51,7 @@ __all__ = [
     "FolderBusyError",
     "Member",
     "NpzLimits",
+    "ProgressStream",
     "RunLock",
     "Terminated",
     "atomic_write",

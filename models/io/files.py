@@ -7,7 +7,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 __all__ = [
     "DEFAULT_TEXT_LIMIT",
@@ -202,3 +202,41 @@ def content_hash(path: str | os.PathLike[str], what: str = "data set") -> tuple[
         except OSError as exc:
             raise FileError(f"{path}: cannot be read ({_one_line(exc.strerror or exc)})") from None
     return digest.hexdigest(), size
+
+
+class ProgressStream:
+    """A text stream for progress messages whose failure ends the messages, not the work.
+
+    A run's results are files: when its standard error is a pipe whose reader went
+    away (``minigrad train 2>&1 | head``), or a full disk, the messages are dropped
+    from then on and the run goes on.
+
+    Args:
+        stream: the stream written to (``sys.stderr``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.lost = False
+        """Whether a write failed (and later ones are dropped)."""
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self.lost = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.lost = True
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False

@@ -292,7 +292,9 @@ class SweepConfig:
         refused: list[str] = []
         for cell in self.cells:
             try:
-                replace(base, cell=cell, hidden=sizes[cell], lr=lrs[0], out=str(root)).validate()
+                replace(
+                    base, cell=cell, hidden=sizes[cell], lr=lrs[0], out=str(root)
+                ).validate().check_training_batch()
             except ValueError as exc:
                 if str(exc) not in refused:
                     refused.append(str(exc))

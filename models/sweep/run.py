@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from models.data.dataset import one_line
 from models.data.load import load_dataset
 from models.generate.midi import import_extra
-from models.io import RunLock, atomic_write_text, read_text_capped
+from models.io import ProgressStream, RunLock, atomic_write_text, read_text_capped
 from models.sweep.config import (
     RESULTS_CSV,
     RESULTS_JSON,
@@ -256,7 +256,8 @@ def _run_locked(
     ``metrics.json`` of one of them is run again; anywhere else it is someone
     else's file, and refused). ``accept`` is called once the trial folders are
     checked, before the sweep writes anything."""
-    stream = sys.stderr if log is None else log
+    # the sweep's results are files: a closed or full stderr ends its messages only
+    stream = ProgressStream(sys.stderr if log is None else log)
 
     def say(text: str) -> None:
         stream.write(f"sweep: {text}\n")

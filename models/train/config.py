@@ -163,6 +163,23 @@ class TrainConfig:
     zoneout: float = 0.0
     blas_threads: int = DEFAULT_BLAS_THREADS
 
+    def check_training_batch(self) -> TrainConfig:
+        """Refuse a training batch wider than ``models.nets.limits.MAX_BATCH_UNITS``
+        (``batch_size * hidden * layers``): checked before training, not when a stored
+        configuration is read (a model is scored and sampled in batches of its own).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: naming the three options and the largest batch size.
+        """
+        try:
+            check_batch_units(self.batch_size, self.hidden, self.layers)
+        except ValueError as exc:
+            raise ValueError(f"options 'batch_size', 'hidden' and 'layers': {exc}") from None
+        return self
+
     def validate(self) -> TrainConfig:
         """Check every option; return the configuration itself.
 
@@ -204,10 +221,6 @@ class TrainConfig:
         n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)
         if n_params > MAX_PARAMS:
             raise ValueError(self._too_large(n_params))
-        try:
-            check_batch_units(self.batch_size, self.hidden, self.layers)
-        except ValueError as exc:
-            raise ValueError(f"options 'batch_size', 'hidden' and 'layers': {exc}") from None
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")

@@ -697,7 +697,7 @@ def train(config: TrainConfig, *, reporter: Reporter | None = None) -> TrainResu
             epoch is on disk.
         OSError: a file cannot be written.
     """
-    config = config.validate()
+    config = config.validate().check_training_batch()
     with blas_threads(config.blas_threads):
         return _train(config, reporter)
 

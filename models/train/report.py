@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from models.io import ProgressStream
 from models.train.config import TrainConfig
 
 # --------------------------------------------------------------------------- reporting
@@ -82,7 +83,10 @@ class ConsoleReporter(Reporter):
     """
 
     def __init__(self, stream: TextIO | None = None, live: bool | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
+        # progress is not a result: a closed or full stderr ends it, not the run
+        self.stream = ProgressStream(
+            stream if stream is not None else sys.stderr
+        )
         if live is None:
             isatty = getattr(self.stream, "isatty", None)
             live = bool(isatty()) if callable(isatty) else False
