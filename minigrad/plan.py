@@ -71,6 +71,7 @@ from minigrad.types import Array, BoolArray
 from minigrad.unroll import SHARED, Key, reachable, unroll
 
 __all__ = [
+    "MAX_PLAN_NODE_STEPS",
     "MAX_PLAN_STEPS",
     "BufRef",
     "Gradients",
@@ -79,6 +80,7 @@ __all__ = [
     "Run",
     "Stepper",
     "compile_plan",
+    "plan_steps_limit",
 ]
 
 # --------------------------------------------------------------------------
@@ -289,9 +291,18 @@ def _buffer_names(cell: Cell) -> dict[str, tuple[str, bool]]:
 
 
 MAX_PLAN_STEPS = 10_000
-"""The most steps of one plan (``compile_plan``, ``plan_of``): the full unroll takes tens
-of kilobytes per step to compile and bind. A loop program (``minigrad.compile``) runs
-any T."""
+"""The most steps of one plan (``compile_plan``, ``plan_of``). A loop program
+(``minigrad.compile``) runs any T."""
+
+MAX_PLAN_NODE_STEPS = 100_000
+"""The most nodes times steps of one plan: the full unroll takes about 3 KB per node and
+step to compile and bind (a 50-node cell over 10,000 steps took 1.6 GB), so this
+keeps a plan near 300 MB."""
+
+
+def plan_steps_limit(cell: Cell) -> int:
+    """The most steps a plan of ``cell`` may unroll (at least 1)."""
+    return max(1, min(MAX_PLAN_STEPS, MAX_PLAN_NODE_STEPS // max(1, len(cell.ops))))
 
 
 def compile_plan(
@@ -327,12 +338,16 @@ def compile_plan(
             with states that feed one another in turn it may need something else.
     """
     where = f"cell '{cell.name}': "
-    if isinstance(steps, int) and not isinstance(steps, bool) and steps > MAX_PLAN_STEPS:
-        raise ArgumentError(
-            f"{where}a plan of {steps:,} steps: a plan unrolls a copy of the cell per step "
-            f"(tens of kilobytes each) and is compiled for at most {MAX_PLAN_STEPS:,}; "
-            "minigrad.compile(cell) runs any number of steps with one compiled step"
-        )
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        most = plan_steps_limit(cell)
+        if steps > most:
+            raise ArgumentError(
+                f"{where}a plan of {steps:,} steps: a plan unrolls a copy of the cell's "
+                f"{len(cell.ops)} nodes per step (kilobytes each), and is compiled for at "
+                f"most {MAX_PLAN_NODE_STEPS:,} node-steps and {MAX_PLAN_STEPS:,} steps: "
+                f"{most:,} steps for this cell; minigrad.compile(cell) runs any number of "
+                "steps with one compiled step"
+            )
     names = resolve(passes, where)
     source = cell
     sources = set(cell.params) | set(cell.inputs) | set(cell.states)

@@ -21,7 +21,7 @@ from minigrad.cell import Cell
 from minigrad.errors import ArgumentError, GraphError, ShapeError, check_names
 from minigrad.loop import LoopWorkspace, template_steps
 from minigrad.passes import resolve
-from minigrad.plan import Plan, compile_plan
+from minigrad.plan import Plan, compile_plan, plan_steps_limit
 from minigrad.runtime.workspace import Gradients, Run
 from minigrad.types import Array, BoolArray
 
@@ -258,8 +258,9 @@ class Program:
         # long sequence would take tens of kilobytes per step
         plans: dict[int, Plan] = {}
         t0 = 0
+        width = min(DIAGNOSIS_STEPS, plan_steps_limit(cell))
         while t0 < T:
-            n = min(DIAGNOSIS_STEPS, T - t0)
+            n = min(width, T - t0)
             plain = plans.get(n)
             if plain is None:
                 plain = plans[n] = compile_plan(cell, n, passes=())

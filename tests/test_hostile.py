@@ -803,3 +803,31 @@ def test_a_closed_or_full_stderr_ends_the_messages_not_the_run(tmp_path: Path) -
     result = train(config, reporter=ConsoleReporter(stream=Broken()))
     assert result.metrics["status"] == "finished"
     assert (tmp_path / "run" / "model.npz").is_file()
+
+
+def test_a_link_swapped_during_sampling_does_not_lead_into_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    cli_sample = importlib.import_module("models.cli.sample")
+    monkeypatch.chdir(tmp_path)
+    write_tiny_dataset(tmp_path / "d.npz", 0)
+    assert main(["train", "--dataset", "d.npz", "--hidden", "3", "--epochs", "1",
+                 "--out", "run", "--no-progress"]) == 0
+    model = (tmp_path / "run" / "model.npz").read_bytes()
+    (tmp_path / "song.npz").symlink_to(tmp_path / "elsewhere.npz")
+    real = cli_sample.sample
+
+    def swapping(*a: Any, **kw: Any) -> Any:
+        roll = real(*a, **kw)
+        (tmp_path / "song.npz").unlink()
+        (tmp_path / "song.npz").symlink_to(tmp_path / "run" / "model.npz")
+        return roll
+
+    monkeypatch.setattr(cli_sample, "sample", swapping)
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", "run/model.npz", "--steps", "3",
+                 "-o", "song.npz"]) == 2
+    assert "through the link" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.npz").read_bytes() == model

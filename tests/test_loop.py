@@ -482,5 +482,15 @@ def test_a_plan_of_more_steps_than_the_limit_is_refused() -> None:
     cell = l2_cell("tanh")
     with pytest.raises(mg.ArgumentError, match=r"minigrad\.compile"):
         mg.plan_of(cell, MAX_PLAN_STEPS + 1)
-    with pytest.raises(mg.ArgumentError, match="at most 10,000"):
+    with pytest.raises(mg.ArgumentError, match="at most 100,000 node-steps"):
         mg.compile_plan(cell, 10**12)
+
+
+def test_a_plan_is_limited_in_nodes_times_steps() -> None:
+    from minigrad.plan import MAX_PLAN_NODE_STEPS, plan_steps_limit
+
+    cell = random_cell(3)
+    most = plan_steps_limit(cell)
+    assert most == min(10_000, MAX_PLAN_NODE_STEPS // len(cell.ops))
+    with pytest.raises(mg.ArgumentError, match=f"{most:,} steps for this cell"):
+        mg.compile_plan(cell, most + 1, passes=())

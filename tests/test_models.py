@@ -736,14 +736,18 @@ def test_a_training_batch_wider_than_the_limit_is_refused() -> None:
     from models.nets.limits import MAX_BATCH_UNITS
     from models.train import TrainConfig
 
-    TrainConfig(cell="lstm", hidden=559, batch_size=58).validate().check_training_batch()
-    wide = TrainConfig(cell="lstm", hidden=559, batch_size=59)
+    TrainConfig(cell="lstm", hidden=559, batch_size=56).validate().check_training_batch()
+    wide = TrainConfig(cell="lstm", hidden=559, batch_size=57)
     wide.validate()  # a stored configuration still loads: a model is scored in its own batches
-    with pytest.raises(ValueError, match="at most 58") as err:
+    with pytest.raises(ValueError, match="at most 56") as err:
         wide.check_training_batch()
     assert f"{MAX_BATCH_UNITS:,}" in str(err.value)
     with pytest.raises(ValueError, match="2 layer"):
         TrainConfig(hidden=46, layers=2, batch_size=400).check_training_batch()
+    # the inputs count too: a one-unit model is not a licence for any batch
+    TrainConfig(cell="lstm", hidden=1, batch_size=414).check_training_batch()
+    with pytest.raises(ValueError, match="at most 414"):
+        TrainConfig(cell="lstm", hidden=1, batch_size=32_768).check_training_batch()
 
 
 def test_a_wide_model_scores_smaller_batches(monkeypatch: pytest.MonkeyPatch) -> None:

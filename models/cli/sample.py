@@ -118,6 +118,8 @@ def run_sample(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     primed = 0 if prime is None else int(prime.shape[0])
     roll = sample(model, args.steps, seed=args.seed, greedy=args.greedy, prime=prime)
+    # again, now that the song is made: a link swapped meanwhile must not lead into a run
+    check_outputs({"-o": args.out, "--roll": args.roll})
     written: list[str] = []
     if args.roll is not None:
         how = "greedy" if args.greedy else f"seed {args.seed}"

@@ -33,26 +33,28 @@ MAX_PARAMS = 1_500_000
 (one layer of 559 units on 88 keys; 70 times the paper's models)."""
 
 
-MAX_BATCH_UNITS = 32_768
-"""The most ``batch_size * hidden * layers`` of a training run: the width of one step's
-activations, which the memory of a step grows with. 712 sequences for a GRU-46, 58
-for an LSTM of 559 units, which then trains in about 460 MB (64 took 490 MB, 128 took
-688 MB)."""
+MAX_BATCH_UNITS = 36_864
+"""The most ``batch_size * (hidden * layers + inputs)`` of a training run: the width of
+one step's activations (states and gates grow with the hidden units, inputs, targets
+and read-out with the inputs), which the memory of a step grows with. 275 sequences
+for a GRU-46 on 88 keys, 56 for an LSTM of 559 units, which then trains in about 370
+MB (64 took 490 MB and 128 took 688 MB)."""
 
 
-def check_batch_units(batch_size: int, hidden: int, layers: int) -> None:
+def check_batch_units(batch_size: int, hidden: int, layers: int, inputs: int) -> None:
     """Refuse a training batch wider than :data:`MAX_BATCH_UNITS` units in all.
 
     Raises:
         ValueError: one line naming the product, the limit and the largest batch size.
     """
-    units = batch_size * hidden * layers
+    width = hidden * layers + inputs
+    units = batch_size * width
     if units > MAX_BATCH_UNITS:
-        most = max(1, MAX_BATCH_UNITS // (hidden * layers))
+        most = max(1, MAX_BATCH_UNITS // width)
         raise ValueError(
-            f"batch size {batch_size} x hidden size {hidden} x {layers} layer(s) = "
-            f"{units:,} units in one step, more than the {MAX_BATCH_UNITS:,} a training "
-            f"batch may have: use a batch size of at most {most}"
+            f"batch size {batch_size} x ({hidden} hidden x {layers} layer(s) + {inputs} "
+            f"inputs) = {units:,} units in one step, more than the {MAX_BATCH_UNITS:,} a "
+            f"training batch may have: use a batch size of at most {most}"
         )
 
 

@@ -175,7 +175,7 @@ class TrainConfig:
             ValueError: naming the three options and the largest batch size.
         """
         try:
-            check_batch_units(self.batch_size, self.hidden, self.layers)
+            check_batch_units(self.batch_size, self.hidden, self.layers, N_PITCHES)
         except ValueError as exc:
             raise ValueError(f"options 'batch_size', 'hidden' and 'layers': {exc}") from None
         return self

@@ -749,7 +749,7 @@ def _train_locked(
     out = Path(config.out)
     ckpt = out / CHECKPOINT_FILE
     train_split = dataset.train
-    # in the split's order; an epoch's own order may close a batch or two more early
+    # in the split's order; an epoch's shuffled order may close more batches early
     # where a piece is very long (TRAIN_PADDED_STEPS)
     n_batches = len(
         batch_groups(train_split, config.batch_size, max_padded_steps=TRAIN_PADDED_STEPS)
