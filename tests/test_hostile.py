@@ -781,7 +781,7 @@ def test_a_float_in_a_checkpoints_rng_state_is_refused(tmp_path: Path) -> None:
 
 
 def test_absurd_weight_noise_is_refused_and_huge_losses_print_short() -> None:
-    from models.train.report import _nll
+    from models.train.report import nll_text as _nll
 
     TrainConfig(weight_noise=10.0).validate()
     with pytest.raises(ValueError, match="weight_noise': must be at most 10"):

@@ -116,8 +116,8 @@ def _integers_only(value: Any, where: str) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
             _integers_only(v, f"{where}.{k}")
-    elif isinstance(value, float) or (
-        isinstance(value, np.ndarray) and value.dtype.kind not in "iub"
+    elif isinstance(value, float | bool) or (
+        isinstance(value, np.ndarray) and value.dtype.kind not in "iu"
     ):
         raise CheckpointError(f"{where}: expected an integer, got {value!r}")
 

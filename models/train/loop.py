@@ -116,7 +116,7 @@ from models.train.optim import (
     global_norm,
     make_optimizer,
 )
-from models.train.report import ConsoleReporter, Reporter
+from models.train.report import ConsoleReporter, Reporter, nll_text
 from models.train.schedule import LRSchedule
 from models.train.svg import write_svg
 
@@ -900,7 +900,7 @@ def _train_locked(
         }
         reporter.message(
             f"stopped: {reasons[st.stop_reason]}; best epoch {st.best_epoch} "
-            f"(valid {st.best_valid:.4f})"
+            f"(valid {nll_text(st.best_valid)})"
         )
         if st.best_epoch > 0:
             model.load_state_dict(st.best_params)

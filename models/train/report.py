@@ -13,7 +13,7 @@ from models.train.config import TrainConfig
 # --------------------------------------------------------------------------- reporting
 
 
-def _nll(v: float) -> str:
+def nll_text(v: float) -> str:
     """An NLL for the epoch line: four decimals, or four digits when it is huge."""
     return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
 
@@ -143,8 +143,8 @@ class ConsoleReporter(Reporter):
         if record.get("grad_norm") is not None:
             extra += f"  |g| {record['grad_norm']:.3g}"
         self.stream.write(
-            f"epoch {record['epoch']}/{epochs}  train {_nll(record['train_nll'])}  "
-            f"valid {_nll(record['valid_nll'])}{star}{extra}  {record['seconds']:.1f}s\n"
+            f"epoch {record['epoch']}/{epochs}  train {nll_text(record['train_nll'])}  "
+            f"valid {nll_text(record['valid_nll'])}{star}{extra}  {record['seconds']:.1f}s\n"
         )
         self.stream.flush()
 
