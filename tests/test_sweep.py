@@ -512,3 +512,21 @@ def test_dask_without_distributed_names_the_extra(
     assert line.startswith("minigrad: error: --executor dask://127.0.0.1:8786 needs")
     assert 'pip install "minigrad[dask]"' in line
     assert not out.exists()  # nothing was started
+
+
+def test_a_closed_stderr_loses_the_sweeps_messages_not_its_exit_code(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Closed())
+    out = tmp_path / "s"
+    argv = ["sweep", "--dataset", str(tiny), "--out", str(out), "--cells", "gru",
+            "--hidden", "gru=3", "--lr-candidates", "1", "--executor", "local:1",
+            "--epochs", "1", "--batch-size", "2", "--eval-batch-size", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["status"] == "finished"

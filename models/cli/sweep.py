@@ -19,6 +19,7 @@ from models.cli.common import (
 from models.cli.train import read_toml
 from models.data.dataset import one_line
 from models.generate.midi import MissingExtraError
+from models.io import ProgressStream
 from models.sweep.config import (
     DEFAULT_WORKERS,
     MAX_LR_CANDIDATES,
@@ -240,10 +241,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 1
     write_stdout(format_table(result.cells), essential=False)  # results.csv holds it
     files = ", ".join(str(p) for p in result.files.values())
-    sys.stderr.write(f"sweep: results in {files}\n")
+    # a message, not a result (the files are): a closed or full stderr loses only it
+    messages = ProgressStream(sys.stderr)
+    messages.write(f"sweep: results in {files}\n")
+    messages.flush()
     if result.failed:
         n, total = len(result.failed), len(result.trials)
-        sys.stderr.write(
+        messages.write(
             f"minigrad: error: {n} of {total} trials failed (see {result.files['json']}); "
             "run the same command again to retry them\n"
         )
