@@ -490,8 +490,8 @@ class LoopWorkspace(Workspace):
         pro, _body, epi = self._fwd_parts
         self._fwd_once = [c for c in (*pro, *epi) if not self._per_step(c[1])]
         self._history: dict[int, AnyArray] = {}
-        # with ``recompute``: the halo slots (incoming states) of every chunk
-        self._marks: list[list[AnyArray]] = []
+        # with ``recompute``: the halo slots (incoming states) of every chunk, by owner
+        self._marks: list[list[tuple[int, AnyArray]]] = []
         self.recompute = False
         self._keep: tuple[list[int], bool, list[int]] | None = None
         self._chunked = False
@@ -635,7 +635,7 @@ class LoopWorkspace(Workspace):
             sum(int(a.nbytes) for a in self.arena.arrays)
             + sum(int(a.nbytes) for a in self._owners.new)
             + sum(int(a.nbytes) for a in self._history.values())
-            + sum(int(a.nbytes) for m in self._marks for a in m)
+            + sum(int(a.nbytes) for m in self._marks for _i, a in m)
         )
 
     def history_bytes(self, T: int) -> int:
@@ -1059,7 +1059,7 @@ class LoopWorkspace(Workspace):
                     np.copyto(self.bufs["state:" + s][0], st)
             self._load_chunk(t0, n, check=True)
             if self.recompute:
-                self._marks.append([o.new[i][0].copy() for i in halo])
+                self._marks.append([(i, o.new[i][0].copy()) for i in halo])
             with np.errstate(over="ignore"):
                 self._chunk_forward(n)
             for name in cell.losses:
@@ -1185,7 +1185,6 @@ class LoopWorkspace(Workspace):
             for i in wanted
         }
         starts = list(range(0, T, C))
-        halo_owners = [i for i in range(self._values) if o.new[i].shape[0] > o.capacity]
         acc: list[AnyArray] = []
         halo: dict[int, AnyArray] = {}
         first = True
@@ -1196,7 +1195,7 @@ class LoopWorkspace(Workspace):
             self._load_chunk(t0, n, check=False)
             if self.recompute:
                 # the chunk's forward pass again, from its incoming states
-                for i, v in zip(halo_owners, self._marks[t0 // C], strict=True):
+                for i, v in self._marks[t0 // C]:
                     np.copyto(o.new[i][0], v)
                 with np.errstate(all="ignore"):
                     self._chunk_forward(n)
