@@ -25,6 +25,7 @@ import numpy as np
 
 from minigrad.cell import Cell, CellBuilder, l2_loss
 from minigrad.errors import NonFiniteError, ShapeError
+from minigrad.plan import Run
 from minigrad.program import Program, compile
 from minigrad.types import Array, FloatDType, format_shape
 from models.cells.fragment import INITS, Fragment
@@ -188,6 +189,29 @@ def l2_cell(
     b.loss(l2_loss(tops[-1], y, name="loss"))
     return b.build()
 
+
+
+def nonfinite_error(
+    plan: Program, run: Run, params: Mapping[str, Array], what: str
+) -> NonFiniteError:
+    """A ``NonFiniteError`` for ``run`` of ``plan``: ``what`` went wrong, the first node
+    and step holding a NaN or an infinity (``Program.first_nonfinite``), or the
+    parameters that hold one, or else that only a sum overflowed."""
+    bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        found = plan.first_nonfinite(run)
+    parts = [what]
+    node: str | None = None
+    step: int | None = None
+    if found is not None:
+        node, step = found
+        where = f"step {step}" if step >= 0 else "a parameter-only node"
+        parts.append(f"first non-finite value at node '{node}', {where}")
+    if bad:
+        parts.append(f"parameter(s) {bad} hold non-finite values")
+    elif found is None:
+        parts.append("every node's value is finite: the sum of the loss terms overflowed")
+    return NonFiniteError("; ".join(parts), node=node, step=step)
 
 class RecurrentModel:
     """L recurrent layers of one cell type with an L2 loss on the top layer's states.
@@ -403,26 +427,13 @@ class RecurrentModel:
         loss: float,
         bad: list[str],
     ) -> NonFiniteError:
-        """The error of a pass with a NaN or an infinity: which node and step first held
-        one (a forward pass again, only on this path)."""
+        """The error of a pass with a NaN or an infinity (a forward pass again, only on
+        this path, to find where)."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run = plan.forward(self.params, {"x": x, "y": y}, states, backward=False)
-            found = plan.first_nonfinite(run)
-        what = (
-            f"the loss is {loss}"
-            if not np.isfinite(loss)
-            else f"the gradient of {bad} is not finite"
-        )
-        if found is None:
-            return NonFiniteError(
-                f"{what}; every node's value is finite: a sum of the loss terms or of a "
-                "gradient overflowed (inputs or targets too large?)"
-            )
-        node, step = found
-        where = f"step {step}" if step >= 0 else "a parameter-only node"
-        return NonFiniteError(
-            f"{what}; first non-finite value at node '{node}', {where}", node=node, step=step
-        )
+        finite = np.isfinite(loss)
+        what = f"the gradient of {bad} is not finite" if finite else f"the loss is {loss}"
+        return nonfinite_error(plan, run, self.params, what)
 
     def forward(self, x: Array, h0: Array | None = None) -> Array:
         """Run the model over a batch of sequences.

@@ -55,7 +55,7 @@ from models.cells.registry import resolve_cell
 from models.cells.stack import stack
 from models.data.batches import Batch, batches
 from models.data.dataset import N_PITCHES, Split
-from models.nets.base import TIME_MAJOR_HINT, check_state_dict
+from models.nets.base import TIME_MAJOR_HINT, check_state_dict, nonfinite_error
 from models.nets.limits import check_model_size
 
 __all__ = [
@@ -493,20 +493,7 @@ class SequenceModel:
     def _nonfinite(
         self, plan: Program, run: Run, params: Mapping[str, Array], what: str
     ) -> NonFiniteError:
-        bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
-        found = plan.first_nonfinite(run)
-        parts = [what]
-        if found is not None:
-            node, step = found
-            where = f"step {step}" if step >= 0 else "a parameter-only node"
-            parts.append(f"first non-finite value at node '{node}', {where}")
-        else:
-            node, step = None, None
-        if bad:
-            parts.append(f"parameter(s) {bad} hold non-finite values")
-        elif found is None:
-            parts.append("every node's value is finite: the sum of the loss terms overflowed")
-        return NonFiniteError("; ".join(parts), node=node, step=step)
+        return nonfinite_error(plan, run, params, what)
 
     def loss_and_grads(
         self,
