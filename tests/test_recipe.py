@@ -20,7 +20,9 @@ from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
 from models.train.optim import decay_weights
-from models.train.schedule import LRSchedule
+from models.data.batches import batch_groups
+from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config
+from models.train.schedule import LRSchedule, scaled_lr
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,38 @@ def test_plateau_reduces_after_patience_epochs_without_improvement() -> None:
 def test_bad_schedule_state_is_named() -> None:
     with pytest.raises(ValueError, match=r"ck\.npz: bad learning-rate schedule state"):
         LRSchedule(1.0).load_state_dict({"scale": -1.0, "last_reduction": 0}, where="ck.npz")
+
+
+def test_the_rate_scales_with_the_steps_per_batch() -> None:
+    assert scaled_lr(3e-3, "none", 2048, 512) == 3e-3
+    assert scaled_lr(3e-3, "sqrt", 2048, 512) == pytest.approx(6e-3)
+    assert scaled_lr(3e-3, "linear", 2048, 512) == pytest.approx(1.2e-2)
+    assert scaled_lr(3e-3, "sqrt", 128, 512) == pytest.approx(1.5e-3)
+    with pytest.raises(ValueError, match="unknown learning-rate scaling 'cube'"):
+        scaled_lr(3e-3, "cube", 2048, 512)
+    with pytest.raises(ValueError, match="positive sizes"):
+        scaled_lr(3e-3, "sqrt", 0.0, 512)
+
+
+@pytest.mark.parametrize("scaling", ["sqrt", "linear"])
+def test_a_run_trains_at_its_scaled_rate(tiny_npz: Path, tmp_path: Path, scaling: str) -> None:
+    cfg = tiny_config(tiny_npz, tmp_path, epochs=1, lr_scaling=scaling, lr_reference_steps=7)
+    split = load_dataset(str(tiny_npz)).train
+    mean_steps = split.n_steps / len(
+        batch_groups(split, cfg.batch_size, max_padded_steps=TRAIN_PADDED_STEPS)
+    )
+    power = 0.5 if scaling == "sqrt" else 1.0
+    (record,) = train(cfg, reporter=quiet()).metrics["epochs"]
+    assert record["lr"] == pytest.approx(cfg.lr * (mean_steps / 7) ** power, rel=1e-12)
+    assert record["lr"] != pytest.approx(cfg.lr)
+
+
+def test_a_checkpoint_from_before_lr_scaling_trained_unscaled(tmp_path: Path) -> None:
+    saved = TrainConfig().to_dict()
+    del saved["lr_scaling"]
+    _check_resume_config(replace(TrainConfig(), lr_scaling="none"), saved, tmp_path)
+    with pytest.raises(ValueError, match="option 'lr_scaling' is 'sqrt'.*'none'"):
+        _check_resume_config(replace(TrainConfig(), lr_scaling="sqrt"), saved, tmp_path)
 
 
 def test_decoupled_weight_decay_leaves_vectors_alone() -> None:
@@ -179,6 +213,8 @@ def test_weight_decay_shrinks_the_weights(tiny_npz: Path, tmp_path: Path) -> Non
         ("lr_decay", 1.5, r"option 'lr_decay': must be a number in \(0, 1\)"),
         ("max_updates", -1, "option 'max_updates': must be >= 0"),
         ("lr_min", 1.0, "option 'lr_min': must not exceed lr"),
+        ("lr_scaling", "cube", "option 'lr_scaling': unknown value 'cube'; valid: none, sqrt"),
+        ("lr_reference_steps", 0, "option 'lr_reference_steps': must be >= 1"),
     ],
 )
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:

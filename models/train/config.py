@@ -24,7 +24,7 @@ from models.nets.limits import (
     check_batch_units,
     lstm_param_count,
 )
-from models.train.schedule import SCHEDULES
+from models.train.schedule import LR_SCALINGS, SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_FILE = "model.npz"
@@ -84,7 +84,10 @@ class TrainConfig:
         epochs: the largest number of epochs, >= 1.
         batch_size: sequences per training batch, >= 1.
         optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"``.
-        lr: learning rate, > 0.
+        lr: learning rate, > 0: the rate of a training batch of
+            ``lr_reference_steps`` real time steps, scaled to the data set's
+            batches by ``lr_scaling`` (the default ``"sqrt"``; ``"none"`` trains at
+            ``lr`` itself).
         clip: largest global gradient norm; 0 disables clipping.
         weight_noise: standard deviation of the Gaussian weight noise; 0 disables it.
         patience: stop when the validation NLL has not improved for this many
@@ -107,6 +110,14 @@ class TrainConfig:
         lr_schedule: ``"constant"``, ``"cosine"``, ``"step"`` or ``"plateau"``
             (``models.train.schedule``).
         warmup_updates: linear learning-rate warm-up over this many updates; 0 for none.
+        lr_scaling: how the rate follows the data set's batches
+            (``models.train.schedule.scaled_lr``): ``"none"`` trains at ``lr``;
+            ``"sqrt"`` and ``"linear"`` treat ``lr`` (and ``lr_min``) as the rate
+            of a batch of ``lr_reference_steps`` real time steps and scale it by
+            the square root, or the ratio, of the mean real steps per training
+            batch over ``lr_reference_steps``.
+        lr_reference_steps: the batch size, in real time steps, at which ``lr``
+            applies under ``lr_scaling``, >= 1.
         lr_min: the floor of the decaying schedules, >= 0.
         lr_decay: the factor of ``"step"`` and ``"plateau"``, in (0, 1).
         lr_step_epochs: the period of ``"step"`` in epochs, >= 1.
@@ -151,8 +162,10 @@ class TrainConfig:
     eval_batch_size: int = 16
     allow_data_change: bool = False
     max_updates: int = 0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     warmup_updates: int = 0
+    lr_scaling: str = "sqrt"
+    lr_reference_steps: int = 512
     lr_min: float = 0.0
     lr_decay: float = 0.5
     lr_step_epochs: int = 50
@@ -197,6 +210,7 @@ class TrainConfig:
             "optimizer": OPTIMIZERS,
             "dtype": DTYPES,
             "lr_schedule": SCHEDULES,
+            "lr_scaling": tuple(LR_SCALINGS),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -212,6 +226,7 @@ class TrainConfig:
             "eval_batch_size",
             "lr_step_epochs",
             "lr_plateau_patience",
+            "lr_reference_steps",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
@@ -348,7 +363,7 @@ CONFIG_HELP: dict[str, str] = {
     "epochs": "largest number of epochs",
     "batch_size": "sequences per training batch",
     "optimizer": "optimiser",
-    "lr": "learning rate",
+    "lr": "learning rate at lr_reference_steps real steps per batch (see --lr-scaling)",
     "clip": "largest global gradient norm (0: no clipping)",
     "weight_noise": "std of the Gaussian weight noise (0: none)",
     "patience": "early stopping: epochs without a better validation NLL (0: never stop early)",
@@ -364,6 +379,9 @@ CONFIG_HELP: dict[str, str] = {
     "max_updates": "stop after this many parameter updates (0: no limit)",
     "lr_schedule": "learning-rate schedule",
     "warmup_updates": "linear learning-rate warm-up over this many updates (0: none)",
+    "lr_scaling": "scale lr (and lr_min) with the mean real time steps per training batch: "
+    "sqrt or linear in (steps / lr_reference_steps), or none",
+    "lr_reference_steps": "the real time steps per batch at which lr applies under lr_scaling",
     "lr_min": "floor of the cosine, step and plateau schedules",
     "lr_decay": "factor of the step and plateau schedules",
     "lr_step_epochs": "step schedule: multiply the rate by lr_decay every this many epochs",
@@ -383,6 +401,7 @@ CONFIG_CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS,
     "dtype": DTYPES,
     "lr_schedule": SCHEDULES,
+    "lr_scaling": tuple(LR_SCALINGS),
 }
 """The valid values of the options that take a name."""
 
@@ -411,6 +430,8 @@ _FIELD_TYPES: dict[str, type] = {
     "max_updates": int,
     "lr_schedule": str,
     "warmup_updates": int,
+    "lr_scaling": str,
+    "lr_reference_steps": int,
     "lr_min": float,
     "lr_decay": float,
     "lr_step_epochs": int,

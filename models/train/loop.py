@@ -117,7 +117,7 @@ from models.train.optim import (
     make_optimizer,
 )
 from models.train.report import ConsoleReporter, Reporter, nll_text
-from models.train.schedule import LRSchedule
+from models.train.schedule import LRSchedule, scaled_lr
 from models.train.svg import write_svg
 
 # --------------------------------------------------------------------------- results
@@ -188,15 +188,20 @@ def _make_model(config: TrainConfig) -> SequenceModel:
     )
 
 
-def _schedule(config: TrainConfig, updates_per_epoch: int) -> LRSchedule:
-    """The learning-rate schedule of a run; the cosine decays over its whole budget."""
+def _schedule(config: TrainConfig, updates_per_epoch: int, mean_batch_steps: float) -> LRSchedule:
+    """The learning-rate schedule of a run: ``lr`` and ``lr_min`` scaled to the data
+    set's batches by ``config.lr_scaling``; the cosine decays over the whole budget."""
     budget = config.max_updates or config.epochs * updates_per_epoch
+
+    def scaled(rate: float) -> float:
+        return scaled_lr(rate, config.lr_scaling, mean_batch_steps, config.lr_reference_steps)
+
     return LRSchedule(
-        lr=config.lr,
+        lr=scaled(config.lr),
         kind=config.lr_schedule,
         total_updates=budget,
         warmup_updates=config.warmup_updates,
-        lr_min=config.lr_min,
+        lr_min=scaled(config.lr_min),
         lr_decay=config.lr_decay,
         step_epochs=config.lr_step_epochs,
         plateau_patience=config.lr_plateau_patience,
@@ -300,12 +305,19 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
+_BEFORE_OPTION: dict[str, object] = {"lr_scaling": "none"}
+"""How runs trained before an option existed behaved, where its default is not that:
+a checkpoint without ``lr_scaling`` trained at ``lr`` unscaled."""
+
+
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
     """Raise ValueError naming the first option that differs from the checkpoint's run."""
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in RESUMABLE_CHANGES:
             continue
+        if f.name not in saved and f.name in _BEFORE_OPTION:
+            saved = {**saved, f.name: _BEFORE_OPTION[f.name]}
         if f.name not in saved and getattr(config, f.name) == getattr(defaults, f.name):
             continue  # an option added since the checkpoint was written, at its default
         if f.name not in saved:
@@ -754,7 +766,8 @@ def _train_locked(
     n_batches = len(
         batch_groups(train_split, config.batch_size, max_padded_steps=TRAIN_PADDED_STEPS)
     )
-    sched = _schedule(config, n_batches)
+    mean_batch_steps = train_split.n_steps / max(n_batches, 1)
+    sched = _schedule(config, n_batches, mean_batch_steps)
     if config.resume:
         # the model comes from the checkpoint's cell description: nothing is imported
         ck = load_checkpoint(ckpt)
@@ -781,6 +794,12 @@ def _train_locked(
                 out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
             )
         reporter.start(config, n_batches, st.epoch + 1)
+        if config.lr_scaling != "none":
+            reporter.message(
+                f"learning rate {sched.lr:.4g}: {config.lr:g} at {config.lr_reference_steps} "
+                f"steps per batch, {config.lr_scaling} scaling to {mean_batch_steps:,.0f} "
+                "real steps per batch"
+            )
         st.stop_reason = None
         while True:
             if st.epoch >= config.epochs:

@@ -5,8 +5,8 @@ the run's counters, so a resumed run continues the schedule exactly; the one
 piece of state, the reduce-on-plateau factor, is saved in the checkpoint
 (``state_dict``). The schedules (``lr`` is ``TrainConfig.lr``):
 
-* ``"constant"``: ``lr`` at every update (the default);
-* ``"cosine"``: ``lr_min + (lr - lr_min) * (1 + cos(pi * u / U)) / 2`` at update
+* ``"constant"``: ``lr`` at every update;
+* ``"cosine"`` (the default of ``TrainConfig``): ``lr_min + (lr - lr_min) * (1 + cos(pi * u / U)) / 2`` at update
   ``u`` (0-based), from ``lr`` to ``lr_min`` over the run's budget of ``U``
   updates (``max_updates``, or ``epochs`` times the updates per epoch), then ``lr_min``;
 * ``"step"``: ``lr * lr_decay ** floor((epoch - 1) / lr_step_epochs)``, at least
@@ -17,6 +17,15 @@ piece of state, the reduce-on-plateau factor, is saved in the checkpoint
 
 ``warmup_updates > 0`` multiplies any of them by ``(u + 1) / warmup_updates``
 during the first ``warmup_updates`` updates (linear warm-up).
+
+``scaled_lr`` is the rule that turns ``TrainConfig.lr`` into the base rate of a
+data set (``TrainConfig.lr_scaling``): ``lr`` is the rate of a training batch
+of ``reference_steps`` real time steps, and a data set whose batches hold ``S``
+real steps on average trains at ``lr * (S / reference_steps) ** k``, with
+``k = 1/2`` for ``"sqrt"`` (the square-root rule of adaptive optimisers,
+Malladi et al. 2022), ``k = 1`` for ``"linear"`` and ``k = 0`` for ``"none"``.
+The loss is a mean over a batch's real steps, so a batch of longer sequences
+gives a less noisy gradient, which can take a longer step.
 """
 
 from __future__ import annotations
@@ -24,10 +33,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SCHEDULES", "LRSchedule"]
+__all__ = ["LR_SCALINGS", "SCHEDULES", "LRSchedule", "scaled_lr"]
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step", "plateau")
 """The names accepted by ``TrainConfig.lr_schedule``."""
+
+LR_SCALINGS: dict[str, float] = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+"""The names accepted by ``TrainConfig.lr_scaling``, with their exponents ``k``."""
+
+
+def scaled_lr(lr: float, scaling: str, mean_batch_steps: float, reference_steps: int) -> float:
+    """The base learning rate of a data set (see the module docstring).
+
+    Args:
+        lr: the rate of a batch of ``reference_steps`` real steps, > 0.
+        scaling: a name of ``LR_SCALINGS``.
+        mean_batch_steps: S, the mean number of real time steps in a training
+            batch of the data set (its training steps over its batches per epoch), > 0.
+        reference_steps: the batch size in steps at which ``lr`` applies, >= 1.
+
+    Returns:
+        ``lr * (mean_batch_steps / reference_steps) ** k``.
+
+    Raises:
+        ValueError: an unknown ``scaling`` or a size that is not positive.
+    """
+    if scaling not in LR_SCALINGS:
+        raise ValueError(
+            f"unknown learning-rate scaling {scaling!r}; valid: {', '.join(LR_SCALINGS)}"
+        )
+    if not (mean_batch_steps > 0 and reference_steps >= 1):
+        raise ValueError(
+            f"learning-rate scaling needs positive sizes, got {mean_batch_steps!r} steps "
+            f"per batch and a reference of {reference_steps!r}"
+        )
+    return float(lr * (mean_batch_steps / reference_steps) ** LR_SCALINGS[scaling])
 
 
 @dataclass
