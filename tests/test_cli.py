@@ -374,6 +374,8 @@ def _train_argv(tiny: Path, out: Path, epochs: int = 3) -> list[str]:
         "--out",
         str(out),
         "--no-progress",
+        "--lr-schedule",  # a constant rate: these runs resume to more epochs
+        "constant",
     ]
 
 
@@ -414,10 +416,25 @@ def test_huge_learning_rate_is_reported(
         "0",
         "--weight-noise",
         "0",
+        "--lr-scaling",  # the rate itself, not scaled down to the tiny batches
+        "none",
     ]
     line = _fails(argv, capsys)
     assert line.startswith("minigrad: error: epoch 1")
     assert "non-finite" in line or "overflowed" in line
+
+
+def test_an_overflowing_epoch_sum_is_reported_as_such(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # each batch's NLL stays finite under the cosine's first rates; their sum does not
+    argv = [*_train_argv(tiny, tmp_path / "r", epochs=4), "--lr", "1e305", "--clip", "0"]
+    argv += ["--weight-noise", "0", "--lr-scaling", "none"]
+    argv[argv.index("constant")] = "cosine"
+    line = _fails(argv, capsys)
+    assert line.startswith("minigrad: error: epoch ")
+    assert "overflowed" in line or "non-finite" in line
+    assert "metadata" not in line
 
 
 def test_ctrl_c_exits_130_and_resumes(

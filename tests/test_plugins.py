@@ -56,7 +56,7 @@ def train_args(data: Path, cell: str, epochs: int) -> list[str]:
     return [
         "train", "--dataset", str(data), "--cell", cell, "--hidden", "3", "--epochs",
         str(epochs), "--batch-size", "2", "--patience", "0", "--eval-batch-size", "2",
-        "--out", "run", "--no-progress",
+        "--out", "run", "--no-progress", "--lr-schedule", "constant",  # resumes to more epochs
     ]  # fmt: skip
 
 
@@ -67,7 +67,11 @@ def test_a_two_state_cell_from_a_user_module(tiny: Path, tmp_path: Path) -> None
     assert ck.config["cell"] == "cifg_cell:cifg" and ck.cell is not None
     assert list(from_json(ck.cell).states) == ["h", "c"]  # both states, none lost
 
-    resumed = run(["train", "--resume", "--out", "run", "--epochs", "2"], tmp_path, plugins=False)
+    resumed = run(
+        ["train", "--resume", "--out", "run", "--epochs", "2", "--lr-schedule", "constant"],
+        tmp_path,
+        plugins=False,
+    )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["epochs_run"] == 2

@@ -16,12 +16,12 @@ from test_train import _assert_same_run, quiet, tiny_config, write_tiny_npz
 
 from models.cli.main import main
 from models.data import batches, load_dataset
+from models.data.batches import batch_groups
 from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
-from models.train.optim import decay_weights
-from models.data.batches import batch_groups
 from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config
+from models.train.optim import decay_weights
 from models.train.schedule import LRSchedule, scaled_lr
 
 
@@ -106,7 +106,7 @@ def test_a_checkpoint_from_before_lr_scaling_trained_unscaled(tmp_path: Path) ->
     saved = TrainConfig().to_dict()
     del saved["lr_scaling"]
     _check_resume_config(replace(TrainConfig(), lr_scaling="none"), saved, tmp_path)
-    with pytest.raises(ValueError, match="option 'lr_scaling' is 'sqrt'.*'none'"):
+    with pytest.raises(ValueError, match=r"option 'lr_scaling' is 'sqrt'.*'none'"):
         _check_resume_config(replace(TrainConfig(), lr_scaling="sqrt"), saved, tmp_path)
 
 

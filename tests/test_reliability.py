@@ -44,7 +44,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "train", "--dataset", str(data), "--out", str(out), "--hidden", "3", "--epochs", "1",
-        "--batch-size", "2", "--eval-batch-size", "4", "--no-progress", *extra,
+        "--batch-size", "2", "--eval-batch-size", "4", "--no-progress",
+        "--lr-schedule", "constant", *extra,  # a constant rate resumes to more epochs
     ]  # fmt: skip
 
 
@@ -345,7 +346,13 @@ def test_f30_stale_temporaries_are_removed_and_the_default_folder_gets_a_suffix(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = TrainConfig(
-        dataset=str(tiny), hidden=3, epochs=1, batch_size=2, eval_batch_size=4, progress=False
+        dataset=str(tiny),
+        hidden=3,
+        epochs=1,
+        batch_size=2,
+        eval_batch_size=4,
+        progress=False,
+        lr_schedule="constant",  # resumed below to more epochs
     )
     first = train(config, reporter=Reporter()).out
     stale = first / f".checkpoint.npz.x1{TEMP_SUFFIX}"

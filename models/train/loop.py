@@ -864,6 +864,12 @@ def _train_locked(
                 del batch, grads
                 if config.max_updates and st.updates >= config.max_updates:
                     break
+            if not math.isfinite(total):  # each batch was finite, their sum overflowed
+                raise NonFiniteError(
+                    f"epoch {epoch}: the training NLL overflowed (its sum over the epoch's "
+                    f"batches is {total}); the last good checkpoint is {ckpt} (epoch "
+                    f"{saved_epoch})"
+                )
             bad = [k for k, v in model.params.items() if not np.all(np.isfinite(v))]
             if bad:
                 raise NonFiniteError(

@@ -6,9 +6,10 @@ piece of state, the reduce-on-plateau factor, is saved in the checkpoint
 (``state_dict``). The schedules (``lr`` is ``TrainConfig.lr``):
 
 * ``"constant"``: ``lr`` at every update;
-* ``"cosine"`` (the default of ``TrainConfig``): ``lr_min + (lr - lr_min) * (1 + cos(pi * u / U)) / 2`` at update
-  ``u`` (0-based), from ``lr`` to ``lr_min`` over the run's budget of ``U``
-  updates (``max_updates``, or ``epochs`` times the updates per epoch), then ``lr_min``;
+* ``"cosine"`` (the default of ``TrainConfig``):
+  ``lr_min + (lr - lr_min) * (1 + cos(pi * u / U)) / 2`` at update ``u``
+  (0-based), from ``lr`` to ``lr_min`` over the run's budget of ``U`` updates
+  (``max_updates``, or ``epochs`` times the updates per epoch), then ``lr_min``;
 * ``"step"``: ``lr * lr_decay ** floor((epoch - 1) / lr_step_epochs)``, at least
   ``lr_min``;
 * ``"plateau"``: ``lr`` times ``lr_decay`` each time the validation NLL has
