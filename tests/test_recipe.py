@@ -20,6 +20,7 @@ from models.data.batches import batch_groups
 from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
+from models.train.checkpoint import load_checkpoint, save_checkpoint
 from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config
 from models.train.optim import decay_weights
 from models.train.schedule import LRSchedule, scaled_lr
@@ -108,6 +109,51 @@ def test_a_checkpoint_from_before_lr_scaling_trained_unscaled(tmp_path: Path) ->
     _check_resume_config(replace(TrainConfig(), lr_scaling="none"), saved, tmp_path)
     with pytest.raises(ValueError, match=r"option 'lr_scaling' is 'sqrt'.*'none'"):
         _check_resume_config(replace(TrainConfig(), lr_scaling="sqrt"), saved, tmp_path)
+
+
+def _forget_scaling(checkpoint: Path) -> None:
+    """Rewrite a checkpoint as one written before the rate's scaling existed."""
+    ck = load_checkpoint(checkpoint)
+    old = {k: v for k, v in ck.config.items() if k not in ("lr_scaling", "lr_reference_steps")}
+    save_checkpoint(
+        checkpoint,
+        params=ck.params,
+        optimizer=ck.optimizer,
+        epoch=ck.epoch,
+        rng_state=ck.rng_state,
+        config=old,
+        extra=ck.extra,
+        best_params=ck.best_params,
+        cell=ck.cell,
+    )
+
+
+def test_a_plain_resume_of_a_checkpoint_from_before_lr_scaling(
+    tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--dataset", str(tiny_npz), "--hidden", "3", "--batch-size", "2"]
+    argv += ["--lr-schedule", "constant", "--lr-scaling", "none", "--no-progress"]
+    assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
+    _forget_scaling(tmp_path / "old" / "checkpoint.npz")
+    # the command a Ctrl-C prints, with no recipe option: the run trained unscaled
+    resume = ["train", "--resume", "--out", str(tmp_path / "old"), "--epochs", "2"]
+    capsys.readouterr()
+    assert main([*resume, "--print-config", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lr_scaling"] == "none" and shown["lr_schedule"] == "constant"
+    assert main([*resume, "--no-progress"]) == 0
+    _assert_same_run(tmp_path / "straight", tmp_path / "old")
+
+
+def test_a_scaled_rate_that_is_not_a_positive_number_is_refused(
+    tiny_npz: Path, tmp_path: Path
+) -> None:
+    for lr, scaling, ref in ((1e308, "linear", 1), (5e-324, "linear", 1_000_000_000)):
+        cfg = tiny_config(tiny_npz, tmp_path / str(ref), lr=lr, lr_scaling=scaling)
+        with pytest.raises(ValueError, match=r"options 'lr' and 'lr_scaling'.*positive finite"):
+            train(replace(cfg, lr_reference_steps=ref), reporter=quiet())
+        assert not (tmp_path / str(ref) / "checkpoint.npz").exists()
 
 
 def test_decoupled_weight_decay_leaves_vectors_alone() -> None:
@@ -215,6 +261,7 @@ def test_weight_decay_shrinks_the_weights(tiny_npz: Path, tmp_path: Path) -> Non
         ("lr_min", 1.0, "option 'lr_min': must not exceed lr"),
         ("lr_scaling", "cube", "option 'lr_scaling': unknown value 'cube'; valid: none, sqrt"),
         ("lr_reference_steps", 0, "option 'lr_reference_steps': must be >= 1"),
+        ("lr_reference_steps", 10**400, "option 'lr_reference_steps': must be <= 1000000000"),
     ],
 )
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:

@@ -369,7 +369,7 @@ def test_finished_runs_with_other_options_are_not_reused(
     # the sweep folder records its options: another command is refused as a whole,
     # and the recorded results stay as they were
     before = (out / "results.json").read_bytes()
-    with pytest.raises(ValueError, match=r"holds a sweep with other options \(train_options"):
+    with pytest.raises(ValueError, match=r"holds a sweep with other options \(epochs: 2, now 3\)"):
         run_sweep(cfg)
     assert (out / "results.json").read_bytes() == before
     # without the record (and the tables, which would be someone else's files then),
@@ -530,3 +530,30 @@ def test_a_closed_stderr_loses_the_sweeps_messages_not_its_exit_code(
             "--epochs", "1", "--batch-size", "2", "--eval-batch-size", "4"]  # fmt: skip
     assert main(argv) == 0
     assert json.loads((out / "results.json").read_text())["status"] == "finished"
+
+
+def test_a_sweep_folder_from_before_lr_scaling_is_continued_by_its_own_recipe(
+    tiny: Path, tmp_path: Path
+) -> None:
+    old_recipe = {"lr_schedule": "constant", "lr_scaling": "none"}
+    out = tmp_path / "old"
+    run_sweep(tiny_sweep(tiny, out, train_options={**TRAIN_OPTIONS, **old_recipe}))
+    # what a sweep of the constant-rate days recorded: the options given (none of
+    # the recipe's), and trial configurations with a constant schedule and no scaling
+    doc = json.loads((out / "results.json").read_text())
+    doc["sweep"]["train_options"] = dict(TRAIN_OPTIONS)
+    del doc["sweep"]["training"]
+    (out / "results.json").write_text(json.dumps(doc))
+    trials = sorted(out.glob("*/metrics.json"))
+    for path in trials:
+        m = json.loads(path.read_text())
+        del m["config"]["lr_scaling"], m["config"]["lr_reference_steps"]
+        path.write_text(json.dumps(m))
+    before = {p: p.read_bytes() for p in trials}
+    # today's defaults are another recipe: refused as a whole, naming the option
+    with pytest.raises(ValueError, match=r"other options \(lr_scaling: 'none', now 'sqrt'\)"):
+        run_sweep(tiny_sweep(tiny, out))
+    # the old recipe, given explicitly, continues the folder and reuses every trial
+    res = run_sweep(tiny_sweep(tiny, out, train_options={**TRAIN_OPTIONS, **old_recipe}))
+    assert not res.failed and len(res.data["trials"]) == 4
+    assert {p: p.read_bytes() for p in trials} == before

@@ -28,6 +28,7 @@ from models.train.config import (
     CONFIG_HELP,
     TrainConfig,
     config_from_mapping,
+    stored_options,
 )
 from models.train.loop import train
 from models.train.report import ConsoleReporter
@@ -175,7 +176,7 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         # presentation options are not inherited from the interrupted run
         saved = {
             k: v
-            for k, v in ck.config.items()
+            for k, v in stored_options(ck.config).items()
             if k in names and k not in ("progress", "overwrite", "allow_data_change")
         }
         base = config_from_mapping(saved, where=f"{out / CHECKPOINT_FILE}: stored configuration")

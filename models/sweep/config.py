@@ -325,7 +325,21 @@ class SweepConfig:
             "learning_rates": self.learning_rates(),
             "seeds": self.seeds,
             "train_options": dict(self.train_options),
+            "training": training_options(self.train_options),
         }
+
+
+def training_options(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every training option of a sweep's trials but those the sweep sets itself:
+    ``given`` (a sweep's ``train_options``) completed by the defaults, so that two
+    sweeps compare by the recipe their trials train with, whether an option was
+    given or left at a default that gives the same.
+
+    Raises:
+        ValueError: an unknown or invalid option.
+    """
+    full = config_from_mapping(given, where="sweep training options").to_dict()
+    return {k: v for k, v in full.items() if k not in SWEEP_OWNED}
 
 
 def parse_executor(spec: str) -> tuple[str, int | str]:

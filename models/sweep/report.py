@@ -17,12 +17,19 @@ from models.data.dataset import one_line
 from models.io import read_text_capped
 from models.sweep.config import NOT_COMPARED, Trial
 from models.sweep.trial import is_finished, trial_record
-from models.train.config import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SVG_FILE
+from models.train.config import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SVG_FILE,
+    stored_options,
+)
 
 
 def _other_option(trial: Trial, theirs: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
     """The first compared option on which a run's recorded ``config`` and the trial
     differ, as ``(key, theirs, the trial's)``; ``None`` when they agree."""
+    theirs = stored_options(theirs)
     for key, value in trial.config.to_dict().items():
         if key not in NOT_COMPARED and theirs.get(key) != value:
             return key, theirs.get(key), value

@@ -29,6 +29,7 @@ from models.sweep.config import (
     Trial,
     TrialFailed,
     parse_executor,
+    training_options,
 )
 from models.sweep.report import (
     CELL_COLUMNS,
@@ -42,7 +43,7 @@ from models.sweep.report import (
     summarise,
 )
 from models.sweep.trial import blas_env, init_worker, limit_blas_threads, run_trial
-from models.train.config import CHECKPOINT_FILE
+from models.train.config import CHECKPOINT_FILE, stored_options
 
 # --------------------------------------------------------------------------- the sweep
 
@@ -222,7 +223,31 @@ def check_sweep_options(
             "to start this sweep folder again"
         ) from None
     mine = json_safe(dict(settings))
+    # compared by the recipe the trials train with (given or by default); a sweep
+    # recorded before "training" existed gave "train_options" only, and the options
+    # it predates trained as models.train.config.OPTIONS_BEFORE says
+    recorded = dict(recorded)
+    if not isinstance(recorded.get("training"), dict):
+        try:
+            given = recorded.get("train_options")
+            recorded["training"] = training_options(
+                stored_options(given if isinstance(given, dict) else {})
+            )
+        except ValueError:
+            pass  # an option this version does not know: compared as recorded
+    mine.pop("train_options", None)
+    recorded.pop("train_options", None)
     for key in sorted((set(mine) | set(recorded)) - {"out"}):  # a moved folder is fine
+        if key == "training" and isinstance(recorded.get(key), dict):
+            was, now = recorded[key], mine.get(key, {})
+            for option in sorted(set(was) | set(now)):
+                if was.get(option) != now.get(option):
+                    raise ValueError(
+                        f"{path.parent} holds a sweep with other options ({option}: "
+                        f"{was.get(option)!r}, now {now.get(option)!r}); run it with the same "
+                        "options, choose another --out, or pass --overwrite"
+                    )
+            continue
         if mine.get(key) != recorded.get(key):
             raise ValueError(
                 f"{path.parent} holds a sweep with other options ({key}: "

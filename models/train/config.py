@@ -58,6 +58,26 @@ RESUMABLE_CHANGES = frozenset(
 """Options that may differ between a checkpoint's run and the run resuming it."""
 
 
+OPTIONS_BEFORE: dict[str, Any] = {
+    "lr_schedule": "constant",
+    "lr_scaling": "none",
+    "lr_reference_steps": 512,
+}
+"""What a stored configuration (a checkpoint's, a run's ``metrics.json``, a sweep's
+``results.json``) written before an option existed meant by its absence, for the
+options whose default is not what the code of that time did: such a run trained
+at ``lr`` itself, with a constant rate."""
+
+MAX_REFERENCE_STEPS = 1_000_000_000
+"""The largest ``lr_reference_steps``."""
+
+
+def stored_options(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration with the options it predates filled in as
+    :data:`OPTIONS_BEFORE` says (the options it holds are kept)."""
+    return {**OPTIONS_BEFORE, **saved}
+
+
 MAX_WEIGHT_NOISE = 10.0
 """The largest ``weight_noise``: a standard deviation far above any weight's size."""
 
@@ -230,7 +250,11 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
-        for name, most in (("hidden", MAX_HIDDEN), ("layers", MAX_LAYERS)):
+        for name, most in (
+            ("hidden", MAX_HIDDEN),
+            ("layers", MAX_LAYERS),
+            ("lr_reference_steps", MAX_REFERENCE_STEPS),
+        ):
             if getattr(self, name) > most:
                 raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
         n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)

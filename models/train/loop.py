@@ -106,6 +106,7 @@ from models.train.config import (
     SVG_FILE,
     TrainConfig,
     config_from_mapping,
+    stored_options,
 )
 from models.train.curves import learning_curves_svg
 from models.train.optim import (
@@ -305,19 +306,13 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
-_BEFORE_OPTION: dict[str, object] = {"lr_scaling": "none"}
-"""How runs trained before an option existed behaved, where its default is not that:
-a checkpoint without ``lr_scaling`` trained at ``lr`` unscaled."""
-
-
 def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
     """Raise ValueError naming the first option that differs from the checkpoint's run."""
+    saved = stored_options(saved)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.name in RESUMABLE_CHANGES:
             continue
-        if f.name not in saved and f.name in _BEFORE_OPTION:
-            saved = {**saved, f.name: _BEFORE_OPTION[f.name]}
         if f.name not in saved and getattr(config, f.name) == getattr(defaults, f.name):
             continue  # an option added since the checkpoint was written, at its default
         if f.name not in saved:
@@ -333,7 +328,8 @@ def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Pa
             raise ValueError(
                 f"option 'epochs' is {config.epochs!r}, but {path} was trained with "
                 f"{saved.get('epochs')!r}, and the cosine schedule decays over the epochs; "
-                "keep the number of epochs (or set max_updates) when resuming"
+                "keep the number of epochs when resuming (a run started with "
+                "max_updates decays over those updates instead)"
             )
 
 
@@ -768,6 +764,13 @@ def _train_locked(
     )
     mean_batch_steps = train_split.n_steps / max(n_batches, 1)
     sched = _schedule(config, n_batches, mean_batch_steps)
+    if not (math.isfinite(sched.lr) and sched.lr > 0):
+        raise ValueError(
+            f"options 'lr' and 'lr_scaling': {config.lr!r} at {config.lr_reference_steps} "
+            f"steps per batch, {config.lr_scaling} scaling to {mean_batch_steps:.6g} real "
+            f"steps per batch, gives the rate {sched.lr!r}; a rate must be a positive "
+            "finite number"
+        )
     if config.resume:
         # the model comes from the checkpoint's cell description: nothing is imported
         ck = load_checkpoint(ckpt)
