@@ -797,12 +797,13 @@ def _train_locked(
                 out, _metrics(config, model, dataset, st, time.perf_counter() - wall0, None)
             )
         reporter.start(config, n_batches, st.epoch + 1)
-        if config.lr_scaling != "none":
-            reporter.message(
-                f"learning rate {sched.lr:.4g}: {config.lr:g} at {config.lr_reference_steps} "
-                f"steps per batch, {config.lr_scaling} scaling to {mean_batch_steps:,.0f} "
-                "real steps per batch"
-            )
+        scaling = (
+            f"{config.lr:g} at {config.lr_reference_steps} steps per batch, "
+            f"{config.lr_scaling} scaling to {mean_batch_steps:,.0f} real steps per batch"
+            if config.lr_scaling != "none"
+            else "no scaling"
+        )
+        reporter.message(f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule")
         st.stop_reason = None
         while True:
             if st.epoch >= config.epochs:
@@ -921,7 +922,7 @@ def _train_locked(
             reporter.epoch(record, st.best_epoch, config.epochs)
 
         reasons = {
-            "max_epochs": f"reached {config.epochs} epochs",
+            "max_epochs": f"reached {config.epochs} epoch{'s' if config.epochs != 1 else ''}",
             "early_stopping": f"no improvement for {config.patience} epochs",
             "time_limit": f"training time limit of {config.max_train_seconds:g}s reached",
             "max_updates": f"reached {config.max_updates} updates",
