@@ -185,6 +185,18 @@ def run_sweep(
         lock.release(discard=not accepted)
 
 
+def _flat_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep's settings with its full training options (``"training"``) in place of
+    the options given (``"train_options"``): the two name no setting alike."""
+    flat = {k: v for k, v in settings.items() if k not in ("train_options", "training")}
+    training = settings.get("training")
+    if isinstance(training, dict):
+        flat.update(training)
+    else:
+        flat["train_options"] = settings.get("train_options")
+    return flat
+
+
 def check_sweep_options(
     path: Path, settings: Mapping[str, Any], *, overwrite: bool
 ) -> frozenset[str]:
@@ -222,32 +234,17 @@ def check_sweep_options(
             f"{path}: unreadable ({type(exc).__name__}: {one_line(exc)}); pass --overwrite "
             "to start this sweep folder again"
         ) from None
-    mine = json_safe(dict(settings))
-    # compared by the recipe the trials train with (given or by default); a sweep
-    # recorded before "training" existed gave "train_options" only, and the options
-    # it predates trained as models.train.config.OPTIONS_BEFORE says
-    recorded = dict(recorded)
+    # compared option by option on the recipe the trials train with (given or by
+    # default); a sweep recorded before "training" existed gave "train_options" only,
+    # and the options it predates trained as models.train.config.OPTIONS_BEFORE says
+    mine = _flat_settings(json_safe(dict(settings)))
     if not isinstance(recorded.get("training"), dict):
-        try:
-            given = recorded.get("train_options")
-            recorded["training"] = training_options(
-                stored_options(given if isinstance(given, dict) else {})
-            )
-        except ValueError:
-            pass  # an option this version does not know: compared as recorded
-    mine.pop("train_options", None)
-    recorded.pop("train_options", None)
+        given = recorded.get("train_options")
+        given = stored_options(given if isinstance(given, dict) else {})
+        with contextlib.suppress(ValueError):  # an option this version does not know
+            recorded = {**recorded, "training": training_options(given)}
+    recorded = _flat_settings(recorded)
     for key in sorted((set(mine) | set(recorded)) - {"out"}):  # a moved folder is fine
-        if key == "training" and isinstance(recorded.get(key), dict):
-            was, now = recorded[key], mine.get(key, {})
-            for option in sorted(set(was) | set(now)):
-                if was.get(option) != now.get(option):
-                    raise ValueError(
-                        f"{path.parent} holds a sweep with other options ({option}: "
-                        f"{was.get(option)!r}, now {now.get(option)!r}); run it with the same "
-                        "options, choose another --out, or pass --overwrite"
-                    )
-            continue
         if mine.get(key) != recorded.get(key):
             raise ValueError(
                 f"{path.parent} holds a sweep with other options ({key}: "
