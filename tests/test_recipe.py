@@ -251,6 +251,43 @@ def test_weight_decay_shrinks_the_weights(tiny_npz: Path, tmp_path: Path) -> Non
             assert norm[k] < float(np.linalg.norm(v))
 
 
+def test_momentum_reaches_the_optimiser(tiny_npz: Path, tmp_path: Path) -> None:
+    """A run with momentum keeps the velocity in its checkpoint and trains otherwise
+    than one without; two halves with a resume between them equal the whole run."""
+    plain = train(tiny_config(tiny_npz, tmp_path / "a", epochs=2), reporter=quiet())
+    whole = tiny_config(tiny_npz, tmp_path / "b", epochs=2, momentum=0.9)
+    heavy = train(whole, reporter=quiet())
+    slots = set(load_checkpoint(tmp_path / "b" / "checkpoint.npz").optimizer)
+    assert slots >= {f"d/{k}" for k in heavy.model.params}
+    assert not any(
+        k.startswith("d/") for k in load_checkpoint(tmp_path / "a" / "checkpoint.npz").optimizer
+    )
+    assert heavy.metrics["valid_nll"] != plain.metrics["valid_nll"]
+    half = replace(whole, out=str(tmp_path / "c"), epochs=1)
+    train(half, reporter=quiet())
+    train(replace(half, epochs=2, resume=True), reporter=quiet())
+    _assert_same_run(tmp_path / "b", tmp_path / "c")
+
+
+def test_momentum_is_refused_with_adam() -> None:
+    with pytest.raises(ValueError, match="option 'momentum': must be 0 with optimizer 'adam'"):
+        replace(TrainConfig(), optimizer="adam", momentum=0.9).validate()
+    replace(TrainConfig(), optimizer="adam", momentum=0.0).validate()
+
+
+def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -> None:
+    for optimizer, momentum in (("sgd", 0.9), ("rmsprop", 0.0), ("adam", 0.0)):
+        saved = replace(TrainConfig(), optimizer=optimizer).to_dict()
+        del saved["momentum"]
+        _check_resume_config(
+            replace(TrainConfig(), optimizer=optimizer, momentum=momentum), saved, tmp_path
+        )
+    saved = replace(TrainConfig(), optimizer="sgd").to_dict()
+    del saved["momentum"]
+    with pytest.raises(ValueError, match="'momentum'"):
+        _check_resume_config(replace(TrainConfig(), optimizer="sgd"), saved, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
@@ -262,6 +299,9 @@ def test_weight_decay_shrinks_the_weights(tiny_npz: Path, tmp_path: Path) -> Non
         ("lr_scaling", "cube", "option 'lr_scaling': unknown value 'cube'; valid: none, sqrt"),
         ("lr_reference_steps", 0, "option 'lr_reference_steps': must be >= 1"),
         ("lr_reference_steps", 10**400, "option 'lr_reference_steps': must be <= 1000000000"),
+        ("momentum", 1.0, r"option 'momentum': must be a number in \[0, 1\)"),
+        ("momentum", -0.5, r"option 'momentum': must be a number in \[0, 1\)"),
+        ("momentum", math.nan, r"option 'momentum': must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:

@@ -171,6 +171,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 METAVARS = {  # the metavariables of the train options that are not counts "N"
     "dataset": "NAME_OR_PATH",
     "lr": "X",
+    "momentum": "X",
     "clip": "X",
     "weight_noise": "X",
     "out": "DIR",

@@ -72,10 +72,19 @@ MAX_REFERENCE_STEPS = 1_000_000_000
 """The largest ``lr_reference_steps``."""
 
 
+SGD_MOMENTUM_BEFORE = 0.9
+"""The momentum of ``optimizer = "sgd"`` before the ``momentum`` option existed; the
+other optimisers had none (Adam's first moment is its own)."""
+
+
 def stored_options(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A stored configuration with the options it predates filled in as
-    :data:`OPTIONS_BEFORE` says (the options it holds are kept)."""
-    return {**OPTIONS_BEFORE, **saved}
+    :data:`OPTIONS_BEFORE` says (the options it holds are kept), and a missing
+    ``momentum`` as the optimiser of that time had it (:data:`SGD_MOMENTUM_BEFORE`
+    for SGD, 0 for the others)."""
+    before = dict(OPTIONS_BEFORE)
+    before["momentum"] = SGD_MOMENTUM_BEFORE if saved.get("optimizer") == "sgd" else 0.0
+    return {**before, **saved}
 
 
 MAX_WEIGHT_NOISE = 10.0
@@ -104,6 +113,10 @@ class TrainConfig:
         epochs: the largest number of epochs, >= 1.
         batch_size: sequences per training batch, >= 1.
         optimizer: ``"rmsprop"``, ``"adam"`` or ``"sgd"``.
+        momentum: momentum of the update's velocity, in ``[0, 1)``, for
+            ``"rmsprop"`` (``d <- momentum * d - lr * step``, ``w <- w + d``, as in Graves 2013)
+            and ``"sgd"`` (heavy ball); 0 for none. Must be 0 with ``"adam"``,
+            whose first-moment average (``beta1 = 0.9``) is its own.
         lr: learning rate, > 0: the rate of a training batch of
             ``lr_reference_steps`` real time steps, scaled to the data set's
             batches by ``lr_scaling`` (the default ``"sqrt"``; ``"none"`` trains at
@@ -168,6 +181,7 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 8
     optimizer: str = "rmsprop"
+    momentum: float = 0.0
     lr: float = 3e-3
     clip: float = 1.0
     weight_noise: float = 0.075
@@ -281,6 +295,15 @@ class TrainConfig:
                 f"deviation added to every weight; the recipe uses 0.075), got "
                 f"{self.weight_noise!r}"
             )
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(
+                f"option 'momentum': must be a number in [0, 1), got {self.momentum!r}"
+            )
+        if self.momentum > 0 and self.optimizer == "adam":
+            raise ValueError(
+                "option 'momentum': must be 0 with optimizer 'adam', whose first-moment "
+                f"average (beta1 = 0.9) is its own; got {self.momentum!r}"
+            )
         for name in ("dropout", "recurrent_dropout", "zoneout"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 <= v < 1):
@@ -368,6 +391,7 @@ class TrainConfig:
             lr=float(self.lr),
             clip=float(self.clip),
             weight_noise=float(self.weight_noise),
+            momentum=float(self.momentum),
             max_train_seconds=float(self.max_train_seconds),
             lr_min=float(self.lr_min),
             lr_decay=float(self.lr_decay),
@@ -387,6 +411,7 @@ CONFIG_HELP: dict[str, str] = {
     "epochs": "largest number of epochs",
     "batch_size": "sequences per training batch",
     "optimizer": "optimiser",
+    "momentum": "momentum of the rmsprop or sgd update (0: none; adam: must be 0)",
     "lr": "learning rate at lr_reference_steps real steps per batch (see --lr-scaling)",
     "clip": "largest global gradient norm (0: no clipping)",
     "weight_noise": "std of the Gaussian weight noise (0: none)",
@@ -438,6 +463,7 @@ _FIELD_TYPES: dict[str, type] = {
     "epochs": int,
     "batch_size": int,
     "optimizer": str,
+    "momentum": float,
     "lr": float,
     "clip": float,
     "weight_noise": float,

@@ -722,7 +722,7 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
     for s in ("train", "valid", "test"):
         if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
             raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
-    opt = make_optimizer(config.optimizer, config.lr)
+    opt = make_optimizer(config.optimizer, config.lr, momentum=config.momentum)
     wanted = Path(config.out)
     out, lock, created = claim_run_folder(
         wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
@@ -803,7 +803,10 @@ def _train_locked(
             if config.lr_scaling != "none"
             else "no scaling"
         )
-        reporter.message(f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule")
+        momentum = f", momentum {config.momentum:g}" if config.momentum > 0 else ""
+        reporter.message(
+            f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule{momentum}"
+        )
         st.stop_reason = None
         while True:
             if st.epoch >= config.epochs:

@@ -446,24 +446,39 @@ _OPTIMIZERS: dict[str, type[RMSProp] | type[Adam] | type[SGD]] = {
 }
 
 
-def make_optimizer(name: str, lr: float) -> Optimizer:
+def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Optimizer:
     """Build an optimiser by name with its default settings.
 
     Args:
         name: ``"rmsprop"``, ``"adam"`` or ``"sgd"`` (case-insensitive).
         lr: learning rate, positive scalar.
+        momentum: ``None`` for the optimiser's default (RMSProp 0, SGD 0.9), or
+            the momentum in ``[0, 1)`` of RMSProp's or SGD's velocity; Adam takes
+            only ``None`` or 0 (its first-moment average is its own).
 
     Returns:
         The new optimiser.
 
     Raises:
-        ValueError: listing the valid names, if ``name`` is unknown.
+        ValueError: listing the valid names, if ``name`` is unknown; for a
+            momentum out of range or given to Adam.
     """
     cls = _OPTIMIZERS.get(name.strip().lower())
     if cls is None:
         valid = ", ".join(repr(n) for n in _OPTIMIZERS)
         raise ValueError(f"unknown optimizer {name!r}; valid names are {valid}")
-    return cls(lr=lr)
+    if momentum is None:
+        return cls(lr=lr)
+    if cls is Adam:
+        if momentum != 0.0:
+            raise ValueError(
+                f"momentum {momentum!r}: Adam's first-moment average (beta1) is its own; "
+                "give 0 or None"
+            )
+        return Adam(lr=lr)
+    if cls is RMSProp:
+        return RMSProp(lr=lr, momentum=momentum)
+    return SGD(lr=lr, momentum=momentum)
 
 
 def global_norm(grads: Mapping[str, Array]) -> float:
@@ -525,9 +540,7 @@ def clip_grad_norm(grads: dict[str, Array], max_norm: float) -> float:
     if not math.isfinite(norm):
         _check_finite_grads(grads, "clip_grad_norm")
         # every gradient is finite, only their squares overflowed float64
-        raise NonFiniteError(
-            f"clip_grad_norm: the global gradient norm overflows float64 ({norm})"
-        )
+        raise NonFiniteError(f"clip_grad_norm: the global gradient norm overflows float64 ({norm})")
     if norm > max_norm:
         scale = max_norm / norm
         for grad in grads.values():
