@@ -3,7 +3,7 @@
     python benchmarks/bench_api_vs_cli.py [--repeats 3] [--epochs 3] [--hidden 46] [--cell gru]
 
 Runs the same training (embedded Bach chorales unless ``--dataset``, GRU
-with 46 units, batches of 8, ``--epochs`` epochs, no early stop) alternately
+with 46 units, the default batch size, ``--epochs`` epochs, no early stop) alternately
 
 * through the Python API, ``models.train.train(TrainConfig(...))`` in a fresh
   ``python -c`` process that imports numpy first, as a user's script would;

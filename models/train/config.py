@@ -179,7 +179,7 @@ class TrainConfig:
     layers: int = 1
     init: str = "default"
     epochs: int = 200
-    batch_size: int = 8
+    batch_size: int = 2
     optimizer: str = "rmsprop"
     momentum: float = 0.0
     lr: float = 3e-3
