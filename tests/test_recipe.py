@@ -22,7 +22,7 @@ from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
 from models.train.checkpoint import load_checkpoint, save_checkpoint
 from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config
-from models.train.optim import decay_weights
+from models.train.optim import decay_weights, make_optimizer
 from models.train.schedule import LRSchedule, scaled_lr
 
 
@@ -269,6 +269,27 @@ def test_momentum_reaches_the_optimiser(tiny_npz: Path, tmp_path: Path) -> None:
     _assert_same_run(tmp_path / "b", tmp_path / "c")
 
 
+def test_the_start_line_says_which_momentum(
+    tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--dataset", str(tiny_npz), "--hidden", "3", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--optimizer", "sgd", "--lr", "0.1", "--out", str(tmp_path / "a")]) == 0
+    assert "plain SGD (no momentum; --momentum 0.9 for the heavy ball)" in capsys.readouterr().err
+    assert main([*argv, "--momentum", "0.9999999999", "--out", str(tmp_path / "b")]) == 0
+    assert "momentum 0.9999999999" in capsys.readouterr().err
+
+
+def test_make_optimizer_checks_the_momentum() -> None:
+    assert make_optimizer("sgd", 0.1).momentum == 0.9  # the class's own default
+    assert make_optimizer("sgd", 0.1, momentum=0.0).slot_names() == ()
+    assert make_optimizer("rmsprop", 0.1, momentum=0.5).slot_names() == ("v", "d")
+    for bad in ("0.5", True, np.array([0.5, 0.1])):
+        with pytest.raises(TypeError, match="momentum: expected a number or None"):
+            make_optimizer("sgd", 0.1, momentum=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Adam's first-moment average"):
+        make_optimizer("adam", 0.1, momentum=0.9)
+
+
 def test_momentum_is_refused_with_adam() -> None:
     with pytest.raises(ValueError, match="option 'momentum': must be 0 with optimizer 'adam'"):
         replace(TrainConfig(), optimizer="adam", momentum=0.9).validate()
@@ -302,6 +323,8 @@ def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -
         ("momentum", 1.0, r"option 'momentum': must be a number in \[0, 1\)"),
         ("momentum", -0.5, r"option 'momentum': must be a number in \[0, 1\)"),
         ("momentum", math.nan, r"option 'momentum': must be a number in \[0, 1\)"),
+        ("momentum", 10**400, "option 'momentum': expected a number, got an integer of 401 digits"),
+        ("lr", -(10**400), "option 'lr': expected a number, got an integer of 401 digits"),
     ],
 )
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:

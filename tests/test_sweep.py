@@ -557,3 +557,30 @@ def test_a_sweep_folder_from_before_lr_scaling_is_continued_by_its_own_recipe(
     res = run_sweep(tiny_sweep(tiny, out, train_options={**TRAIN_OPTIONS, **old_recipe}))
     assert not res.failed and len(res.data["trials"]) == 4
     assert {p: p.read_bytes() for p in trials} == before
+
+
+def test_a_sweep_folder_from_before_momentum_and_batches_of_two(tiny: Path, tmp_path: Path) -> None:
+    """A folder whose recorded options predate ``momentum`` (and whose trials trained
+    in batches of 8, the default then) is continued with ``--batch-size 8``, and the
+    refusal without it names the flag that continues it."""
+    train = {k: v for k, v in TRAIN_OPTIONS.items() if k != "batch_size"}
+    out = tmp_path / "old"
+    run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 8}))
+    doc = json.loads((out / "results.json").read_text())
+    del doc["sweep"]["training"]["momentum"]
+    (out / "results.json").write_text(json.dumps(doc))
+    trials = sorted(out.glob("*/metrics.json"))
+    for path in trials:
+        m = json.loads(path.read_text())
+        del m["config"]["momentum"]
+        path.write_text(json.dumps(m))
+    before = {p: p.read_bytes() for p in trials}
+    with pytest.raises(
+        ValueError,
+        match=r"other options \(batch_size: 8, now 2\); run it with the same "
+        r"options \(--batch-size 8\)",
+    ):
+        run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 2}))
+    res = run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 8}))
+    assert not res.failed and len(res.data["trials"]) == 4
+    assert {p: p.read_bytes() for p in trials} == before

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,7 +43,7 @@ from models.sweep.report import (
     summarise,
 )
 from models.sweep.trial import blas_env, init_worker, limit_blas_threads, run_trial
-from models.train.config import CHECKPOINT_FILE, stored_options
+from models.train.config import CHECKPOINT_FILE, TrainConfig, stored_options
 
 # --------------------------------------------------------------------------- the sweep
 
@@ -185,6 +185,10 @@ def run_sweep(
         lock.release(discard=not accepted)
 
 
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+"""The options of a trial's training, as a sweep records them under ``"training"``."""
+
+
 def _flat_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A sweep's settings with its full training options (``"training"``) in place of
     the options given (``"train_options"``): the two name no setting alike."""
@@ -237,8 +241,13 @@ def check_sweep_options(
     # compared option by option on the recipe the trials train with (given or by
     # default); a sweep recorded before "training" existed gave "train_options" only,
     # and the options it predates trained as models.train.config.OPTIONS_BEFORE says
+    # and the full options of a later one lack those added since: both are read as
+    # models.train.config.stored_options says
     mine = _flat_settings(json_safe(dict(settings)))
-    if not isinstance(recorded.get("training"), dict):
+    training = recorded.get("training")
+    if isinstance(training, dict):
+        recorded = {**recorded, "training": stored_options(training)}
+    else:
         given = recorded.get("train_options")
         given = stored_options(given if isinstance(given, dict) else {})
         with contextlib.suppress(ValueError):  # an option this version does not know
@@ -246,9 +255,14 @@ def check_sweep_options(
     recorded = _flat_settings(recorded)
     for key in sorted((set(mine) | set(recorded)) - {"out"}):  # a moved folder is fine
         if mine.get(key) != recorded.get(key):
+            value = recorded.get(key)
+            same = "run it with the same options"
+            if key in _TRAIN_FIELDS and isinstance(value, (int, float, str)):
+                if not isinstance(value, bool):  # a flag's value, as the folder holds it
+                    same += f" (--{key.replace('_', '-')} {value})"
             raise ValueError(
                 f"{path.parent} holds a sweep with other options ({key}: "
-                f"{recorded.get(key)!r}, now {mine.get(key)!r}); run it with the same options, "
+                f"{value!r}, now {mine.get(key)!r}); {same}, "
                 "choose another --out, or pass --overwrite"
             )
     rows = doc.get("trials")

@@ -62,11 +62,13 @@ OPTIONS_BEFORE: dict[str, Any] = {
     "lr_schedule": "constant",
     "lr_scaling": "none",
     "lr_reference_steps": 512,
+    "batch_size": 8,
 }
 """What a stored configuration (a checkpoint's, a run's ``metrics.json``, a sweep's
-``results.json``) written before an option existed meant by its absence, for the
-options whose default is not what the code of that time did: such a run trained
-at ``lr`` itself, with a constant rate."""
+``results.json``) written before an option existed, or without an option it left
+at its default, meant by its absence, for the options whose default is not what
+the code of that time did: such a run trained at ``lr`` itself, with a constant
+rate, in batches of 8."""
 
 MAX_REFERENCE_STEPS = 1_000_000_000
 """The largest ``lr_reference_steps``."""
@@ -237,7 +239,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             want = _FIELD_TYPES[f.name]
             if f.name != "cell" and not _type_ok(value, want):
-                raise ValueError(f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {value!r}")
+                raise ValueError(
+                    f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {_value_repr(value)}"
+                )
         _check_cell(self.cell)
         choices = {
             "init": INITS,
@@ -543,8 +547,21 @@ def _type_ok(value: object, want: type) -> bool:
     if want is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if want is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:  # an integer beyond the floats (1e309 and up) is no number for an option
+                float(value)
+            except OverflowError:
+                return False
+            return True
+        return isinstance(value, float)
     return isinstance(value, want)
+
+
+def _value_repr(value: object) -> str:
+    """``repr(value)``, shortened for an integer of more than 40 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def config_from_mapping(
@@ -581,7 +598,9 @@ def config_from_mapping(
             )
         want = _FIELD_TYPES[name]
         if not _type_ok(value, want):
-            raise ValueError(f"{where}: key {key!r} must be {_TYPE_NAMES[want]}, got {value!r}")
+            raise ValueError(
+                f"{where}: key {key!r} must be {_TYPE_NAMES[want]}, got {_value_repr(value)}"
+            )
         values[name] = float(value) if want is float else value
     cfg = replace(base or TrainConfig(), **values)
     try:

@@ -803,7 +803,9 @@ def _train_locked(
             if config.lr_scaling != "none"
             else "no scaling"
         )
-        momentum = f", momentum {config.momentum:g}" if config.momentum > 0 else ""
+        momentum = f", momentum {config.momentum!r}" if config.momentum > 0 else ""
+        if config.optimizer == "sgd" and config.momentum == 0:
+            momentum = ", plain SGD (no momentum; --momentum 0.9 for the heavy ball)"
         reporter.message(
             f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule{momentum}"
         )

@@ -462,6 +462,7 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
     Raises:
         ValueError: listing the valid names, if ``name`` is unknown; for a
             momentum out of range or given to Adam.
+        TypeError: for a momentum that is not a number (a string, a bool, an array).
     """
     cls = _OPTIMIZERS.get(name.strip().lower())
     if cls is None:
@@ -469,6 +470,8 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
         raise ValueError(f"unknown optimizer {name!r}; valid names are {valid}")
     if momentum is None:
         return cls(lr=lr)
+    if isinstance(momentum, bool) or not isinstance(momentum, int | float):
+        raise TypeError(f"momentum: expected a number or None, got {type(momentum).__name__}")
     if cls is Adam:
         if momentum != 0.0:
             raise ValueError(
