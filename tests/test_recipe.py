@@ -288,6 +288,9 @@ def test_make_optimizer_checks_the_momentum() -> None:
             make_optimizer("sgd", 0.1, momentum=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Adam's first-moment average"):
         make_optimizer("adam", 0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum: must be in"):
+        make_optimizer("rmsprop", 0.1, momentum=10**400)
+    assert make_optimizer("sgd", 0.1, momentum=np.float32(0.5)).momentum == 0.5
 
 
 def test_momentum_is_refused_with_adam() -> None:
@@ -325,6 +328,7 @@ def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -
         ("momentum", math.nan, r"option 'momentum': must be a number in \[0, 1\)"),
         ("momentum", 10**400, "option 'momentum': expected a number, got an integer of 401 digits"),
         ("lr", -(10**400), "option 'lr': expected a number, got an integer of 401 digits"),
+        ("epochs", 10**400, "option 'epochs': must be at most 9,223,372,036,854,775,807 in size"),
     ],
 )
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:

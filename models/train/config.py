@@ -89,6 +89,10 @@ def stored_options(saved: Mapping[str, Any]) -> dict[str, Any]:
     return {**before, **saved}
 
 
+MAX_INT_OPTION = 2**63 - 1
+"""The largest size of any integer option (a run's configuration is stored as
+64-bit numbers)."""
+
 MAX_WEIGHT_NOISE = 10.0
 """The largest ``weight_noise``: a standard deviation far above any weight's size."""
 
@@ -242,6 +246,7 @@ class TrainConfig:
                 raise ValueError(
                     f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {_value_repr(value)}"
                 )
+
         _check_cell(self.cell)
         choices = {
             "init": INITS,
@@ -267,20 +272,26 @@ class TrainConfig:
             "lr_reference_steps",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"option {name!r}: must be >= 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"option {name!r}: must be >= 1, got {_value_repr(getattr(self, name))}"
+                )
         for name, most in (
             ("hidden", MAX_HIDDEN),
             ("layers", MAX_LAYERS),
             ("lr_reference_steps", MAX_REFERENCE_STEPS),
         ):
             if getattr(self, name) > most:
-                raise ValueError(f"option {name!r}: must be <= {most}, got {getattr(self, name)}")
+                raise ValueError(
+                    f"option {name!r}: must be <= {most}, got {_value_repr(getattr(self, name))}"
+                )
         n_params = lstm_param_count(N_PITCHES, self.hidden, self.layers, N_PITCHES)
         if n_params > MAX_PARAMS:
             raise ValueError(self._too_large(n_params))
         for name in ("patience", "seed", "max_updates", "warmup_updates", "blas_threads"):
             if getattr(self, name) < 0:
-                raise ValueError(f"option {name!r}: must be >= 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"option {name!r}: must be >= 0, got {_value_repr(getattr(self, name))}"
+                )
         if self.blas_threads > MAX_BLAS_THREADS:
             raise ValueError(
                 f"option 'blas_threads': must be in 0..{MAX_BLAS_THREADS} (0 leaves BLAS as it "
@@ -322,6 +333,13 @@ class TrainConfig:
             )
         if not self.dataset:
             raise ValueError("option 'dataset': must not be empty")
+        for f in fields(self):  # those without a bound of their own
+            value = getattr(self, f.name)
+            if _FIELD_TYPES[f.name] is int and abs(value) > MAX_INT_OPTION:
+                raise ValueError(
+                    f"option {f.name!r}: must be at most {MAX_INT_OPTION:,} in size, got "
+                    f"{_value_repr(value)}"
+                )
         self.out_dir()
         return self
 

@@ -22,6 +22,7 @@ weight noise (:func:`add_weight_noise`).
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
@@ -470,8 +471,12 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
         raise ValueError(f"unknown optimizer {name!r}; valid names are {valid}")
     if momentum is None:
         return cls(lr=lr)
-    if isinstance(momentum, bool) or not isinstance(momentum, int | float):
+    if isinstance(momentum, bool | np.bool_) or not isinstance(momentum, numbers.Real):
         raise TypeError(f"momentum: expected a number or None, got {type(momentum).__name__}")
+    try:
+        momentum = float(momentum)
+    except OverflowError:
+        raise ValueError("momentum: must be in [0, 1), got a number beyond the floats") from None
     if cls is Adam:
         if momentum != 0.0:
             raise ValueError(
