@@ -584,3 +584,16 @@ def test_a_sweep_folder_from_before_momentum_and_batches_of_two(tiny: Path, tmp_
     res = run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 8}))
     assert not res.failed and len(res.data["trials"]) == 4
     assert {p: p.read_bytes() for p in trials} == before
+
+
+def test_a_bad_training_option_in_a_sweep_config_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "sweep.toml"
+    toml.write_text('dataset = "bach_chorales"\nmomentum = "high"\n')
+    argv = ["sweep", "--config", str(toml), "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"training options (of the flags and --config {toml})" in err
+    assert "key 'momentum' must be a number" in err
+    assert not (tmp_path / "s").exists()

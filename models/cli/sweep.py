@@ -208,7 +208,10 @@ def sweep_config_from_args(args: argparse.Namespace) -> SweepConfig:
     options = {k[len("train_") :]: v for k, v in merged.items() if k.startswith("train_")}
     try:
         # unknown keys, duplicates and bad values of the training options
-        config_from_mapping(options, where="training options")
+        where = "training options"
+        if args.config is not None:  # a bad value may come from the file: name it
+            where += f" (of the flags and --config {args.config})"
+        config_from_mapping(options, where=where)
         return SweepConfig(
             dataset=merged["dataset"],
             out=merged["out"],
