@@ -240,8 +240,7 @@ def check_sweep_options(
         ) from None
     # compared option by option on the recipe the trials train with (given or by
     # default); a sweep recorded before "training" existed gave "train_options" only,
-    # and the options it predates trained as models.train.config.OPTIONS_BEFORE says
-    # and the full options of a later one lack those added since: both are read as
+    # and a recorded recipe lacks the options added since: both are read as
     # models.train.config.stored_options says
     mine = _flat_settings(json_safe(dict(settings)))
     training = recorded.get("training")
@@ -257,9 +256,9 @@ def check_sweep_options(
         if mine.get(key) != recorded.get(key):
             value = recorded.get(key)
             same = "run it with the same options"
-            if key in _TRAIN_FIELDS and isinstance(value, (int, float, str)):
-                if not isinstance(value, bool):  # a flag's value, as the folder holds it
-                    same += f" (--{key.replace('_', '-')} {value})"
+            flag_value = isinstance(value, int | float | str) and not isinstance(value, bool)
+            if key in _TRAIN_FIELDS and flag_value:  # the flag that continues the folder
+                same += f" (--{key.replace('_', '-')} {value})"
             raise ValueError(
                 f"{path.parent} holds a sweep with other options ({key}: "
                 f"{value!r}, now {mine.get(key)!r}); {same}, "

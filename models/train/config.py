@@ -246,7 +246,6 @@ class TrainConfig:
                 raise ValueError(
                     f"option {f.name!r}: expected {_TYPE_NAMES[want]}, got {_value_repr(value)}"
                 )
-
         _check_cell(self.cell)
         choices = {
             "init": INITS,
@@ -333,7 +332,7 @@ class TrainConfig:
             )
         if not self.dataset:
             raise ValueError("option 'dataset': must not be empty")
-        for f in fields(self):  # those without a bound of their own
+        for f in fields(self):  # the integers that no bound above has limited
             value = getattr(self, f.name)
             if _FIELD_TYPES[f.name] is int and abs(value) > MAX_INT_OPTION:
                 raise ValueError(

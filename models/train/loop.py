@@ -803,9 +803,12 @@ def _train_locked(
             if config.lr_scaling != "none"
             else "no scaling"
         )
-        momentum = f", momentum {config.momentum!r}" if config.momentum > 0 else ""
-        if config.optimizer == "sgd" and config.momentum == 0:
+        if config.momentum > 0:
+            momentum = f", momentum {config.momentum!r}"
+        elif config.optimizer == "sgd":
             momentum = ", plain SGD (no momentum; --momentum 0.9 for the heavy ball)"
+        else:
+            momentum = ""
         reporter.message(
             f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule{momentum}"
         )

@@ -484,9 +484,7 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
                 "give 0 or None"
             )
         return Adam(lr=lr)
-    if cls is RMSProp:
-        return RMSProp(lr=lr, momentum=momentum)
-    return SGD(lr=lr, momentum=momentum)
+    return (RMSProp if cls is RMSProp else SGD)(lr=lr, momentum=momentum)
 
 
 def global_norm(grads: Mapping[str, Array]) -> float:
