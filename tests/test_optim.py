@@ -141,6 +141,9 @@ OPTIMIZER_FACTORIES: dict[str, Callable[[], Optimizer]] = {
     "sgd": lambda: SGD(lr=0.01),
     "sgd-nesterov": lambda: SGD(lr=0.01, nesterov=True),
     "sgd-plain": lambda: SGD(lr=0.01, momentum=0.0),
+    "rmsprop-ema": lambda: RMSProp(lr=0.01, ema_decay=0.9),
+    "adam-ema": lambda: Adam(lr=0.01, ema_decay=0.5),
+    "sgd-plain-ema": lambda: SGD(lr=0.01, momentum=0.0, ema_decay=0.99),
 }
 
 
@@ -381,3 +384,59 @@ def test_load_state_dict_refuses_what_is_not_a_dict(kind: str, state: object) ->
     opt = make_optimizer(kind, 0.1)
     with pytest.raises(TypeError, match=r"expects a dict of arrays .*state_dict\(\)"):
         opt.load_state_dict(state)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- parameter average
+
+
+def test_the_parameter_average_is_the_bias_corrected_moving_average() -> None:
+    d = 0.75
+    opt = SGD(0.1, momentum=0.0, ema_decay=d)
+    params: dict[str, Array] = {"w": np.array([W0])}
+    opt.step(params, {"w": np.array([G1])})
+    w1 = W0 - 0.1 * G1
+    assert opt.averaged()["w"][0] == pytest.approx(w1, abs=1e-15)  # one step: w1 itself
+    opt.step(params, {"w": np.array([G2])})
+    w2 = w1 - 0.1 * G2
+    expected = (d * (1 - d) * w1 + (1 - d) * w2) / (1 - d**2)
+    assert opt.averaged()["w"][0] == pytest.approx(expected, abs=1e-15)
+    assert params["w"][0] == pytest.approx(w2, abs=1e-15)  # the parameters go on unchanged
+    assert set(opt.state_dict()) == {"t", "ema/w"}
+
+
+def test_the_average_of_parameters_that_stay_put_is_those_parameters() -> None:
+    opt = SGD(1e-300, momentum=0.0, ema_decay=0.9999)  # steps far below the parameters' digits
+    params: dict[str, Array] = {"W": np.full((2, 3), 0.3), "b": np.full(3, -7.0, np.float32)}
+    for _ in range(5):
+        opt.step(params, {"W": np.ones((2, 3)), "b": np.ones(3, np.float32)})
+    avg = opt.averaged()
+    np.testing.assert_allclose(avg["W"], params["W"], rtol=1e-12)
+    assert avg["b"].dtype == np.float32
+    np.testing.assert_allclose(avg["b"], params["b"], rtol=1e-6)
+    avg["W"][0, 0] = 99.0  # a copy: the optimiser's own average is untouched
+    assert opt.averaged()["W"][0, 0] == pytest.approx(0.3)
+
+
+def test_an_average_is_refused_where_there_is_none() -> None:
+    with pytest.raises(ValueError, match="keeps no parameter average"):
+        Adam().averaged()
+    with pytest.raises(ValueError, match="no parameter average before the first step"):
+        Adam(ema_decay=0.5).averaged()
+    for bad in (1.0, -0.1, math.nan):
+        with pytest.raises(ValueError, match=r"ema_decay must lie in \[0, 1\)"):
+            RMSProp(ema_decay=bad)
+    for wrong in ("0.5", True, np.array([0.5])):
+        with pytest.raises(TypeError, match="ema_decay: expected a number"):
+            make_optimizer("rmsprop", 0.1, ema_decay=wrong)  # type: ignore[arg-type]
+
+
+def test_a_state_without_its_average_is_refused() -> None:
+    opt = RMSProp(ema_decay=0.9)
+    params: dict[str, Array] = {"w": np.ones(2)}
+    opt.step(params, {"w": np.ones(2)})
+    state = opt.state_dict()
+    del state["ema/w"]
+    with pytest.raises(ValueError, match="missing key 'ema/w'"):
+        RMSProp(ema_decay=0.9).load_state_dict(state)
+    with pytest.raises(ValueError, match="unexpected key 'ema/w'"):
+        RMSProp().load_state_dict(opt.state_dict())

@@ -21,7 +21,7 @@ from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
 from models.train.checkpoint import load_checkpoint, save_checkpoint
-from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config
+from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config, load_model
 from models.train.optim import decay_weights, make_optimizer
 from models.train.schedule import LRSchedule, scaled_lr
 
@@ -181,6 +181,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "zoneout": 0.1,
     },
     "lstm+dropout": {"cell": "lstm", "dropout": 0.2, "recurrent_dropout": 0.2, "zoneout": 0.2},
+    "average": {"ema_decay": 0.9, "weight_decay": 0.1},
 }
 
 
@@ -284,7 +285,7 @@ def test_make_optimizer_checks_the_momentum() -> None:
     assert make_optimizer("sgd", 0.1, momentum=0.0).slot_names() == ()
     assert make_optimizer("rmsprop", 0.1, momentum=0.5).slot_names() == ("v", "d")
     for bad in ("0.5", True, np.array([0.5, 0.1])):
-        with pytest.raises(TypeError, match="momentum: expected a number or None"):
+        with pytest.raises(TypeError, match="momentum: expected a number"):
             make_optimizer("sgd", 0.1, momentum=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Adam's first-moment average"):
         make_optimizer("adam", 0.1, momentum=0.9)
@@ -326,6 +327,9 @@ def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -
         ("momentum", 1.0, r"option 'momentum': must be a number in \[0, 1\)"),
         ("momentum", -0.5, r"option 'momentum': must be a number in \[0, 1\)"),
         ("momentum", math.nan, r"option 'momentum': must be a number in \[0, 1\)"),
+        ("ema_decay", 1.0, r"option 'ema_decay': must be a number in \[0, 1\)"),
+        ("ema_decay", -1e-9, r"option 'ema_decay': must be a number in \[0, 1\)"),
+        ("ema_decay", math.inf, r"option 'ema_decay': must be a number in \[0, 1\)"),
         ("momentum", 10**400, "option 'momentum': expected a number, got an integer of 401 digits"),
         ("lr", -(10**400), "option 'lr': expected a number, got an integer of 401 digits"),
         ("epochs", 10**400, "option 'epochs': must be at most 9,223,372,036,854,775,807 in size"),
@@ -334,6 +338,39 @@ def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -
 def test_bad_recipe_options_are_named(option: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         replace(TrainConfig(), **{option: value}).validate()
+
+
+def test_the_parameter_average_is_what_is_validated_and_kept(
+    tiny_npz: Path, tmp_path: Path
+) -> None:
+    plain = train(tiny_config(tiny_npz, tmp_path / "plain", epochs=3), reporter=quiet()).metrics
+    # a decay of 1e-12 is an average of the last step alone: the plain run's numbers
+    near = tiny_config(tiny_npz, tmp_path / "near", epochs=3, ema_decay=1e-12)
+    m = train(near, reporter=quiet()).metrics
+    assert [r["valid_nll"] for r in m["epochs"]] == pytest.approx(
+        [r["valid_nll"] for r in plain["epochs"]], rel=1e-9
+    )
+    averaged = tiny_config(tiny_npz, tmp_path / "avg", epochs=3, ema_decay=0.9)
+    result = train(averaged, reporter=quiet())
+    valid = [r["valid_nll"] for r in result.metrics["epochs"]]
+    assert valid != pytest.approx([r["valid_nll"] for r in plain["epochs"]], rel=1e-6)
+    # model.npz holds the best epoch's average, and scores the validation NLL it was chosen by
+    model, _ = load_model(tmp_path / "avg" / "model.npz")
+    ds = load_dataset(str(tiny_npz))
+    best = result.metrics["best_epoch"]
+    assert model.evaluate(ds.valid, 16)["nll"] == pytest.approx(valid[best - 1], rel=1e-12)
+    trained = load_checkpoint(tmp_path / "avg" / "checkpoint.npz").params
+    assert any(not np.array_equal(trained[k], v) for k, v in model.params.items())
+
+
+def test_the_start_line_names_the_average(
+    tiny_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--dataset", str(tiny_npz), "--hidden", "3", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--ema-decay", "0.999", "--out", str(tmp_path / "a")]) == 0
+    assert "validating a moving average of the parameters (decay 0.999)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_recipe_options_on_the_command_line_and_in_toml(

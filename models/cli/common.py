@@ -179,6 +179,7 @@ METAVARS = {  # the metavariables of the train options that are not counts "N"
     "lr_min": "X",
     "lr_decay": "X",
     "weight_decay": "X",
+    "ema_decay": "X",
     "dropout": "P",
     "recurrent_dropout": "P",
     "zoneout": "P",

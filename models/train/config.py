@@ -166,6 +166,12 @@ class TrainConfig:
             every weight matrix is multiplied by ``1 - lr_t * weight_decay``
             (``lr_t`` the update's learning rate); biases and other vectors are
             not decayed; 0 disables it.
+        ema_decay: decay per update, in ``[0, 1)``, of an exponential moving
+            average of the parameters (``models.train.optim.Optimizer``):
+            validation, early stopping, the best parameters and ``model.npz``
+            use the average instead of the parameters being trained, which go
+            on unchanged; it weighs about the last ``1 / (1 - ema_decay)``
+            updates; 0 disables it.
         dropout: variational dropout rate on every non-recurrent connection
             (each layer's input and the read-out's input), one mask per
             sequence; 0 disables it.
@@ -211,6 +217,7 @@ class TrainConfig:
     lr_step_epochs: int = 50
     lr_plateau_patience: int = 5
     weight_decay: float = 0.0
+    ema_decay: float = 0.0
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
@@ -312,6 +319,10 @@ class TrainConfig:
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(
                 f"option 'momentum': must be a number in [0, 1), got {self.momentum!r}"
+            )
+        if not (math.isfinite(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ValueError(
+                f"option 'ema_decay': must be a number in [0, 1), got {self.ema_decay!r}"
             )
         if self.momentum > 0 and self.optimizer == "adam":
             raise ValueError(
@@ -417,6 +428,7 @@ class TrainConfig:
             lr_min=float(self.lr_min),
             lr_decay=float(self.lr_decay),
             weight_decay=float(self.weight_decay),
+            ema_decay=float(self.ema_decay),
             dropout=float(self.dropout),
             recurrent_dropout=float(self.recurrent_dropout),
             zoneout=float(self.zoneout),
@@ -458,6 +470,8 @@ CONFIG_HELP: dict[str, str] = {
     "lr_plateau_patience": "plateau schedule: epochs without a better validation NLL "
     "before the rate is multiplied by lr_decay",
     "weight_decay": "decoupled weight decay of the weight matrices, AdamW style (0: none)",
+    "ema_decay": "decay per update of a moving average of the parameters, which is validated "
+    "and kept instead of them (0: none)",
     "dropout": "variational dropout rate on layer inputs and the read-out input (0: none)",
     "recurrent_dropout": "variational dropout rate on the recurrent connections (0: none)",
     "zoneout": "zoneout probability on the states (0: none)",
@@ -508,6 +522,7 @@ _FIELD_TYPES: dict[str, type] = {
     "lr_step_epochs": int,
     "lr_plateau_patience": int,
     "weight_decay": float,
+    "ema_decay": float,
     "dropout": float,
     "recurrent_dropout": float,
     "zoneout": float,

@@ -12,8 +12,10 @@ One epoch:
    clip the global gradient norm, step the optimiser on the clean parameters,
    and apply decoupled weight decay (if ``weight_decay > 0``);
 3. score the validation split (NLL per time step) with the clean parameters
-   (dropout off, zoneout's expectation); keep a copy of the parameters of the
-   best epoch so far; let a reduce-on-plateau schedule see the result;
+   (dropout off, zoneout's expectation), or, with ``ema_decay > 0``, with the
+   optimiser's moving average of the parameters; keep a copy of the scored
+   parameters of the best epoch so far; let a reduce-on-plateau schedule see
+   the result;
 4. write ``DIR/checkpoint.npz`` (parameters, best parameters, optimiser
    state, epoch, update count, schedule state, generator state,
    configuration, history), then
@@ -722,7 +724,9 @@ def _train(config: TrainConfig, reporter: Reporter | None) -> TrainResult:
     for s in ("train", "valid", "test"):
         if len(dataset.split(s)) == 0 or dataset.split(s).n_steps == 0:
             raise ValueError(f"dataset {config.dataset!r}: the {s} split has no time steps")
-    opt = make_optimizer(config.optimizer, config.lr, momentum=config.momentum)
+    opt = make_optimizer(
+        config.optimizer, config.lr, momentum=config.momentum, ema_decay=config.ema_decay
+    )
     wanted = Path(config.out)
     out, lock, created = claim_run_folder(
         wanted, resume=config.resume, overwrite=config.overwrite, auto_suffix=auto_suffix
@@ -809,8 +813,14 @@ def _train_locked(
             momentum = ", plain SGD (no momentum; --momentum 0.9 for the heavy ball)"
         else:
             momentum = ""
+        average = (
+            f"; validating a moving average of the parameters (decay {config.ema_decay!r})"
+            if config.ema_decay > 0
+            else ""
+        )
         reporter.message(
-            f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule{momentum}"
+            f"learning rate {sched.lr:.4g} ({scaling}), {config.lr_schedule} schedule"
+            f"{momentum}{average}"
         )
         st.stop_reason = None
         while True:
@@ -888,8 +898,10 @@ def _train_locked(
                     f"epoch {epoch}, after the last batch: parameter(s) {bad} are not finite; "
                     f"the last good checkpoint is {ckpt} (epoch {saved_epoch})"
                 )
+            # with a parameter average, the average is what is scored and kept
+            scored = opt.averaged() if config.ema_decay > 0 else None
             try:
-                valid = model.evaluate(dataset.valid, config.eval_batch_size)
+                valid = model.evaluate(dataset.valid, config.eval_batch_size, params=scored)
             except NonFiniteError as exc:
                 raise NonFiniteError(
                     f"epoch {epoch}, validation: {exc}; the last good checkpoint is {ckpt} "
@@ -915,7 +927,7 @@ def _train_locked(
             if valid["nll"] < st.best_valid:
                 st.best_valid = float(valid["nll"])
                 st.best_epoch = epoch
-                st.best_params = model.state_dict()
+                st.best_params = model.state_dict() if scored is None else scored
             if sched.end_epoch(epoch, st.best_epoch):
                 reporter.message(
                     f"epoch {epoch}: no better validation NLL for "

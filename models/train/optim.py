@@ -66,9 +66,21 @@ class Optimizer(ABC):
     Subclasses name their per-parameter state slots in :meth:`slot_names` and
     implement the update of a single parameter in :meth:`_update`.
 
+    With ``ema_decay > 0`` the optimiser also keeps an exponential moving
+    average of the parameters after each step (Polyak averaging in its
+    exponential form, as Keras's ``use_ema`` and TensorFlow's
+    ``ExponentialMovingAverage``): ``a <- d * a + (1 - d) * w`` from ``a = 0``,
+    read through :meth:`averaged` with Adam's bias correction
+    ``a / (1 - d**t)``, so that it is a weighted mean of the parameters of
+    every step so far, the recent ones weighing most (about the last
+    ``1 / (1 - d)`` steps). It is the slot ``"ema"`` and is saved and restored
+    with the rest of the state.
+
     Args:
         lr: learning rate, a positive scalar. It is a plain attribute and may
             be changed between steps (learning-rate schedules).
+        ema_decay: decay ``d`` of the parameter average, in ``[0, 1)``; 0
+            keeps no average.
 
     Attributes:
         t: number of steps taken so far (restored by :meth:`load_state_dict`).
@@ -76,11 +88,17 @@ class Optimizer(ABC):
 
     lr: float
     t: int
+    ema_decay: float
 
-    def __init__(self, lr: float) -> None:
+    def __init__(self, lr: float, ema_decay: float = 0.0) -> None:
         self.lr = _check_positive("lr", lr)
+        self.ema_decay = _check_unit_interval("ema_decay", ema_decay, allow_zero=True)
         self.t = 0
-        self._slots: dict[str, dict[str, Array]] = {slot: {} for slot in self.slot_names()}
+        self._slots: dict[str, dict[str, Array]] = {slot: {} for slot in self._slot_keys()}
+
+    def _slot_keys(self) -> tuple[str, ...]:
+        """The update's slots and, with a parameter average, ``"ema"``."""
+        return self.slot_names() + (("ema",) if self.ema_decay > 0 else ())
 
     @abstractmethod
     def slot_names(self) -> tuple[str, ...]:
@@ -150,9 +168,35 @@ class Optimizer(ABC):
             _check_finite_grads(grads, type(self).__name__ + ".step")
         self._prepare_slots(params)
         self.t += 1
+        d = self.ema_decay
         for name, param in params.items():
             slots = {slot: arrays[name] for slot, arrays in self._slots.items()}
             self._update(param, np.asarray(grads[name]), slots, self.t)
+            if d > 0:
+                average = slots["ema"]
+                average *= d
+                average += (1.0 - d) * param
+
+    def averaged(self) -> dict[str, Array]:
+        """The bias-corrected moving average of the parameters (``ema_decay > 0``).
+
+        Returns:
+            New arrays by parameter name, each of its parameter's shape and
+            dtype: ``a / (1 - ema_decay**t)``.
+
+        Raises:
+            ValueError: if the optimiser keeps no average (``ema_decay == 0``)
+                or has taken no step yet.
+        """
+        if self.ema_decay <= 0:
+            raise ValueError("this optimizer keeps no parameter average (ema_decay is 0)")
+        if self.t == 0:
+            raise ValueError("no parameter average before the first step")
+        # 1 - d**t without the loss of digits of 1 - (a number near 1)
+        scale = -math.expm1(self.t * math.log(self.ema_decay))
+        return {
+            name: (a / scale).astype(a.dtype, copy=False) for name, a in self._slots["ema"].items()
+        }
 
     def _prepare_slots(self, params: Mapping[str, Array]) -> None:
         """Create the state on first use, or check it against ``params``."""
@@ -240,7 +284,7 @@ class Optimizer(ABC):
         t = int(t_arr)
         if t < 0:
             raise ValueError(f"{kind} state key 't' must be non-negative, got {t}")
-        slots: dict[str, dict[str, Array]] = {slot: {} for slot in self.slot_names()}
+        slots: dict[str, dict[str, Array]] = {slot: {} for slot in self._slot_keys()}
         for key, value in state.items():
             if key == "t":
                 continue
@@ -248,7 +292,7 @@ class Optimizer(ABC):
                 raise ValueError(f"{kind} state keys must be strings, got {key!r}")
             slot, sep, name = key.partition("/")
             if not sep or slot not in slots or not name:
-                expected = ", ".join(f"'{s}/<name>'" for s in self.slot_names()) or "none"
+                expected = ", ".join(f"'{s}/<name>'" for s in self._slot_keys()) or "none"
                 raise ValueError(
                     f"unexpected key {key!r} in {kind} state (expected 't' and slot keys: "
                     f"{expected})"
@@ -303,6 +347,7 @@ class RMSProp(Optimizer):
         eps: stabilising constant added under the square root, positive.
         momentum: momentum of the velocity, in ``[0, 1)``.
         centered: use Graves's centred form.
+        ema_decay: decay of the parameter average (:class:`Optimizer`); 0: none.
     """
 
     def __init__(
@@ -312,12 +357,13 @@ class RMSProp(Optimizer):
         eps: float = 1e-6,
         momentum: float = 0.0,
         centered: bool = False,
+        ema_decay: float = 0.0,
     ) -> None:
         self.decay = _check_unit_interval("decay", decay, allow_zero=False)
         self.eps = _check_positive("eps", eps)
         self.momentum = _check_unit_interval("momentum", momentum, allow_zero=True)
         self.centered = bool(centered)
-        super().__init__(lr)
+        super().__init__(lr, ema_decay)
 
     def slot_names(self) -> tuple[str, ...]:
         """Slot names: ``"v"``, ``"n"`` if centered, ``"d"`` if momentum is used.
@@ -366,6 +412,7 @@ class Adam(Optimizer):
         beta1: decay of the first-moment average, in ``[0, 1)``.
         beta2: decay of the second-moment average, in ``[0, 1)``.
         eps: stabilising constant added to ``sqrt(v_hat)``, positive.
+        ema_decay: decay of the parameter average (:class:`Optimizer`); 0: none.
     """
 
     def __init__(
@@ -374,11 +421,12 @@ class Adam(Optimizer):
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
+        ema_decay: float = 0.0,
     ) -> None:
         self.beta1 = _check_unit_interval("beta1", beta1, allow_zero=True)
         self.beta2 = _check_unit_interval("beta2", beta2, allow_zero=True)
         self.eps = _check_positive("eps", eps)
-        super().__init__(lr)
+        super().__init__(lr, ema_decay)
 
     def slot_names(self) -> tuple[str, ...]:
         """Slot names ``("m", "v")``.
@@ -412,14 +460,17 @@ class SGD(Optimizer):
         lr: learning rate, positive scalar.
         momentum: momentum ``mu``, in ``[0, 1)``.
         nesterov: use Nesterov momentum (requires ``momentum > 0``).
+        ema_decay: decay of the parameter average (:class:`Optimizer`); 0: none.
     """
 
-    def __init__(self, lr: float, momentum: float = 0.9, nesterov: bool = False) -> None:
+    def __init__(
+        self, lr: float, momentum: float = 0.9, nesterov: bool = False, ema_decay: float = 0.0
+    ) -> None:
         self.momentum = _check_unit_interval("momentum", momentum, allow_zero=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov=True requires momentum > 0")
-        super().__init__(lr)
+        super().__init__(lr, ema_decay)
 
     def slot_names(self) -> tuple[str, ...]:
         """Slot names: ``("b",)`` with momentum, else none.
@@ -447,7 +498,9 @@ _OPTIMIZERS: dict[str, type[RMSProp] | type[Adam] | type[SGD]] = {
 }
 
 
-def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Optimizer:
+def make_optimizer(
+    name: str, lr: float, *, momentum: float | None = None, ema_decay: float = 0.0
+) -> Optimizer:
     """Build an optimiser by name with its default settings.
 
     Args:
@@ -456,6 +509,8 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
         momentum: ``None`` for the optimiser's default (RMSProp 0, SGD 0.9), or
             the momentum in ``[0, 1)`` of RMSProp's or SGD's velocity; Adam takes
             only ``None`` or 0 (its first-moment average is its own).
+        ema_decay: decay in ``[0, 1)`` of the moving average of the parameters
+            (:meth:`Optimizer.averaged`); 0 keeps none.
 
     Returns:
         The new optimiser.
@@ -469,22 +524,28 @@ def make_optimizer(name: str, lr: float, *, momentum: float | None = None) -> Op
     if cls is None:
         valid = ", ".join(repr(n) for n in _OPTIMIZERS)
         raise ValueError(f"unknown optimizer {name!r}; valid names are {valid}")
+    ema_decay = _real("ema_decay", ema_decay)
     if momentum is None:
-        return cls(lr=lr)
-    if isinstance(momentum, bool | np.bool_) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f"momentum: expected a number or None, got {type(momentum).__name__}")
-    try:
-        momentum = float(momentum)
-    except OverflowError:
-        raise ValueError("momentum: must be in [0, 1), got a number beyond the floats") from None
+        return cls(lr=lr, ema_decay=ema_decay)
+    momentum = _real("momentum", momentum)
     if cls is Adam:
         if momentum != 0.0:
             raise ValueError(
                 f"momentum {momentum!r}: Adam's first-moment average (beta1) is its own; "
                 "give 0 or None"
             )
-        return Adam(lr=lr)
-    return (RMSProp if cls is RMSProp else SGD)(lr=lr, momentum=momentum)
+        return Adam(lr=lr, ema_decay=ema_decay)
+    return (RMSProp if cls is RMSProp else SGD)(lr=lr, momentum=momentum, ema_decay=ema_decay)
+
+
+def _real(name: str, value: object) -> float:
+    """``value`` as a float, refusing what is not a real number (a string, a bool, an array)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: must be in [0, 1), got a number beyond the floats") from None
 
 
 def global_norm(grads: Mapping[str, Array]) -> float:
