@@ -309,9 +309,10 @@ def test_mismatched_checkpoint_names_key_and_shapes(
 def test_resume_with_other_model_is_refused(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    line = _fails(["train", "--resume", "--out", str(run_dir), "--hidden", "8"], capsys)
+    # a usage error (exit 2), as any flag the command cannot take
+    line = _fails(["train", "--resume", "--out", str(run_dir), "--hidden", "8"], capsys, code=2)
     assert "option 'hidden' is 8" in line and "trained with 4" in line
-    line = _fails(["train", "--resume", "--out", str(run_dir), "--cell", "lstm"], capsys)
+    line = _fails(["train", "--resume", "--out", str(run_dir), "--cell", "lstm"], capsys, code=2)
     assert "option 'cell'" in line
 
 

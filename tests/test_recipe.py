@@ -21,7 +21,7 @@ from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
 from models.train.checkpoint import load_checkpoint, save_checkpoint
-from models.train.loop import TRAIN_PADDED_STEPS, _check_resume_config, load_model
+from models.train.loop import TRAIN_PADDED_STEPS, check_resume_config, load_model
 from models.train.optim import decay_weights, make_optimizer
 from models.train.schedule import LRSchedule, scaled_lr
 
@@ -106,9 +106,9 @@ def test_a_run_trains_at_its_scaled_rate(tiny_npz: Path, tmp_path: Path, scaling
 def test_a_checkpoint_from_before_lr_scaling_trained_unscaled(tmp_path: Path) -> None:
     saved = TrainConfig().to_dict()
     del saved["lr_scaling"]
-    _check_resume_config(replace(TrainConfig(), lr_scaling="none"), saved, tmp_path)
+    check_resume_config(replace(TrainConfig(), lr_scaling="none"), saved, tmp_path)
     with pytest.raises(ValueError, match=r"option 'lr_scaling' is 'sqrt'.*'none'"):
-        _check_resume_config(replace(TrainConfig(), lr_scaling="sqrt"), saved, tmp_path)
+        check_resume_config(replace(TrainConfig(), lr_scaling="sqrt"), saved, tmp_path)
 
 
 def _forget_scaling(checkpoint: Path) -> None:
@@ -304,13 +304,13 @@ def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -
     for optimizer, momentum in (("sgd", 0.9), ("rmsprop", 0.0), ("adam", 0.0)):
         saved = replace(TrainConfig(), optimizer=optimizer).to_dict()
         del saved["momentum"]
-        _check_resume_config(
+        check_resume_config(
             replace(TrainConfig(), optimizer=optimizer, momentum=momentum), saved, tmp_path
         )
     saved = replace(TrainConfig(), optimizer="sgd").to_dict()
     del saved["momentum"]
     with pytest.raises(ValueError, match="'momentum'"):
-        _check_resume_config(replace(TrainConfig(), optimizer="sgd"), saved, tmp_path)
+        check_resume_config(replace(TrainConfig(), optimizer="sgd"), saved, tmp_path)
 
 
 @pytest.mark.parametrize(

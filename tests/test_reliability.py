@@ -153,7 +153,9 @@ def test_f8_pickle_expansion_is_bounded(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     with pytest.raises(DataError, match="more than 2000000 time steps"):
         load_dataset(path)
-    assert time.perf_counter() - t0 < 5
+    # a guard against building the whole expansion, not a speed test: it takes
+    # well under a second alone, and a loaded machine must not fail it
+    assert time.perf_counter() - t0 < 30
 
 
 def test_f9_empty_sequences_are_refused_at_load(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from models.cli.common import (
 )
 from models.data.dataset import one_line
 from models.io import FileError, read_text_capped
-from models.train.checkpoint import load_checkpoint
+from models.train.checkpoint import CheckpointError, load_checkpoint
 from models.train.config import (
     CHECKPOINT_FILE,
     CONFIG_CHOICES,
@@ -30,7 +30,7 @@ from models.train.config import (
     config_from_mapping,
     stored_options,
 )
-from models.train.loop import train
+from models.train.loop import check_resume_config, train
 from models.train.report import ConsoleReporter
 
 
@@ -185,6 +185,18 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     return _usage(config.check_training_batch)
 
 
+def _check_resume(config: TrainConfig) -> None:
+    """An option given with ``--resume`` that the run cannot change is a usage error
+    (exit 2), as any bad flag; a broken checkpoint is not."""
+    path = config.out_dir() / CHECKPOINT_FILE
+    try:
+        check_resume_config(config, load_checkpoint(path).config, path)
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _usage(build: Any, *a: Any, **kw: Any) -> TrainConfig:
     """``build(*a, **kw)`` with its ValueError (a bad option value) as a UsageError."""
     try:
@@ -206,6 +218,8 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             write_stdout(config_to_toml(config))
         return 0
+    if config.resume:
+        _check_resume(config)
     live = config.progress and sys.stderr.isatty()
     result = train(config, reporter=ConsoleReporter(sys.stderr, live=live))
     m = result.metrics

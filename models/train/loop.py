@@ -308,8 +308,9 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
-def _check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
-    """Raise ValueError naming the first option that differs from the checkpoint's run."""
+def check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
+    """Raise ValueError naming the first option that differs from the checkpoint's run
+    (``CheckpointError``, a ValueError too, where the stored configuration is broken)."""
     saved = stored_options(saved)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -401,7 +402,7 @@ def _restore(
     extra = ck.extra or {}
     if extra.get("kind") != "checkpoint" or ck.best_params is None:  # a model.npz, say
         raise CheckpointError(f"{path}: not a training checkpoint (no history or best parameters)")
-    _check_resume_config(config, ck.config, path)
+    check_resume_config(config, ck.config, path)
     stored = extra.get("dataset_file")
     if stored != dict(fingerprint) and not config.allow_data_change:
         if isinstance(stored, dict):
