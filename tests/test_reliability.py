@@ -545,8 +545,8 @@ def test_a_refused_train_or_sweep_leaves_no_lock_file(
     files = sorted(p.name for p in run.iterdir())
     assert LOCK_FILE in files
     refused = [*_args(tiny, run, "--resume"), "--hidden", "4"]
-    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 2)
     assert sorted(p.name for p in run.iterdir()) == files
     (run / LOCK_FILE).unlink()
-    assert "option 'hidden' is 4" in _one_line(capsys, refused, 1)
+    assert "option 'hidden' is 4" in _one_line(capsys, refused, 2)
     assert LOCK_FILE not in {p.name for p in run.iterdir()}

@@ -189,8 +189,11 @@ def _check_resume(config: TrainConfig) -> None:
     """An option given with ``--resume`` that the run cannot change is a usage error
     (exit 2), as any bad flag; a broken checkpoint is not."""
     path = config.out_dir() / CHECKPOINT_FILE
+    ck = load_checkpoint(path)
+    if (ck.extra or {}).get("kind") != "checkpoint":
+        return  # a model.npz, say: training names what the file is
     try:
-        check_resume_config(config, load_checkpoint(path).config, path)
+        check_resume_config(config, ck.config, path)
     except CheckpointError:
         raise
     except ValueError as exc:
