@@ -316,6 +316,37 @@ def test_resume_with_other_model_is_refused(
     assert "option 'cell'" in line
 
 
+def test_resume_names_the_dataset_as_it_was_given(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative --dataset on --resume is the stored absolute path it names."""
+    monkeypatch.chdir(tiny.parent)
+    argv = ["train", "--dataset", tiny.name, "--hidden", "3", "--no-progress"]
+    out = str(tmp_path / "rel")
+    assert main([*argv, "--epochs", "1", "--lr-schedule", "constant", "--out", out]) == 0
+    resumed = [*argv, "--epochs", "2", "--lr-schedule", "constant", "--resume", "--out", out]
+    assert main(resumed) == 0
+
+
+def test_an_old_checkpoint_resumed_with_an_average_is_a_usage_error(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint from before --ema-decay trained without an average: asking for
+    one is an option the run cannot change, not a broken file."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    ck = load_checkpoint(old / "checkpoint.npz")
+    config = {k: v for k, v in ck.config.items() if k != "ema_decay"}
+    save_checkpoint(
+        old / "checkpoint.npz", params=ck.params, optimizer=ck.optimizer, epoch=ck.epoch,
+        rng_state=ck.rng_state, config=config, extra=ck.extra, best_params=ck.best_params,
+    )  # fmt: skip
+    line = _fails(["train", "--resume", "--out", str(old), "--ema-decay", "0.9"], capsys, code=2)
+    assert "option 'ema_decay' is 0.9" in line and "trained with 0.0" in line
+
+
 def test_resume_takes_options_from_checkpoint(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -194,8 +194,10 @@ def test_float32_stays_float32(kind: str) -> None:
         assert p.dtype == np.float32
         assert p is arrays_before[name]  # updated in place
     for key, value in opt.state_dict().items():
-        if key != "t":
-            assert value.dtype == np.float32, key
+        if key != "t":  # the parameter average is kept in float64
+            assert value.dtype == (np.float64 if key.startswith("ema/") else np.float32), key
+    if opt.ema_decay:
+        assert all(a.dtype == np.float32 for a in opt.averaged().values())
 
 
 def test_state_dict_before_first_step() -> None:
@@ -440,3 +442,29 @@ def test_a_state_without_its_average_is_refused() -> None:
         RMSProp(ema_decay=0.9).load_state_dict(state)
     with pytest.raises(ValueError, match="unexpected key 'ema/w'"):
         RMSProp().load_state_dict(opt.state_dict())
+
+
+def test_a_float32_average_of_parameters_that_stay_put_does_not_drift() -> None:
+    opt = SGD(1e-3, momentum=0.0, ema_decay=0.999)
+    params: dict[str, Array] = {"w": np.ones(3, np.float32)}
+    for _ in range(20_000):
+        opt.step(params, {"w": np.zeros(3, np.float32)})
+    np.testing.assert_array_equal(opt.averaged()["w"], np.ones(3, np.float32))
+
+
+def test_a_state_of_steps_without_its_slots_or_beyond_the_counter_is_refused() -> None:
+    opt = SGD(0.1, momentum=0.0, ema_decay=0.9)
+    params: dict[str, Array] = {"w": np.ones(2)}
+    opt.step(params, {"w": np.ones(2)})
+    with pytest.raises(ValueError, match=r"has taken 1 step\(s\) but holds none of its slots"):
+        SGD(0.1, momentum=0.0, ema_decay=0.9).load_state_dict({"t": np.array(1)})
+    SGD(0.1, momentum=0.0).load_state_dict({"t": np.array(1)})  # plain SGD keeps no slot
+    for t in (2**63 - 1, np.uint64(2**64 - 1)):
+        with pytest.raises(ValueError, match=r"key 't' must be in 0\.\.4611686018427387904"):
+            SGD(0.1, momentum=0.0).load_state_dict({"t": np.array(t)})
+    state = opt.state_dict()
+    state["ema/w"] = np.ones(3)
+    resumed = SGD(0.1, momentum=0.0, ema_decay=0.9)
+    resumed.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"optimizer state ema/w has shape \(3,\)"):
+        resumed.check_params(params)

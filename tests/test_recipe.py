@@ -20,7 +20,7 @@ from models.data.batches import batch_groups
 from models.generate.sample import sample
 from models.nets.sequence import SequenceModel
 from models.train import TrainConfig, train
-from models.train.checkpoint import load_checkpoint, save_checkpoint
+from models.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.train.loop import TRAIN_PADDED_STEPS, check_resume_config, load_model
 from models.train.optim import decay_weights, make_optimizer
 from models.train.schedule import LRSchedule, scaled_lr
@@ -300,6 +300,26 @@ def test_momentum_is_refused_with_adam() -> None:
     replace(TrainConfig(), optimizer="adam", momentum=0.0).validate()
 
 
+OPTIONS_OF_260A94F = {
+    "allow_data_change", "batch_size", "blas_threads", "cell", "clip", "dataset", "dropout",
+    "dtype", "epochs", "eval_batch_size", "hidden", "init", "layers", "lr", "lr_decay", "lr_min",
+    "lr_plateau_patience", "lr_reference_steps", "lr_scaling", "lr_schedule", "lr_step_epochs",
+    "max_train_seconds", "max_updates", "momentum", "optimizer", "out", "overwrite", "patience",
+    "progress", "recurrent_dropout", "resume", "seed", "warmup_updates", "weight_decay",
+    "weight_noise", "zoneout",
+}  # fmt: skip
+"""The options of commit 260a94f, whose sweep folders record every option."""
+
+
+def test_every_option_added_since_says_what_its_absence_meant() -> None:
+    from dataclasses import fields
+
+    from models.train.config import OPTIONS_BEFORE
+
+    added = {f.name for f in fields(TrainConfig)} - OPTIONS_OF_260A94F
+    assert added <= set(OPTIONS_BEFORE), f"add {sorted(added - set(OPTIONS_BEFORE))}"
+
+
 def test_a_stored_run_from_before_momentum_keeps_its_optimiser(tmp_path: Path) -> None:
     for optimizer, momentum in (("sgd", 0.9), ("rmsprop", 0.0), ("adam", 0.0)):
         saved = replace(TrainConfig(), optimizer=optimizer).to_dict()
@@ -361,6 +381,35 @@ def test_the_parameter_average_is_what_is_validated_and_kept(
     assert model.evaluate(ds.valid, 16)["nll"] == pytest.approx(valid[best - 1], rel=1e-12)
     trained = load_checkpoint(tmp_path / "avg" / "checkpoint.npz").params
     assert any(not np.array_equal(trained[k], v) for k, v in model.params.items())
+
+
+def test_a_checkpoint_whose_optimizer_disagrees_with_its_run_is_refused(
+    tiny_npz: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_config(tiny_npz, tmp_path / "run", epochs=1, ema_decay=0.9, optimizer="sgd")
+    cfg = replace(cfg, momentum=0.0)
+    train(cfg, reporter=quiet())
+    path = tmp_path / "run" / "checkpoint.npz"
+    ck = load_checkpoint(path)
+
+    def write(optimizer: dict[str, Any]) -> None:
+        save_checkpoint(
+            path, params=ck.params, optimizer=optimizer, epoch=ck.epoch,
+            rng_state=ck.rng_state, config=ck.config, extra=ck.extra,
+            best_params=ck.best_params, cell=ck.cell,
+        )  # fmt: skip
+
+    resume = replace(cfg, epochs=2, resume=True)
+    write({**ck.optimizer, "t": np.array(1)})
+    with pytest.raises(CheckpointError, match=r"has taken 1 step\(s\), but the run made 3"):
+        train(resume, reporter=quiet())
+    write({"t": ck.optimizer["t"]})  # the average's arrays removed
+    with pytest.raises(CheckpointError, match=r"checkpoint.npz: optimizer state: .* none of its"):
+        train(resume, reporter=quiet())
+    first = sorted(k for k in ck.optimizer if k != "t")[0]
+    write({k: v for k, v in ck.optimizer.items() if k != first})
+    with pytest.raises(CheckpointError, match=r"checkpoint.npz: optimizer state: .*no entry for parameter"):
+        train(resume, reporter=quiet())
 
 
 def test_the_start_line_names_the_average(

@@ -597,3 +597,24 @@ def test_a_bad_training_option_in_a_sweep_config_names_the_file(
     assert f"training options (of the flags and --config {toml})" in err
     assert "key 'momentum' must be a number" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_folder_from_before_the_parameter_average_is_continued(
+    tiny: Path, tmp_path: Path
+) -> None:
+    """Records written before ``ema_decay`` existed read as no average: the folder
+    continues and every finished trial is reused."""
+    out = tmp_path / "old"
+    run_sweep(tiny_sweep(tiny, out))
+    doc = json.loads((out / "results.json").read_text())
+    del doc["sweep"]["training"]["ema_decay"]
+    (out / "results.json").write_text(json.dumps(doc))
+    trials = sorted(out.glob("*/metrics.json"))
+    for path in trials:
+        m = json.loads(path.read_text())
+        del m["config"]["ema_decay"]
+        path.write_text(json.dumps(m))
+    before = {p: p.read_bytes() for p in trials}
+    res = run_sweep(tiny_sweep(tiny, out))
+    assert not res.failed and len(res.data["trials"]) == 4
+    assert {p: p.read_bytes() for p in trials} == before

@@ -193,7 +193,8 @@ def _check_resume(config: TrainConfig) -> None:
     if (ck.extra or {}).get("kind") != "checkpoint":
         return  # a model.npz, say: training names what the file is
     try:
-        check_resume_config(config, ck.config, path)
+        # as training compares it: the dataset as an absolute path, numbers as floats
+        check_resume_config(config.resolved(), ck.config, path)
     except CheckpointError:
         raise
     except ValueError as exc:

@@ -63,12 +63,16 @@ OPTIONS_BEFORE: dict[str, Any] = {
     "lr_scaling": "none",
     "lr_reference_steps": 512,
     "batch_size": 8,
+    "ema_decay": 0.0,
 }
 """What a stored configuration (a checkpoint's, a run's ``metrics.json``, a sweep's
 ``results.json``) written before an option existed, or without an option it left
 at its default, meant by its absence, for the options whose default is not what
-the code of that time did: such a run trained at ``lr`` itself, with a constant
-rate, in batches of 8."""
+the code of that time did, or may not stay so: such a run trained at ``lr``
+itself, with a constant rate, in batches of 8, without a parameter average.
+Every option added to :class:`TrainConfig` belongs here, with what the code
+did before it (``tests/test_recipe.py`` checks), so that stored runs and sweep
+folders written before it go on."""
 
 MAX_REFERENCE_STEPS = 1_000_000_000
 """The largest ``lr_reference_steps``."""

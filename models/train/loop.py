@@ -418,6 +418,7 @@ def _restore(
     model.load_state_dict(ck.params, where=str(path))
     try:
         opt.load_state_dict(ck.optimizer)
+        opt.check_params(model.params)
     except ValueError as exc:
         raise CheckpointError(f"{path}: optimizer state: {exc}") from None
     history = extra.get("history")
@@ -454,6 +455,11 @@ def _restore(
         updates = opt.t
     if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
         raise CheckpointError(f"{path}: bad update count {updates!r}")
+    if updates != opt.t:  # each update is one step of the optimiser
+        raise CheckpointError(
+            f"{path}: the optimizer state has taken {opt.t} step(s), but the run made "
+            f"{updates} update(s)"
+        )
     st.updates = updates
     state = extra.get("lr_schedule_state")
     if state is not None:

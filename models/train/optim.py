@@ -3,7 +3,8 @@
 Parameters are held in a ``dict[str, Array]`` and updated in place, so any
 node that holds a reference to a parameter array sees the new values. Every
 update is carried out in the parameter's own dtype: float32 parameters and
-their optimiser state stay float32.
+their optimiser state stay float32 (except the moving average of the
+parameters, kept in float64).
 
 The per-parameter state of an optimiser ("slots", such as Adam's first and
 second moments) is created lazily at the first :meth:`Optimizer.step`, with
@@ -42,6 +43,18 @@ __all__ = [
     "global_norm",
     "make_optimizer",
 ]
+
+
+MAX_STEPS = 2**62
+"""The largest step count ``t`` a state may hold (it is stored as a 64-bit integer)."""
+
+
+def _slot_dtype(slot: str, param: Array) -> np.dtype[np.floating]:
+    """A slot's dtype: the parameter's, but float64 at least for the parameter
+    average, whose small increments float32 would round away."""
+    if slot == "ema":
+        return np.promote_types(param.dtype, np.float64)
+    return param.dtype
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -95,6 +108,7 @@ class Optimizer(ABC):
         self.ema_decay = _check_unit_interval("ema_decay", ema_decay, allow_zero=True)
         self.t = 0
         self._slots: dict[str, dict[str, Array]] = {slot: {} for slot in self._slot_keys()}
+        self._dtypes: dict[str, np.dtype[np.floating]] = {}  # of the averaged parameters
 
     def _slot_keys(self) -> tuple[str, ...]:
         """The update's slots and, with a parameter average, ``"ema"``."""
@@ -176,13 +190,17 @@ class Optimizer(ABC):
                 average = slots["ema"]
                 average *= d
                 average += (1.0 - d) * param
+                self._dtypes[name] = param.dtype
 
     def averaged(self) -> dict[str, Array]:
         """The bias-corrected moving average of the parameters (``ema_decay > 0``).
 
         Returns:
             New arrays by parameter name, each of its parameter's shape and
-            dtype: ``a / (1 - ema_decay**t)``.
+            dtype: ``a / (1 - ema_decay**t)``. The average itself is kept in
+            float64 at least, so that float32 parameters do not round its small
+            increments away; after :meth:`load_state_dict` and before the next
+            step it is returned in that dtype.
 
         Raises:
             ValueError: if the optimiser keeps no average (``ema_decay == 0``)
@@ -195,8 +213,18 @@ class Optimizer(ABC):
         # 1 - d**t without the loss of digits of 1 - (a number near 1)
         scale = -math.expm1(self.t * math.log(self.ema_decay))
         return {
-            name: (a / scale).astype(a.dtype, copy=False) for name, a in self._slots["ema"].items()
+            name: (a / scale).astype(self._dtypes.get(name, a.dtype), copy=False)
+            for name, a in self._slots["ema"].items()
         }
+
+    def check_params(self, params: Mapping[str, Array]) -> None:
+        """Check the state against the parameters it will step (names and shapes),
+        or create it if there is none yet; :meth:`step` does the same first.
+
+        Raises:
+            ValueError: naming the parameter or the slot that does not fit.
+        """
+        self._prepare_slots(params)
 
     def _prepare_slots(self, params: Mapping[str, Array]) -> None:
         """Create the state on first use, or check it against ``params``."""
@@ -204,9 +232,9 @@ class Optimizer(ABC):
             return
         existing = next(iter(self._slots.values()))
         if not existing:
-            for arrays in self._slots.values():
+            for slot, arrays in self._slots.items():
                 for name, param in params.items():
-                    arrays[name] = np.zeros_like(param)
+                    arrays[name] = np.zeros(param.shape, _slot_dtype(slot, param))
             return
         for name in existing:
             if name not in params:
@@ -229,9 +257,10 @@ class Optimizer(ABC):
                     )
         # Dtypes are aligned only after every check has passed.
         for name, param in params.items():
-            for arrays in self._slots.values():
-                if arrays[name].dtype != param.dtype:
-                    arrays[name] = arrays[name].astype(param.dtype)
+            for slot, arrays in self._slots.items():
+                want = _slot_dtype(slot, param)
+                if arrays[name].dtype != want:
+                    arrays[name] = arrays[name].astype(want)
 
     # -- serialisation ----------------------------------------------------
 
@@ -282,8 +311,8 @@ class Optimizer(ABC):
                 f"got shape {t_arr.shape} dtype {t_arr.dtype}"
             )
         t = int(t_arr)
-        if t < 0:
-            raise ValueError(f"{kind} state key 't' must be non-negative, got {t}")
+        if not 0 <= t <= MAX_STEPS:
+            raise ValueError(f"{kind} state key 't' must be in 0..{MAX_STEPS}, got {t}")
         slots: dict[str, dict[str, Array]] = {slot: {} for slot in self._slot_keys()}
         for key, value in state.items():
             if key == "t":
@@ -317,8 +346,14 @@ class Optimizer(ABC):
                     f"{kind} state arrays for parameter {name!r} disagree in shape: "
                     f"{sorted(shapes)}"
                 )
+        if t > 0 and self._slot_keys() and not names:
+            raise ValueError(
+                f"{kind} state has taken {t} step(s) but holds none of its slots "
+                f"({', '.join(self._slot_keys())})"
+            )
         self.t = t
         self._slots = slots
+        self._dtypes = {}
 
 
 class RMSProp(Optimizer):
