@@ -22,7 +22,7 @@ from models.cli.main import main
 from models.data import Batch, Split, batches, load_dataset, load_npz
 from models.nets.sequence import SequenceModel, frame_counts, pad_batch
 from models.train import Reporter, TrainConfig, TrainingInterrupted, load_model, train
-from models.train.checkpoint import load_checkpoint
+from models.train.checkpoint import load_checkpoint, save_checkpoint
 
 # --------------------------------------------------------------------------- helpers
 
@@ -533,3 +533,14 @@ def test_train_sets_the_blas_threads_from_python(
     assert after == before  # restored
     most = max(before.values())  # 2, or 1 on a one-core machine
     assert seen.seen and all(set(c.values()) == {min(inside, most)} for c in seen.seen)
+
+
+def test_an_interruption_names_the_epoch_the_checkpoint_holds(tmp_path: Path) -> None:
+    """A signal between the checkpoint's rename and the loop's record of it names
+    the epoch on disk, not the one before."""
+    from models.train.loop import _epoch_held
+
+    path = tmp_path / "checkpoint.npz"
+    assert _epoch_held(path, 6) == 6  # no file: what the loop knows
+    save_checkpoint(path, params={}, optimizer={}, epoch=7, rng_state={}, config={})
+    assert _epoch_held(path, 6) == 7

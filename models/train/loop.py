@@ -667,6 +667,15 @@ def claim_run_folder(
     raise CheckpointError(f"{out} and {MAX_SUFFIX - 2} suffixed folders all hold runs")
 
 
+def _epoch_held(ckpt: Path, saved_epoch: int) -> int:
+    """The epoch the checkpoint on disk holds: a signal between its rename and the
+    loop's record of it would otherwise name the epoch before."""
+    try:
+        return load_checkpoint(ckpt).epoch
+    except (CheckpointError, OSError):
+        return saved_epoch
+
+
 def _final_status(
     out: Path,
     config: TrainConfig,
@@ -989,7 +998,7 @@ def _train_locked(
             raise
         _final_status(out, config, model, dataset, st, wall0, "interrupted")
         raise TrainingInterrupted(
-            ckpt, saved_epoch, terminated=isinstance(exc, Terminated)
+            ckpt, _epoch_held(ckpt, saved_epoch), terminated=isinstance(exc, Terminated)
         ) from None
     except BaseException as exc:
         if ckpt.is_file():
