@@ -559,6 +559,20 @@ def test_a_sweep_folder_from_before_lr_scaling_is_continued_by_its_own_recipe(
     assert {p: p.read_bytes() for p in trials} == before
 
 
+def _forget_option(out: Path, key: str) -> dict[Path, bytes]:
+    """Make the sweep folder ``out`` look written before option ``key`` existed (its
+    recorded options and every trial's configuration without it); returns each
+    trial's ``metrics.json`` bytes by path."""
+    doc = json.loads((out / "results.json").read_text())
+    del doc["sweep"]["training"][key]
+    (out / "results.json").write_text(json.dumps(doc))
+    for path in out.glob("*/metrics.json"):
+        m = json.loads(path.read_text())
+        del m["config"][key]
+        path.write_text(json.dumps(m))
+    return {p: p.read_bytes() for p in sorted(out.glob("*/metrics.json"))}
+
+
 def test_a_sweep_folder_from_before_momentum_and_batches_of_two(tiny: Path, tmp_path: Path) -> None:
     """A folder whose recorded options predate ``momentum`` (and whose trials trained
     in batches of 8, the default then) is continued with ``--batch-size 8``, and the
@@ -566,15 +580,7 @@ def test_a_sweep_folder_from_before_momentum_and_batches_of_two(tiny: Path, tmp_
     train = {k: v for k, v in TRAIN_OPTIONS.items() if k != "batch_size"}
     out = tmp_path / "old"
     run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 8}))
-    doc = json.loads((out / "results.json").read_text())
-    del doc["sweep"]["training"]["momentum"]
-    (out / "results.json").write_text(json.dumps(doc))
-    trials = sorted(out.glob("*/metrics.json"))
-    for path in trials:
-        m = json.loads(path.read_text())
-        del m["config"]["momentum"]
-        path.write_text(json.dumps(m))
-    before = {p: p.read_bytes() for p in trials}
+    before = _forget_option(out, "momentum")
     with pytest.raises(
         ValueError,
         match=r"other options \(batch_size: 8, now 2\); run it with the same "
@@ -583,7 +589,7 @@ def test_a_sweep_folder_from_before_momentum_and_batches_of_two(tiny: Path, tmp_
         run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 2}))
     res = run_sweep(tiny_sweep(tiny, out, train_options={**train, "batch_size": 8}))
     assert not res.failed and len(res.data["trials"]) == 4
-    assert {p: p.read_bytes() for p in trials} == before
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_a_bad_training_option_in_a_sweep_config_names_the_file(
@@ -606,15 +612,7 @@ def test_a_sweep_folder_from_before_the_parameter_average_is_continued(
     continues and every finished trial is reused."""
     out = tmp_path / "old"
     run_sweep(tiny_sweep(tiny, out))
-    doc = json.loads((out / "results.json").read_text())
-    del doc["sweep"]["training"]["ema_decay"]
-    (out / "results.json").write_text(json.dumps(doc))
-    trials = sorted(out.glob("*/metrics.json"))
-    for path in trials:
-        m = json.loads(path.read_text())
-        del m["config"]["ema_decay"]
-        path.write_text(json.dumps(m))
-    before = {p: p.read_bytes() for p in trials}
+    before = _forget_option(out, "ema_decay")
     res = run_sweep(tiny_sweep(tiny, out))
     assert not res.failed and len(res.data["trials"]) == 4
-    assert {p: p.read_bytes() for p in trials} == before
+    assert {p: p.read_bytes() for p in before} == before
