@@ -474,8 +474,8 @@ CONFIG_HELP: dict[str, str] = {
     "lr_plateau_patience": "plateau schedule: epochs without a better validation NLL "
     "before the rate is multiplied by lr_decay",
     "weight_decay": "decoupled weight decay of the weight matrices, AdamW style (0: none)",
-    "ema_decay": "decay per update of a moving average of the parameters, which is validated "
-    "and kept instead of them (0: none)",
+    "ema_decay": "decay per update, in [0, 1), of a moving average of the parameters, which "
+    "is validated and kept instead of them (0: none)",
     "dropout": "variational dropout rate on layer inputs and the read-out input (0: none)",
     "recurrent_dropout": "variational dropout rate on the recurrent connections (0: none)",
     "zoneout": "zoneout probability on the states (0: none)",
