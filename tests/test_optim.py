@@ -197,7 +197,7 @@ def test_float32_stays_float32(kind: str) -> None:
         if key != "t":  # the parameter average is kept in float64
             assert value.dtype == (np.float64 if key.startswith("ema/") else np.float32), key
     if opt.ema_decay:
-        assert all(a.dtype == np.float32 for a in opt.averaged().values())
+        assert all(a.dtype == np.float32 for a in opt.averaged(params).values())
 
 
 def test_state_dict_before_first_step() -> None:
@@ -411,7 +411,7 @@ def test_the_average_of_parameters_that_stay_put_is_those_parameters() -> None:
     params: dict[str, Array] = {"W": np.full((2, 3), 0.3), "b": np.full(3, -7.0, np.float32)}
     for _ in range(5):
         opt.step(params, {"W": np.ones((2, 3)), "b": np.ones(3, np.float32)})
-    avg = opt.averaged()
+    avg = opt.averaged(params)
     np.testing.assert_allclose(avg["W"], params["W"], rtol=1e-12)
     assert avg["b"].dtype == np.float32
     np.testing.assert_allclose(avg["b"], params["b"], rtol=1e-6)
@@ -449,7 +449,7 @@ def test_a_float32_average_of_parameters_that_stay_put_does_not_drift() -> None:
     params: dict[str, Array] = {"w": np.ones(3, np.float32)}
     for _ in range(20_000):
         opt.step(params, {"w": np.zeros(3, np.float32)})
-    np.testing.assert_array_equal(opt.averaged()["w"], np.ones(3, np.float32))
+    np.testing.assert_array_equal(opt.averaged(params)["w"], np.ones(3, np.float32))
 
 
 def test_a_state_of_steps_without_its_slots_or_beyond_the_counter_is_refused() -> None:

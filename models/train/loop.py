@@ -915,7 +915,7 @@ def _train_locked(
                     f"the last good checkpoint is {ckpt} (epoch {saved_epoch})"
                 )
             # with a parameter average, the average is what is scored and kept
-            scored = opt.averaged() if config.ema_decay > 0 else None
+            scored = opt.averaged(model.params) if config.ema_decay > 0 else None
             try:
                 valid = model.evaluate(dataset.valid, config.eval_batch_size, params=scored)
             except NonFiniteError as exc:

@@ -108,7 +108,6 @@ class Optimizer(ABC):
         self.ema_decay = _check_unit_interval("ema_decay", ema_decay, allow_zero=True)
         self.t = 0
         self._slots: dict[str, dict[str, Array]] = {slot: {} for slot in self._slot_keys()}
-        self._dtypes: dict[str, np.dtype[np.floating]] = {}  # of the averaged parameters
 
     def _slot_keys(self) -> tuple[str, ...]:
         """The update's slots and, with a parameter average, ``"ema"``."""
@@ -190,17 +189,18 @@ class Optimizer(ABC):
                 average = slots["ema"]
                 average *= d
                 average += (1.0 - d) * param
-                self._dtypes[name] = param.dtype
 
-    def averaged(self) -> dict[str, Array]:
+    def averaged(self, like: Mapping[str, Array] | None = None) -> dict[str, Array]:
         """The bias-corrected moving average of the parameters (``ema_decay > 0``).
 
+        Args:
+            like: the parameters, whose dtypes the average is returned in; without
+                them it comes in the dtype it is kept in, float64 at least (so
+                that float32 parameters do not round its small increments away).
+
         Returns:
-            New arrays by parameter name, each of its parameter's shape and
-            dtype: ``a / (1 - ema_decay**t)``. The average itself is kept in
-            float64 at least, so that float32 parameters do not round its small
-            increments away; after :meth:`load_state_dict` and before the next
-            step it is returned in that dtype.
+            New arrays by parameter name, each of its parameter's shape:
+            ``a / (1 - ema_decay**t)``.
 
         Raises:
             ValueError: if the optimiser keeps no average (``ema_decay == 0``)
@@ -213,7 +213,7 @@ class Optimizer(ABC):
         # 1 - d**t without the loss of digits of 1 - (a number near 1)
         scale = -math.expm1(self.t * math.log(self.ema_decay))
         return {
-            name: (a / scale).astype(self._dtypes.get(name, a.dtype), copy=False)
+            name: (a / scale).astype(a.dtype if like is None else like[name].dtype, copy=False)
             for name, a in self._slots["ema"].items()
         }
 
@@ -353,7 +353,6 @@ class Optimizer(ABC):
             )
         self.t = t
         self._slots = slots
-        self._dtypes = {}
 
 
 class RMSProp(Optimizer):
