@@ -27,7 +27,7 @@ from models.cli.common import (
 from models.data.dataset import DataError, one_line
 from models.io import EXIT_SIGINT, EXIT_SIGTERM, Terminated
 from models.train.checkpoint import CheckpointError
-from models.train.loop import TrainingInterrupted
+from models.train.loop import ResumeRefused, TrainingInterrupted
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SIGINT
     except BrokenPipeError:
         return 1
-    except UsageError as exc:
+    except (UsageError, ResumeRefused) as exc:  # a flag the run cannot take
         return _usage_error(parser, args, exc)
     except MemoryError:
         sys.stderr.write(

@@ -21,7 +21,7 @@ from models.cli.common import (
 )
 from models.data.dataset import one_line
 from models.io import FileError, read_text_capped
-from models.train.checkpoint import CheckpointError, load_checkpoint
+from models.train.checkpoint import load_checkpoint
 from models.train.config import (
     CHECKPOINT_FILE,
     CONFIG_CHOICES,
@@ -30,7 +30,7 @@ from models.train.config import (
     config_from_mapping,
     stored_options,
 )
-from models.train.loop import check_resume_config, train
+from models.train.loop import train
 from models.train.report import ConsoleReporter
 
 
@@ -185,22 +185,6 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     return _usage(config.check_training_batch)
 
 
-def _check_resume(config: TrainConfig) -> None:
-    """An option given with ``--resume`` that the run cannot change is a usage error
-    (exit 2), as any bad flag; a broken checkpoint is not."""
-    path = config.out_dir() / CHECKPOINT_FILE
-    ck = load_checkpoint(path)
-    if (ck.extra or {}).get("kind") != "checkpoint":
-        return  # a model.npz, say: training names what the file is
-    try:
-        # as training compares it: the dataset as an absolute path, numbers as floats
-        check_resume_config(config.resolved(), ck.config, path)
-    except CheckpointError:
-        raise
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def _usage(build: Any, *a: Any, **kw: Any) -> TrainConfig:
     """``build(*a, **kw)`` with its ValueError (a bad option value) as a UsageError."""
     try:
@@ -222,8 +206,6 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             write_stdout(config_to_toml(config))
         return 0
-    if config.resume:
-        _check_resume(config)
     live = config.progress and sys.stderr.isatty()
     result = train(config, reporter=ConsoleReporter(sys.stderr, live=live))
     m = result.metrics

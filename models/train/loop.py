@@ -308,9 +308,14 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
+class ResumeRefused(ValueError):
+    """A resume with an option the checkpoint's run cannot change; the message names
+    the option (the command line reports it as a usage error, exit code 2)."""
+
+
 def check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Path) -> None:
-    """Raise ValueError naming the first option that differs from the checkpoint's run
-    (``CheckpointError``, a ValueError too, where the stored configuration is broken)."""
+    """Raise :class:`ResumeRefused` naming the first option that differs from the
+    checkpoint's run (``CheckpointError`` where the stored configuration is broken)."""
     saved = stored_options(saved)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -322,13 +327,13 @@ def check_resume_config(config: TrainConfig, saved: Mapping[str, Any], path: Pat
             raise CheckpointError(f"{path}: the stored configuration lacks option {f.name!r}")
         mine, theirs = config.to_dict()[f.name], saved[f.name]
         if mine != theirs:
-            raise ValueError(
+            raise ResumeRefused(
                 f"option {f.name!r} is {mine!r}, but {path} was trained with {theirs!r}; "
                 f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
             )
     if config.lr_schedule == "cosine" and not config.max_updates:
         if config.epochs != saved.get("epochs"):
-            raise ValueError(
+            raise ResumeRefused(
                 f"option 'epochs' is {config.epochs!r}, but {path} was trained with "
                 f"{saved.get('epochs')!r}, and the cosine schedule decays over the epochs; "
                 "keep the number of epochs when resuming (a run started with "
